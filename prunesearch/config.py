@@ -1,0 +1,178 @@
+"""A run config: pydantic models of the TOML file. Unknown keys and wrong types are refused.
+
+`load_config(path, overrides)` reads TOML, applies `--set key=value` overrides by dotted path and
+validates; every failure becomes a `ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prunesearch.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    val_size: int = Field(5000, ge=1, description="images held out of the training split")
+    download: bool = True
+
+
+class TrainConfig(_Section):
+    """Dense-training recipe: SGD with momentum, cosine schedule, light augmentation."""
+
+    epochs: int = Field(3, ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: bool = True
+    max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
+
+
+class ModelConfig(_Section):
+    name: str = "resnet20"
+    width_mult: float = Field(1.0, gt=0)
+    checkpoint: str | None = None
+    train: TrainConfig = TrainConfig()
+
+
+class SpaceConfig(_Section):
+    width_ratios: list[float] = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+    depth: bool = True
+    ignore: list[str] = Field(default_factory=list, description="module names never pruned")
+
+    @field_validator("width_ratios")
+    @classmethod
+    def _ratios_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < r <= 1 for r in v):
+            raise ValueError("width_ratios must be a non-empty list of numbers in (0, 1]")
+        return sorted(set(v))
+
+
+class SearchConfig(_Section):
+    strategy: str = "tpe"
+    budget: int = Field(120, ge=1, description="number of candidate evaluations")
+    time_limit: float | None = Field(None, gt=0, description="seconds of search wall time")
+    batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
+
+
+class EvaluatorConfig(_Section):
+    calib_batches: int = Field(8, ge=1, description="training batches for adaptive BN")
+    batch_size: int = Field(256, ge=1)
+    val_images: int = Field(1000, ge=1, description="fixed validation subset for the proxy")
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    space: SpaceConfig = SpaceConfig()
+    search: SearchConfig = SearchConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+
+    @model_validator(mode="after")
+    def _val_subset_fits(self) -> RunConfig:
+        if self.evaluator.val_images > self.data.val_size:
+            raise ValueError(
+                f"evaluator.val_images ({self.evaluator.val_images}) exceeds data.val_size "
+                f"({self.data.val_size}); lower evaluator.val_images or raise data.val_size"
+            )
+        return self
+
+
+DEFAULT_CONFIG = "default.toml"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section.")
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as random: keep it as a string
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, str]]:
+    parsed = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--set expects key=value with a dotted key, e.g. --set search.budget=50; "
+                f"got '{pair}'."
+            )
+        parsed.append((key.strip(), value.strip()))
+    return parsed
+
+
+def config_from_dict(tree: dict[str, Any], source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{where}' (check its spelling; see the example "
+                                f"configs in configs/)")
+            else:
+                problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a TOML config (the embedded default job when `path` is None) and apply overrides."""
+    if path is None:
+        text = resources.files("prunesearch.configs").joinpath(DEFAULT_CONFIG).read_text()
+        source = "(embedded default job)"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file '{p}' does not exist; pass the path of a TOML file "
+                              f"such as configs/smoke.toml, or no argument for the default job.")
+        text, source = p.read_text(), f"'{p}'"
+    try:
+        tree = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"Config {source} is not valid TOML: {err}. Fix the syntax.") from None
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, source)
+
+
+def config_to_toml(cfg: RunConfig) -> str:
+    """The fully resolved config as TOML (None values are omitted: they mean 'default')."""
+    lines: list[str] = []
+
+    def emit(prefix: str, data: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        for k, v in scalars.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        for k, v in data.items():
+            if isinstance(v, dict):
+                emit(f"{prefix}.{k}" if prefix else k, v)
+
+    emit("", cfg.model_dump())
+    return "\n".join(lines).lstrip() + "\n"
+
+
+Device = Literal["auto", "cpu", "cuda"]

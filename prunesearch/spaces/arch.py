@@ -1,0 +1,66 @@
+"""The two value types of a search space: a searchable knob and one choice per knob."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+DimensionKind = Literal["width", "depth", "density"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searchable knob.
+
+    width: channels kept in a coupled channel group; depth: blocks kept in a stage. `choices`
+    are ascending; a gene is an index into them, so neighbouring genes are neighbouring sizes.
+    """
+
+    name: str
+    kind: DimensionKind
+    choices: tuple[int, ...]
+    full: int  # the dense model's value (channels of the group, blocks of the stage)
+
+    def index(self, value: int) -> int:
+        try:
+            return self.choices.index(value)
+        except ValueError:
+            raise ValueError(
+                f"{value} is not a choice of dimension '{self.name}'; choices: {self.choices}"
+            ) from None
+
+    def nearest(self, target: float) -> int:
+        """The choice closest to `target` (ties go to the larger choice)."""
+        return min(self.choices, key=lambda c: (abs(c - target), -c))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An immutable, hashable choice per dimension, in the space's dimension order.
+
+    The same Arch always means the same subnetwork: a width value keeps that many channels of
+    the group, the most important first, in an order fixed once per run.
+    """
+
+    values: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_dict(cls, choice: dict[str, int]) -> Arch:
+        return cls(tuple((name, int(v)) for name, v in choice.items()))
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        return cls.from_dict(json.loads(text))
+
+    def __getitem__(self, name: str) -> int:
+        for key, value in self.values:
+            if key == name:
+                return value
+        raise KeyError(name)

@@ -1,0 +1,216 @@
+"""Analytic MACs and parameters of any Arch, without building a model.
+
+Counting follows torch-pruning's `count_ops_and_params` exactly (conv/linear multiply-adds plus
+the element-wise ops it counts for norms, activations and pooling), so the analytic numbers equal
+what the exported model costs. The model is probed once: the dense forward, then one forward per
+width dimension with that dimension at its smallest choice. Every tensor's channel count is
+linear in the kept channels of the groups feeding it (identity, concat, flatten), so the probes
+give each tensor's slope per group, and a cost is a short sum over recorded layer calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch_pruning.utils import op_counter
+
+from prunesearch.errors import ModelError
+
+# torch-pruning's counting rule per layer type, by the name of its hook function.
+_KIND_OF_HOOK = {
+    "conv_flops_counter_hook": "conv",
+    "linear_flops_counter_hook": "linear",
+    "bn_flops_counter_hook": "norm",
+    "ln_flops_counter_hook": "layernorm",
+    "relu_flops_counter_hook": "act",
+    "pool_flops_counter_hook": "pool",
+}
+
+
+def _kind(module: nn.Module) -> str | None:
+    hook = op_counter.MODULES_MAPPING.get(type(module))
+    if hook is None:
+        return None
+    kind = _KIND_OF_HOOK.get(hook.__name__)
+    if kind is None or (kind == "conv" and getattr(module, "transposed", False)):
+        raise ModelError(
+            f"prunesearch cannot count the cost of {type(module).__name__} layers analytically "
+            f"yet; supported: convolutions, linear, batch/layer norm, activations, pooling."
+        )
+    return kind
+
+
+@dataclass(frozen=True)
+class _Side:
+    """A tensor's size as a function of the Arch: `unit` elements per channel along `axis`."""
+
+    full: int
+    unit: int
+    slopes: tuple[tuple[int, int], ...]  # (width dim index, channels lost per channel removed)
+
+    def channels(self, lost: Sequence[int]) -> int:
+        return self.full - sum(s * lost[d] for d, s in self.slopes)
+
+    def numel(self, lost: Sequence[int]) -> int:
+        return self.unit * self.channels(lost)
+
+
+@dataclass(frozen=True)
+class _Call:
+    module: str
+    kind: str
+    block: tuple[int, int] | None  # (depth dim index, block index) if inside a droppable block
+    inp: _Side
+    out: _Side
+    kernel: int = 1
+    bias: bool = False
+    depthwise: bool = False
+    groups: int = 1
+    affine: bool = False
+
+    def ops(self, lost: Sequence[int]) -> int:
+        if self.kind == "conv":
+            cin, cout = self.inp.channels(lost), self.out.channels(lost)
+            groups = cin if self.depthwise else self.groups
+            ops = self.kernel * cin * (cout // groups) * self.out.unit
+            return ops + (cout * self.out.unit if self.bias else 0)
+        if self.kind == "linear":
+            cout = self.out.channels(lost)
+            return self.inp.numel(lost) * cout + (cout if self.bias else 0)
+        if self.kind in ("norm", "layernorm"):
+            return self.inp.numel(lost) * (2 if self.affine else 1)
+        if self.kind == "act":
+            return self.out.numel(lost)
+        return self.inp.numel(lost)  # pool
+
+    def params(self, lost: Sequence[int]) -> int:
+        if self.kind in ("conv", "linear"):
+            cin, cout = self.inp.channels(lost), self.out.channels(lost)
+            per_out = 1 if self.depthwise else cin // self.groups
+            return cout * per_out * self.kernel + (cout if self.bias else 0)
+        if self.kind in ("norm", "layernorm") and self.affine:
+            return self.out.channels(lost) * (2 if self.bias else 1)
+        return 0
+
+
+def _record(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[torch.Size, ...]]]:
+    """(input shape, output shape) of every call of every counted layer."""
+    calls: dict[str, list[tuple[torch.Size, ...]]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if _kind(module) is not None:
+            def hook(mod, args, out, name=name):
+                calls.setdefault(name, []).append((args[0].shape, out.shape))
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _axis(kind: str, shapes: Sequence[torch.Size], dense: torch.Size) -> int:
+    changed = {a for s in shapes for a in range(len(dense)) if s[a] != dense[a]}
+    if len(changed) > 1:
+        raise ModelError(f"A tensor of shape {tuple(dense)} shrinks along several axes when "
+                         f"channels are pruned; prunesearch cannot count its cost.")
+    if changed:
+        return changed.pop()
+    return len(dense) - 1 if kind in ("linear", "layernorm") else min(1, len(dense) - 1)
+
+
+class CostModel:
+    """MACs and params of an Arch from layer calls recorded on probe forwards (batch of one)."""
+
+    def __init__(self, calls: list[_Call], modeled: set[str],
+                 fixed_params: dict[tuple[int, int] | None, int],
+                 dims_full: Sequence[int], depth_dims: Sequence[int]):
+        self.calls = calls
+        self.fixed_params = fixed_params
+        self._full = list(dims_full)
+        self._depth = list(depth_dims)
+        # A modeled layer counts its params once, on its first call.
+        self._param_calls = []
+        seen: set[str] = set()
+        for cl in calls:
+            if cl.module in modeled and cl.module not in seen:
+                self._param_calls.append(cl)
+            seen.add(cl.module)
+
+    @classmethod
+    def probe(cls, model: nn.Module, example: torch.Tensor,
+              width_probes: dict[int, tuple[int, nn.Module]],
+              blocks: Callable[[str], tuple[int, int] | None],
+              dims_full: Sequence[int], depth_dims: Sequence[int]) -> CostModel:
+        """`width_probes[d] = (channels removed, model with only dim d at its smallest)`."""
+        dense = _record(model, example)
+        probes = {d: (lost, _record(m, example)) for d, (lost, m) in width_probes.items()}
+        modules = dict(model.named_modules())
+        calls: list[_Call] = []
+        modeled: set[str] = set()
+        for name, shapes in dense.items():
+            module = modules[name]
+            kind = _kind(module)
+            assert kind is not None
+            for c, (in_shape, out_shape) in enumerate(shapes):
+                sides = []
+                for s, dense_shape in enumerate((in_shape, out_shape)):
+                    seen = [p[1][name][c][s] for p in probes.values()]
+                    axis = _axis(kind, seen, dense_shape)
+                    full = dense_shape[axis]
+                    slopes = []
+                    for d, (lost, rec) in probes.items():
+                        delta = full - rec[name][c][s][axis]
+                        if delta:
+                            if delta % lost:
+                                raise ModelError(f"Channels of '{name}' do not shrink linearly "
+                                                 f"with its group; cannot count its cost.")
+                            slopes.append((d, delta // lost))
+                    unit = math.prod(dense_shape) // full
+                    sides.append(_Side(full, unit, tuple(slopes)))
+                calls.append(_Call(
+                    name, kind, blocks(name), sides[0], sides[1],
+                    kernel=math.prod(getattr(module, "kernel_size", (1,))),
+                    bias=getattr(module, "bias", None) is not None,
+                    depthwise=kind == "conv" and module.groups > 1
+                    and module.groups == module.in_channels,
+                    groups=getattr(module, "groups", 1),
+                    affine=bool(getattr(module, "affine", False)
+                                or getattr(module, "elementwise_affine", False)),
+                ))
+            if kind in ("conv", "linear", "norm", "layernorm"):
+                modeled.add(name)
+            elif any(cl.inp.slopes or cl.out.slopes for cl in calls if cl.module == name) and \
+                    sum(p.numel() for p in module.parameters(recurse=False)) > 1:
+                raise ModelError(f"Layer '{name}' ({type(module).__name__}) has per-channel "
+                                 f"parameters prunesearch cannot prune; list it in space.ignore.")
+        fixed: dict[tuple[int, int] | None, int] = {}
+        for pname, p in model.named_parameters():
+            owner = pname.rsplit(".", 1)[0] if "." in pname else ""
+            if owner in modeled:
+                continue
+            key = blocks(pname)
+            fixed[key] = fixed.get(key, 0) + p.numel()
+        return cls(calls, modeled, fixed, dims_full, depth_dims)
+
+    def _lost_and_kept(self, values: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+        lost = [self._full[d] - v for d, v in enumerate(values)]
+        return lost, {d: values[d] for d in self._depth}
+
+    def macs(self, values: Sequence[int]) -> int:
+        lost, kept = self._lost_and_kept(values)
+        return sum(cl.ops(lost) for cl in self.calls
+                   if cl.block is None or cl.block[1] < kept[cl.block[0]])
+
+    def params(self, values: Sequence[int]) -> int:
+        lost, kept = self._lost_and_kept(values)
+        total = sum(n for key, n in self.fixed_params.items()
+                    if key is None or key[1] < kept[key[0]])
+        return total + sum(cl.params(lost) for cl in self._param_calls
+                           if cl.block is None or cl.block[1] < kept[cl.block[0]])

@@ -1,0 +1,166 @@
+"""A search space built from any model: width dimensions per coupled channel group, depth
+dimensions per stage of droppable blocks, and analytic costs of every Arch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunesearch.errors import ModelError, UserError
+from prunesearch.spaces.arch import Arch, Dimension
+from prunesearch.spaces.cost import CostModel
+from prunesearch.spaces.graph import ChannelGroup, ModelGraph
+from prunesearch.spaces.slicing import Slicer
+
+DEFAULT_WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def width_choices(size: int, ratios: Sequence[float]) -> tuple[int, ...]:
+    """Channel counts of a group for the ratio grid; never below 1, the full width always in."""
+    return tuple(sorted({max(1, round(r * size)) for r in ratios} | {size}))
+
+
+class Space:
+    """Ordered dimensions over a reference model; see DESIGN.md's core types."""
+
+    def __init__(self, dims: Sequence[Dimension], groups: Sequence[ChannelGroup | None],
+                 stages: Sequence[str | None], graph: ModelGraph, example: torch.Tensor) -> None:
+        self.dims = tuple(dims)
+        self._groups = list(groups)
+        self._stages = list(stages)
+        self.graph = graph
+        self.example = example
+        self.cost: CostModel | None = None
+        self._names = [d.name for d in self.dims]
+
+    @classmethod
+    def from_model(cls, model: nn.Module, example_input: torch.Tensor,
+                   width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, depth: bool = True,
+                   ignore: Sequence[str] = ()) -> Space:
+        """Find the coupled channel groups (torch-pruning's DependencyGraph) of `model`, make
+        one width dimension per group and, when the model offers `depth_stages()`, one depth
+        dimension per stage; then probe the model once for the analytic cost model."""
+        example = example_input[:1]
+        graph = ModelGraph(model, example, list(ignore))
+        dims: list[Dimension] = []
+        groups: list[ChannelGroup | None] = []
+        stages: list[str | None] = []
+        for group in graph.groups:
+            choices = width_choices(group.size, width_ratios)
+            if len(choices) > 1:
+                dims.append(Dimension(f"width:{group.name}", "width", choices, group.size))
+                groups.append(group)
+                stages.append(None)
+        if depth and hasattr(model, "depth_stages"):
+            for name, stage in model.depth_stages():
+                if len(stage) > 1:
+                    dims.append(Dimension(f"depth:{name}", "depth",
+                                          tuple(range(1, len(stage) + 1)), len(stage)))
+                    groups.append(None)
+                    stages.append(name)
+        if not dims:
+            raise ModelError("The model has no prunable channel group or droppable block; "
+                             "nothing to search. Check space.ignore and space.width_ratios.")
+        space = cls(dims, groups, stages, graph, example)
+        space.cost = space._probe_costs(model)
+        return space
+
+    def _probe_costs(self, model: nn.Module) -> CostModel:
+        identity = [list(range(g.size)) if g else [] for g in self._groups]
+        slicer = Slicer(self, model, identity)
+        largest = self.encode(self.largest())
+        probes = {}
+        for d, _ in self.width_groups():
+            genes = list(largest)
+            genes[d] = 0
+            dim = self.dims[d]
+            probes[d] = (dim.full - dim.choices[0], slicer.build(self.decode(genes)))
+        return CostModel.probe(model, self.example, probes, self._block_of,
+                               [d.full for d in self.dims],
+                               [d for d, _ in self.depth_stages()])
+
+    def _block_of(self, name: str) -> tuple[int, int] | None:
+        for d, stage in self.depth_stages():
+            if name.startswith(stage + "."):
+                head = name[len(stage) + 1:].split(".", 1)[0]
+                if head.isdigit():
+                    return d, int(head)
+        return None
+
+    # --- structure -------------------------------------------------------------------------
+    def width_groups(self) -> list[tuple[int, ChannelGroup]]:
+        return [(d, g) for d, g in enumerate(self._groups) if g is not None]
+
+    def depth_stages(self) -> list[tuple[int, str]]:
+        return [(d, s) for d, s in enumerate(self._stages) if s is not None]
+
+    def slicer(self, model: nn.Module) -> Slicer:
+        """A slicer over `model`'s weights, keeping the channels of highest group L1 norm."""
+        return Slicer(self, model, self.graph.channel_order())
+
+    # --- genes -----------------------------------------------------------------------------
+    def encode(self, arch: Arch) -> list[int]:
+        names = [name for name, _ in arch.values]
+        if names != self._names:
+            missing = sorted(set(self._names) - set(names))
+            extra = sorted(set(names) - set(self._names))
+            raise UserError(f"The architecture does not match this search space (missing "
+                            f"{missing[:3]}, unexpected {extra[:3]}); it was made for another "
+                            f"model or space config.")
+        try:
+            return [dim.index(value) for dim, (_, value) in zip(self.dims, arch.values,
+                                                                 strict=True)]
+        except ValueError as err:
+            raise UserError(f"Invalid architecture: {err}.") from None
+
+    def decode(self, genes: Sequence[int]) -> Arch:
+        if len(genes) != len(self.dims):
+            raise UserError(f"Expected {len(self.dims)} genes, got {len(genes)}.")
+        values = []
+        for dim, g in zip(self.dims, genes, strict=True):
+            if not 0 <= int(g) < len(dim.choices):
+                raise UserError(f"Gene {g} out of range for '{dim.name}' "
+                                f"(0..{len(dim.choices) - 1}).")
+            values.append((dim.name, dim.choices[int(g)]))
+        return Arch(tuple(values))
+
+    def bounds(self) -> list[int]:
+        """Number of choices per dimension: gene d lies in [0, bounds[d])."""
+        return [len(d.choices) for d in self.dims]
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        return self.decode([int(rng.integers(len(d.choices))) for d in self.dims])
+
+    def largest(self) -> Arch:
+        return self.decode([len(d.choices) - 1 for d in self.dims])
+
+    def smallest(self) -> Arch:
+        return self.decode([0 for _ in self.dims])
+
+    def uniform(self, ratio: float) -> Arch:
+        """The same width ratio in every group (nearest choice), all blocks kept."""
+        return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == "width" else d.full)
+                          for d in self.dims))
+
+    # --- costs -----------------------------------------------------------------------------
+    def _values(self, arch: Arch) -> list[int]:
+        self.encode(arch)
+        return [v for _, v in arch.values]
+
+    def macs(self, arch: Arch) -> int:
+        """MACs for one example, counted as torch-pruning's count_ops_and_params does."""
+        return self.cost.macs(self._values(arch))
+
+    def params(self, arch: Arch) -> int:
+        return self.cost.params(self._values(arch))
+
+    @property
+    def dense_macs(self) -> int:
+        return self.macs(self.largest())
+
+    @property
+    def dense_params(self) -> int:
+        return self.params(self.largest())
