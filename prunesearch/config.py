@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunesearch.errors import ConfigError
 
@@ -24,7 +24,8 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    val_size: int = Field(5000, ge=1, description="images held out of the training split")
+    val_size: int | None = Field(None, ge=1, description="examples held out of the training "
+                                 "split (default: the dataset's own, 5000 for fashion-mnist)")
     download: bool = True
 
 
@@ -81,15 +82,6 @@ class RunConfig(_Section):
     space: SpaceConfig = SpaceConfig()
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
-
-    @model_validator(mode="after")
-    def _val_subset_fits(self) -> RunConfig:
-        if self.evaluator.val_images > self.data.val_size:
-            raise ValueError(
-                f"evaluator.val_images ({self.evaluator.val_images}) exceeds data.val_size "
-                f"({self.data.val_size}); lower evaluator.val_images or raise data.val_size"
-            )
-        return self
 
 
 DEFAULT_CONFIG = "default.toml"

@@ -176,7 +176,7 @@ class CostModel:
                     sides.append(_Side(full, unit, tuple(slopes)))
                 calls.append(_Call(
                     name, kind, blocks(name), sides[0], sides[1],
-                    kernel=math.prod(getattr(module, "kernel_size", (1,))),
+                    kernel=math.prod(module.kernel_size) if kind == "conv" else 1,
                     bias=getattr(module, "bias", None) is not None,
                     depthwise=kind == "conv" and module.groups > 1
                     and module.groups == module.in_channels,

@@ -59,7 +59,6 @@ class ModelGraph:
         self.tp_groups = list(self.dg.get_all_groups(
             ignored_layers=list(ignored), root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear]))
         self.groups = [self._describe(g) for g in self.tp_groups]
-        self.groups = [g for g in self.groups if g.size > 0]
 
     def _describe(self, group: tp.Group) -> ChannelGroup:
         members = []
@@ -75,19 +74,17 @@ class ModelGraph:
         return ChannelGroup(self.module_names[root], size, tuple(members))
 
     @torch.no_grad()
-    def channel_order(self) -> list[list[int]]:
-        """Root channels of every group, most important first: the group's L1 weight norm.
-
-        This fixes which channels a width choice keeps, once per run.
-        """
+    def channel_order(self) -> dict[str, list[int]]:
+        """Root channels of every group (by name), most important first: the group's L1 weight
+        norm. This fixes which channels a width choice keeps, once per run."""
         importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
-        order = []
+        order = {}
         for group, desc in zip(self.tp_groups, self.groups, strict=True):
             scores = importance(group)
             if scores is None or len(scores) != desc.size:
-                order.append(list(range(desc.size)))
+                order[desc.name] = list(range(desc.size))
             else:  # stable: equal scores keep channel order
-                order.append(torch.argsort(-scores.float(), stable=True).tolist())
+                order[desc.name] = torch.argsort(-scores.float(), stable=True).tolist()
         return order
 
 

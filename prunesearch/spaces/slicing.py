@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -128,14 +128,15 @@ def _side_size(m: nn.Module, side: str) -> int:
 class Slicer:
     """Materializes Archs of a Space from one dense model (which it never modifies)."""
 
-    def __init__(self, space: Space, model: nn.Module, order: Sequence[Sequence[int]]) -> None:
+    def __init__(self, space: Space, model: nn.Module,
+                 order: Mapping[str, Sequence[int]]) -> None:
         self.space = space
         self.model = model
         modules = dict(model.named_modules())
         # removed[(dim index, choice)] -> {(module, side): indices that choice removes}
         self._removed: dict[tuple[int, int], dict[tuple[str, str], set[int]]] = {}
         for d, group in space.width_groups():
-            ranked = order[d] if len(order) > d else range(group.size)
+            ranked = order[group.name]
             for choice in space.dims[d].choices:
                 gone_roots = set(ranked[choice:])
                 removed: dict[tuple[str, str], set[int]] = defaultdict(set)

@@ -23,6 +23,13 @@ def width_choices(size: int, ratios: Sequence[float]) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(r * size)) for r in ratios} | {size}))
 
 
+def _splits_branches(group: ChannelGroup) -> bool:
+    """True when the group couples concatenated branches (a concat feeding a depthwise conv or
+    a residual add): a layer producing only part of the channels. Which part a width keeps
+    would then depend on the weights, so such groups stay at full width (a known limit)."""
+    return any(m.side == "out" and len(set(m.roots)) < group.size for m in group.members)
+
+
 class Space:
     """Ordered dimensions over a reference model; see DESIGN.md's core types."""
 
@@ -50,7 +57,7 @@ class Space:
         stages: list[str | None] = []
         for group in graph.groups:
             choices = width_choices(group.size, width_ratios)
-            if len(choices) > 1:
+            if len(choices) > 1 and not _splits_branches(group):
                 dims.append(Dimension(f"width:{group.name}", "width", choices, group.size))
                 groups.append(group)
                 stages.append(None)
@@ -69,8 +76,7 @@ class Space:
         return space
 
     def _probe_costs(self, model: nn.Module) -> CostModel:
-        identity = [list(range(g.size)) if g else [] for g in self._groups]
-        slicer = Slicer(self, model, identity)
+        slicer = Slicer(self, model, {g.name: range(g.size) for _, g in self.width_groups()})
         largest = self.encode(self.largest())
         probes = {}
         for d, _ in self.width_groups():

@@ -1,0 +1,187 @@
+"""The `prunesearch` command line (typer + rich). Exit codes: 0 ok, 2 bad input, 1 internal."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prunesearch.config import load_config
+from prunesearch.errors import UserError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Search-based network pruning: find the accuracy-vs-FLOPs Pareto front "
+                       "of a PyTorch network.")
+out_console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[str | None, typer.Argument(
+    help="TOML job config; omit it to run the embedded default job.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config key by dotted path, e.g. --set search.budget=50.")]
+
+
+@app.command()
+def run(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder that holds run directories.")] = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue a killed or finished run.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run a search job: dense model, search space, strategy, Pareto front.
+
+    Example: prunesearch run configs/smoke.toml --set search.strategy=random
+    """
+    from prunesearch.pipeline import run_job
+
+    cfg = load_config(config, set_ or [])
+    outcome = run_job(cfg, out, resume=resume, device=device, progress=not quiet,
+                      console=err_console)
+    s = outcome.summary
+    out_console.print(
+        f"[bold]{outcome.run_dir}[/bold]: {s['n_evals']} candidates ({s['n_failed']} failed), "
+        f"front of {s['front_size']}, hypervolume {s['hypervolume']['value']:.4f}, dense "
+        f"val acc {s['dense']['val_acc']:.4f}, {s['wall_s']:.0f} s")
+    _print_front(outcome.run_dir)
+
+
+def _print_front(run_dir: Path) -> None:
+    from prunesearch.runs import RunView
+
+    view = RunView.load(run_dir)
+    dense = view.summary["dense"]
+    table = Table(title=f"Pareto front of {run_dir} (proxy accuracy on validation)")
+    for col in ("id", "strategy", "FLOPs (MACs)", "MACs ratio", "params", "val acc"):
+        table.add_column(col, justify="right")
+    for row in view.front:
+        table.add_row(str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
+                      f"{row['macs_ratio']:.3f}", f"{row['params'] / 1e3:.1f}k",
+                      f"{row['val_acc']:.4f}")
+    out_console.print(table)
+    out_console.print(f"dense: {dense['macs'] / 1e6:.2f}M MACs, {dense['params'] / 1e3:.1f}k "
+                      f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}")
+
+
+@app.command()
+def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Print a run's Pareto front as a table.
+
+    Example: prunesearch show runs/smoke
+    """
+    _print_front(run_dir)
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file (an SVG is written "
+                                         "beside it).")] = Path("pareto.png"),
+) -> None:
+    """Overlay the Pareto fronts of several runs in one plot.
+
+    Example: prunesearch plot runs/a runs/b -o compare.png
+    """
+    from prunesearch.runs import RunView, plot_fronts
+
+    views = [RunView.load(p) for p in run_dirs]
+    files = plot_fronts([v.series() for v in views], output,
+                        " vs ".join(v.path.name for v in views))
+    out_console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command()
+def space(
+    model_or_config: Annotated[str, typer.Argument(
+        help="A zoo model name, 'package.module:factory', or a TOML job config.")],
+    input_shape: Annotated[str, typer.Option(help="C,H,W of one example (ignored for a "
+                                             "config).")] = "1,28,28",
+    num_classes: Annotated[int, typer.Option(help="Classes (ignored for a config).")] = 10,
+) -> None:
+    """Print the search space of a model: dimensions and dense MACs/params.
+
+    Example: prunesearch space resnet20
+    """
+    from prunesearch.models import build_model
+    from prunesearch.spaces import Space
+
+    if model_or_config.endswith(".toml"):
+        from prunesearch.data import load_dataset
+
+        cfg = load_config(model_or_config)
+        data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
+                            cfg.data.download)
+        shape, classes, name = data.input_shape, data.num_classes, cfg.model.name
+        ratios, depth, ignore = cfg.space.width_ratios, cfg.space.depth, cfg.space.ignore
+    else:
+        try:
+            shape = tuple(int(s) for s in input_shape.split(","))
+        except ValueError:
+            raise UserError(f"--input-shape must be integers separated by commas, like "
+                            f"1,28,28; got '{input_shape}'.") from None
+        classes, name = num_classes, model_or_config
+        from prunesearch.config import SpaceConfig
+
+        sc = SpaceConfig()
+        ratios, depth, ignore = sc.width_ratios, sc.depth, sc.ignore
+    model = build_model(name, shape, classes).eval()
+    sp = Space.from_model(model, torch.zeros(1, *shape), ratios, depth, ignore)
+    table = Table(title=f"search space of {name} on input {tuple(shape)}")
+    for col in ("#", "dimension", "kind", "full", "choices"):
+        table.add_column(col)
+    for i, d in enumerate(sp.dims):
+        table.add_row(str(i), d.name, d.kind, str(d.full), " ".join(map(str, d.choices)))
+    out_console.print(table)
+    smallest = sp.smallest()
+    out_console.print(
+        f"dense: {sp.dense_macs:,} FLOPs (MACs), {sp.dense_params:,} params; smallest arch: "
+        f"{sp.macs(smallest) / sp.dense_macs:.3f} of dense MACs, "
+        f"{sp.params(smallest) / sp.dense_params:.3f} of params")
+
+
+@app.command()
+def train(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Train (or load from the cache) the dense model of a job, and report its accuracy.
+
+    Example: prunesearch train configs/smoke.toml --set model.train.epochs=5
+    """
+    from prunesearch.data import load_dataset
+    from prunesearch.models import dense_model
+    from prunesearch.pipeline import resolve_device
+
+    cfg = load_config(config, set_ or [])
+    dev = resolve_device(device)
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
+                        cfg.data.download).to(dev)
+    _, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev)
+    out_console.print(f"{cfg.model.name} on {cfg.data.dataset}: val acc {meta['val_acc']:.4f}, "
+                      f"test acc {meta['test_acc']:.4f}, "
+                      f"{'loaded from cache' if meta.get('cached') else 'trained'}; "
+                      f"checkpoint {meta.get('checkpoint')}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; continue with --resume")
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()
+        err_console.print("[bold red]internal error[/bold red]: this is a bug in prunesearch; "
+                          "please report it with the traceback above.")
+        sys.exit(1)

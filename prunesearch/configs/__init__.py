@@ -1,0 +1,1 @@
+"""Job configs shipped with the package (the embedded default job)."""

@@ -1,0 +1,76 @@
+"""The evaluator interface strategies see: `evaluate(archs) -> list[Result]`.
+
+The base class owns what every evaluator needs once (pymoo's template-method shape): the cache
+by Arch, timing, analytic costs and failure handling; subclasses only score one built candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prunesearch.spaces import Arch, Space
+
+log = logging.getLogger("prunesearch")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One evaluated candidate. A failed one has `status="failed"`, `val_acc` None and the error."""
+
+    arch: Arch
+    macs: int
+    params: int
+    val_acc: float | None
+    seconds: float
+    status: Literal["ok", "failed"] = "ok"
+    error: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Evaluator(ABC):
+    """Scores Archs of one Space. Results are cached by Arch: asking twice costs nothing."""
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+        self._cache: dict[Arch, Result] = {}
+
+    def seed_cache(self, results: Iterable[Result]) -> None:
+        """Make earlier results (a resumed run's journal) known, so they are never re-run."""
+        for r in results:
+            self._cache[r.arch] = r
+
+    def cached(self, arch: Arch) -> Result | None:
+        return self._cache.get(arch)
+
+    def evaluate(self, archs: Sequence[Arch]) -> list[Result]:
+        return [self._evaluate_cached(a) for a in archs]
+
+    def _evaluate_cached(self, arch: Arch) -> Result:
+        hit = self._cache.get(arch)
+        if hit is not None:
+            return hit
+        macs, params = self.space.macs(arch), self.space.params(arch)
+        start = time.perf_counter()
+        try:
+            val_acc = self._score(arch)
+        except Exception as err:  # a failing candidate is recorded, the search goes on
+            log.warning("candidate failed: %s: %s", type(err).__name__, err)
+            result = Result(arch, macs, params, None, time.perf_counter() - start, "failed",
+                            f"{type(err).__name__}: {err}")
+        else:
+            result = Result(arch, macs, params, val_acc, time.perf_counter() - start)
+        self._cache[arch] = result
+        return result
+
+    @abstractmethod
+    def _score(self, arch: Arch) -> float:
+        """Validation accuracy of `arch` in [0, 1]."""

@@ -1,0 +1,81 @@
+"""candidates.csv: every evaluated candidate, appended as it arrives and never rewritten.
+
+A SIGKILL can leave a half-written last line; `read_journal` drops it (the candidate is then
+evaluated again on resume, which is the only way to get its numbers), and `CandidateJournal`
+truncates the file to its last complete line before appending.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from prunesearch.errors import UserError
+from prunesearch.evaluators import Result
+from prunesearch.spaces import Arch
+
+COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
+           "seconds", "status", "error"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    strategy: str
+    stage: str
+    result: Result
+
+
+def _complete_text(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    return text[: text.rfind("\n") + 1]
+
+
+def read_journal(path: Path) -> list[Candidate]:
+    text = _complete_text(path)
+    if not text:
+        return []
+    rows = list(csv.DictReader(io.StringIO(text)))
+    out = []
+    for row in rows:
+        try:
+            acc = float(row["val_acc"]) if row["val_acc"] else None
+            result = Result(Arch.from_json(row["arch"]), int(row["macs"]), int(row["params"]),
+                            acc, float(row["seconds"]), row["status"], row["error"])
+            out.append(Candidate(int(row["id"]), row["strategy"], row["stage"], result))
+        except (KeyError, ValueError, TypeError) as err:
+            raise UserError(f"{path} has a malformed row ({row}): {err}. The run's journal was "
+                            f"edited or corrupted; restore it or start a new run.") from None
+    return out
+
+
+class CandidateJournal:
+    """Appends candidates to candidates.csv, one flushed and fsynced line each."""
+
+    def __init__(self, path: Path, dense_macs: int) -> None:
+        self.path = path
+        self.dense_macs = dense_macs
+        self.candidates = read_journal(path)
+        complete = _complete_text(path)
+        if not complete:
+            complete = ",".join(COLUMNS) + "\n"
+        if not path.exists() or path.read_text() != complete:
+            path.write_text(complete)  # header, or the journal cut to its last complete line
+
+    def append(self, result: Result, strategy: str, stage: str = "search") -> Candidate:
+        cand = Candidate(len(self.candidates), strategy, stage, result)
+        row = [cand.id, strategy, result.arch.to_json(), result.macs, result.params,
+               f"{result.macs / self.dense_macs:.6f}",
+               "" if result.val_acc is None else f"{result.val_acc:.6f}", stage,
+               f"{result.seconds:.4f}", result.status, result.error]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        with self.path.open("a") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        self.candidates.append(cand)
+        return cand

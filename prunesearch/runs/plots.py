@@ -1,0 +1,56 @@
+"""Pareto plots: every candidate, the front and the dense model; several runs overlaid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass(frozen=True)
+class PlotSeries:
+    label: str
+    macs: Sequence[float]
+    acc: Sequence[float]
+    front_macs: Sequence[float]
+    front_acc: Sequence[float]
+    dense_macs: float
+    dense_acc: float | None
+
+
+def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Path]:
+    """Draw to `out` (.png) and the same name with .svg; returns the files written."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, s in enumerate(series):
+        color = colors[k % len(colors)]
+        ax.scatter([m / 1e6 for m in s.macs], [100 * a for a in s.acc], s=9, alpha=0.35,
+                   color=color, label=f"{s.label}: candidates ({len(s.macs)})")
+        ax.step([m / 1e6 for m in s.front_macs], [100 * a for a in s.front_acc], where="post",
+                marker="o", ms=4, color=color, label=f"{s.label}: Pareto front")
+    dense = series[0]
+    if dense.dense_acc is not None:
+        ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_acc], marker="*", s=160,
+                   color="black", zorder=5, label="dense model")
+    ax.set_xlabel("FLOPs (MACs, millions per example)")
+    ax.set_ylabel("validation accuracy, proxy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    secondary = ax.secondary_xaxis("top", functions=(lambda m: m * 1e6 / dense.dense_macs,
+                                                     lambda r: r * dense.dense_macs / 1e6))
+    secondary.set_xlabel("MACs / dense MACs")
+    fig.tight_layout()
+    png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in (png, svg):  # write beside, then rename: never a half-written plot
+        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        fig.savefig(tmp)
+        tmp.replace(path)
+    plt.close(fig)
+    return [png, svg]

@@ -1,0 +1,139 @@
+"""The run directory (DESIGN.md's user-facing contract) and reading one back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunesearch.config import RunConfig, config_to_toml, load_config
+from prunesearch.errors import UserError
+from prunesearch.runs.files import write_atomic, write_json
+from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
+from prunesearch.runs.pareto import HV_OBJECTIVES, HV_REFERENCE, hypervolume, pareto_indices
+from prunesearch.runs.plots import PlotSeries, plot_fronts
+
+CONFIG, CANDIDATES, SUMMARY = "config.toml", "candidates.csv", "summary.json"
+PARETO_CSV, PARETO_JSON, PLOT, LOG = "pareto.csv", "pareto.json", "pareto.png", "log.txt"
+# Keys a resumed run may change: extending the budget is the point of resuming.
+RESUMABLE_CHANGES = {"search.budget", "search.time_limit"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+class RunDir:
+    """Creates or resumes `out/<name>`; writes every file of the contract."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def open(cls, out: Path, cfg: RunConfig, resume: bool) -> RunDir:
+        path = out / cfg.name
+        saved_cfg = path / CONFIG
+        if saved_cfg.exists() and not resume:
+            raise UserError(f"Run directory '{path}' already exists. Pass --resume to continue "
+                            f"it, or choose another name with --set name=NEW or --out DIR.")
+        if resume and not saved_cfg.exists():
+            raise UserError(f"Nothing to resume: '{path}' has no {CONFIG}. Run without --resume "
+                            f"to start it.")
+        if resume:
+            before = _flat(load_config(saved_cfg).model_dump())
+            after = _flat(cfg.model_dump())
+            changed = sorted(k for k in before.keys() | after.keys()
+                             if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
+            if changed:
+                raise UserError(f"--resume of '{path}' with a different config "
+                                f"({', '.join(changed)} changed); only "
+                                f"{sorted(RESUMABLE_CHANGES)} may change. Use the same config, "
+                                f"or start a new run with another name.")
+        path.mkdir(parents=True, exist_ok=True)
+        write_atomic(saved_cfg, config_to_toml(cfg))
+        return cls(path)
+
+    def attach_log(self) -> logging.Handler:
+        handler = logging.FileHandler(self.path / LOG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("prunesearch").addHandler(handler)
+        logging.getLogger("prunesearch").setLevel(logging.INFO)
+        return handler
+
+    def journal(self, dense_macs: int) -> CandidateJournal:
+        return CandidateJournal(self.path / CANDIDATES, dense_macs)
+
+    def write_results(self, candidates: list[Candidate], dense: dict[str, Any],
+                      summary: dict[str, Any], title: str) -> dict[str, Any]:
+        """pareto.csv/json, summary.json and the plot, from the journal's candidates."""
+        ok = [c for c in candidates if c.result.ok]
+        acc = [c.result.val_acc for c in ok]
+        macs = [c.result.macs for c in ok]
+        front = [ok[i] for i in pareto_indices(acc, macs)]
+        rows = [{"id": c.id, "strategy": c.strategy, "arch": c.result.arch.to_dict(),
+                 "macs": c.result.macs, "params": c.result.params,
+                 "macs_ratio": round(c.result.macs / dense["macs"], 6),
+                 "val_acc": c.result.val_acc} for c in front]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "arch": json.dumps(r["arch"], separators=(",", ":"))}
+                         for r in rows)
+        write_atomic(self.path / PARETO_CSV, buf.getvalue())
+        write_json(self.path / PARETO_JSON, {"accuracy": "val_acc (proxy)", "front": rows})
+        hv = hypervolume([r["val_acc"] for r in rows], [r["macs"] for r in rows], dense["macs"])
+        summary = {
+            **summary,
+            "dense": dense,
+            "n_evals": len(candidates),
+            "n_failed": len(candidates) - len(ok),
+            "front_size": len(rows),
+            "hypervolume": {"value": hv, "reference_point": list(HV_REFERENCE),
+                            "objectives": HV_OBJECTIVES, "accuracy": "val_acc (proxy)",
+                            "computed_with": "pymoo.indicators.hv.HV"},
+            "macs_convention": "multiply-accumulates for one example as counted by "
+                               "torch_pruning.utils.count_ops_and_params (conv/linear MACs plus "
+                               "the element-wise ops of norms, activations and pooling)",
+        }
+        write_json(self.path / SUMMARY, summary)
+        plot_fronts([RunView.load(self.path).series()], self.path / PLOT, title)
+        return summary
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A finished (or running) run read back from its directory, for show/plot."""
+
+    path: Path
+    summary: dict[str, Any]
+    candidates: list[Candidate]
+    front: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: Path) -> RunView:
+        if not (path / CANDIDATES).exists() or not (path / SUMMARY).exists():
+            raise UserError(f"'{path}' is not a finished run directory (it needs {CANDIDATES} "
+                            f"and {SUMMARY}); pass a directory made by `prunesearch run`.")
+        try:
+            summary = json.loads((path / SUMMARY).read_text())
+            front = json.loads((path / PARETO_JSON).read_text())["front"]
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"Cannot read the results of '{path}': {err}. Re-run the job with "
+                            f"--resume to rewrite them.") from None
+        return cls(path, summary, read_journal(path / CANDIDATES), front)
+
+    def series(self) -> PlotSeries:
+        ok = [c.result for c in self.candidates if c.result.ok]
+        dense = self.summary["dense"]
+        return PlotSeries(self.path.name, [r.macs for r in ok], [r.val_acc for r in ok],
+                          [r["macs"] for r in self.front], [r["val_acc"] for r in self.front],
+                          dense["macs"], dense.get("val_acc"))

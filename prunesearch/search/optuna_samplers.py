@@ -1,0 +1,80 @@
+"""`random` and `tpe`: optuna's multi-objective samplers over the integer genes.
+
+The study lives in a JournalStorage file inside the run directory (crash-safe, and safe for
+several local worker processes). On resume, trials asked but never told are evaluated (or found
+in the evaluator's cache) and told, so no candidate is lost or repeated.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from prunesearch.evaluators import Result
+from prunesearch.search.base import AskTellStrategy, SearchContext
+from prunesearch.search.registry import register_strategy
+from prunesearch.spaces import Arch
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDY_FILE = "optuna.journal"
+
+
+class OptunaStrategy(AskTellStrategy):
+    def __init__(self, batch_size: int = 8, **_: object) -> None:
+        self.batch_size = batch_size
+        self._pending: list[optuna.trial.Trial] = []
+        self._trials: dict[Arch, list[optuna.trial.Trial]] = {}
+
+    @abstractmethod
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """The optuna sampler of this strategy, seeded."""
+
+    def start(self, ctx: SearchContext) -> None:
+        storage = JournalStorage(JournalFileBackend(str(ctx.run_dir / STUDY_FILE)))
+        self.study = optuna.create_study(
+            study_name=self.name, storage=storage, load_if_exists=True,
+            directions=["minimize", "minimize"], sampler=self.make_sampler(ctx.seed))
+        self._pending = [optuna.trial.Trial(self.study, t._trial_id)
+                         for t in self.study.get_trials(deepcopy=False,
+                                                        states=(TrialState.RUNNING,))]
+
+    def _arch_of(self, ctx: SearchContext, trial: optuna.trial.Trial) -> Arch:
+        genes = [trial.suggest_int(dim.name, 0, len(dim.choices) - 1) for dim in ctx.space.dims]
+        return ctx.space.decode(genes)
+
+    def ask(self, ctx: SearchContext, n: int) -> list[Arch]:
+        trials, self._pending = self._pending[:n], self._pending[n:]
+        trials += [self.study.ask() for _ in range(n - len(trials))]
+        archs = [self._arch_of(ctx, t) for t in trials]
+        for arch, trial in zip(archs, trials, strict=True):
+            self._trials.setdefault(arch, []).append(trial)
+        return archs
+
+    def tell(self, ctx: SearchContext, archs: list[Arch], results: list[Result]) -> None:
+        for result in results:
+            trial = self._trials[result.arch].pop(0)
+            if result.ok:
+                self.study.tell(trial, list(ctx.objectives(result)))
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
+
+
+@register_strategy("random")
+class RandomStrategy(OptunaStrategy):
+    """Uniform random genes: the baseline every other strategy must beat."""
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+
+@register_strategy("tpe")
+class TPEStrategy(OptunaStrategy):
+    """Multi-objective TPE; `constant_liar` keeps a batch of asks from piling on one point."""
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)

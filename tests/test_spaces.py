@@ -1,0 +1,184 @@
+"""Spaces: analytic costs equal torch-pruning's count of the built subnetwork, and the sliced
+candidate computes what the same arch physically pruned by torch-pruning computes."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prunesearch.errors import UserError
+from prunesearch.models import create_model, list_models
+from prunesearch.spaces import Arch, Space, width_choices
+
+
+class ConcatNet(nn.Module):
+    """Not in the zoo: a depthwise conv, concat of two branches feeding a conv, a residual add,
+    flatten + linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(12, 12, 3, stride=2, padding=1, groups=12),
+                                nn.BatchNorm2d(12), nn.ReLU6())
+        self.left = nn.Sequential(nn.Conv2d(12, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(12, 10, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(10), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(18, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.expand = nn.Conv2d(16, 16, 1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.head = nn.Sequential(nn.Linear(16 * 9, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                  nn.Linear(32, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dw(self.stem(x))
+        x = self.mix(torch.cat([self.left(x), self.right(x)], dim=1))
+        x = x + self.expand(x)
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+class BranchyNet(nn.Module):
+    """Concatenated branches coupled by a depthwise conv and a residual add: that group is
+    kept at full width (see spaces.space._splits_branches); the rest is searched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(12, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(12, 10, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(10), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(18, 18, 3, stride=2, padding=1, groups=18),
+                                nn.BatchNorm2d(18), nn.ReLU6())
+        self.expand = nn.Conv2d(18, 18, 1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.head = nn.Sequential(nn.Linear(18 * 9, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                  nn.Linear(32, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([self.left(x), self.right(x)], dim=1)
+        x = self.dw(x)
+        x = x + self.expand(x)
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def _randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
+    """Give BatchNorm layers non-trivial statistics so slicing mistakes change outputs."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+def _models() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    torch.manual_seed(0)
+    out = [(name, create_model(name, 1, 10, input_size=(28, 28)), (1, 28, 28))
+           for name in list_models() if name != "mlp"]
+    out.append(("mlp", create_model("mlp", 1, 10, input_size=(40,)), (40,)))
+    out.append(("concat (test-only model)", ConcatNet(), (1, 16, 16)))
+    out.append(("branchy (test-only model)", BranchyNet(), (1, 16, 16)))
+    gen = torch.Generator().manual_seed(1)
+    for _, model, _ in out:
+        _randomize_bn(model, gen)
+        model.eval()
+    return out
+
+
+MODELS = _models()
+
+
+def _tp_pruned(space: Space, model: nn.Module, arch: Arch, example: torch.Tensor) -> nn.Module:
+    """The same arch built independently: drop blocks, then torch-pruning prunes each group."""
+    order = space.graph.channel_order()
+    pruned = copy.deepcopy(model)
+    for d, stage in space.depth_stages():
+        del pruned.get_submodule(stage)[arch[space.dims[d].name]:]
+    dg = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
+    modules = dict(pruned.named_modules())
+    for d, group in space.width_groups():
+        if group.name not in modules:
+            continue  # its block was dropped
+        root = modules[group.name]
+        removed = order[group.name][arch[space.dims[d].name]:]
+        if removed:
+            dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels,
+                                 idxs=list(removed)).prune()
+    return pruned.eval()
+
+
+@pytest.mark.parametrize(("name", "model", "shape"), MODELS, ids=[m[0] for m in MODELS])
+def test_analytic_costs_and_slicing_match_torch_pruning(name, model, shape):
+    example = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
+    space = Space.from_model(model, example)
+    assert (space.dense_macs, space.dense_params) == tp.utils.count_ops_and_params(
+        model, example[:1])
+    slicer = space.slicer(model)
+    rng = np.random.default_rng(0)
+    archs = [space.smallest(), space.uniform(0.5)] + [space.sample(rng) for _ in range(6)]
+    for arch in archs:
+        sliced = slicer.build(arch).eval()
+        macs, params = tp.utils.count_ops_and_params(sliced, example[:1])
+        assert (space.macs(arch), space.params(arch)) == (macs, params), arch
+        reference = _tp_pruned(space, model, arch, example)
+        assert tp.utils.count_ops_and_params(reference, example[:1]) == (macs, params)
+        with torch.no_grad():
+            torch.testing.assert_close(sliced(example), reference(example), rtol=0, atol=1e-5)
+    assert space.macs(space.smallest()) < space.dense_macs
+
+
+def test_resnet_has_depth_dimensions_and_dropping_blocks_costs_less():
+    model = create_model("resnet20", 1, 10).eval()
+    space = Space.from_model(model, torch.zeros(1, 1, 28, 28))
+    depth = [d for d in space.dims if d.kind == "depth"]
+    assert [d.choices for d in depth] == [(1, 2, 3)] * 3
+    shallow = Arch(tuple((n, 1 if n.startswith("depth:") else v)
+                         for n, v in space.largest().values))
+    assert space.macs(shallow) < space.dense_macs
+    assert space.params(shallow) < space.dense_params
+
+
+def test_width_choices_never_below_one_channel_and_include_full():
+    assert width_choices(3, [0.1, 0.5]) == (1, 2, 3)
+    assert width_choices(16, [0.25, 0.5, 1.0]) == (4, 8, 16)
+
+
+def test_encode_decode_round_trip_and_validation():
+    model = create_model("vgg_small", 1, 10).eval()
+    space = Space.from_model(model, torch.zeros(1, 1, 28, 28))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        arch = space.sample(rng)
+        assert space.decode(space.encode(arch)) == arch
+        assert Arch.from_json(arch.to_json()) == arch
+        assert all(0 <= g < b for g, b in zip(space.encode(arch), space.bounds(), strict=True))
+    with pytest.raises(UserError, match="does not match"):
+        space.encode(Arch((("width:nope", 3),)))
+    with pytest.raises(UserError, match="not a choice"):
+        name, _ = space.largest().values[0]
+        space.encode(Arch(((name, 10_000),) + space.largest().values[1:]))
+    with pytest.raises(UserError, match="out of range"):
+        space.decode([99] * len(space.dims))
+
+
+def test_sampling_is_deterministic_per_seed():
+    model = create_model("resnet20", 1, 10).eval()
+    space = Space.from_model(model, torch.zeros(1, 1, 28, 28))
+    a = [space.sample(np.random.default_rng(7)) for _ in range(3)]
+    b = [space.sample(np.random.default_rng(7)) for _ in range(3)]
+    assert a == b
+
+
+def test_uniform_ratio_scales_every_group():
+    model = create_model("resnet20", 1, 10).eval()
+    space = Space.from_model(model, torch.zeros(1, 1, 28, 28))
+    half = space.uniform(0.5)
+    for dim in space.dims:
+        expected = dim.full // 2 if dim.kind == "width" else dim.full
+        assert half[dim.name] == expected
+    assert 0.2 < space.macs(half) / space.dense_macs < 0.35  # about a quarter, plus elementwise
