@@ -1,0 +1,123 @@
+"""In-memory train/val/test splits: the one type every other part of prunesearch reads data from."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from prunesearch.errors import DataError
+
+
+class RawDataset(NamedTuple):
+    """What a dataset loader returns before splitting: inputs scaled to about [0, 1] (images)
+    or as generated (flat data), not yet normalized; labels int64 in [0, num_classes)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSplits:
+    """A dataset held as tensors. Inputs are float32 and normalized with statistics of `train`;
+    `val` is a held-out slice of the original training set, fixed by the seed, so that search
+    never reads `test`."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example: (C, H, W) for images, (F,) for flat data."""
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> DatasetSplits:
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            val_x=self.val_x.to(device),
+            val_y=self.val_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of the name, the shapes and the labels of every split. Labels in split
+        order identify the val/train split, so checkpoints trained on one split are never
+        reused for another."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.name}|{self.num_classes}".encode())
+        for x, y in (
+            (self.train_x, self.train_y),
+            (self.val_x, self.val_y),
+            (self.test_x, self.test_y),
+        ):
+            digest.update(f"|{tuple(x.shape)}|{x.dtype}|".encode())
+            digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetSplits(name={self.name!r}, train={len(self.train_y)}, "
+            f"val={len(self.val_y)}, test={len(self.test_y)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+        )
+
+
+def make_splits(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    val_size: int,
+    seed: int,
+) -> DatasetSplits:
+    """Hold out `val_size` training examples (a permutation seeded by `seed`, not the global
+    RNG) and normalize every split with the mean/std of what is left for training: per channel
+    for images (N, C, H, W), one global value for flat data (N, F)."""
+    n_train = len(train_y)
+    if not 1 <= val_size < n_train:
+        raise DataError(
+            f"data.val_size = {val_size} does not fit dataset '{name}', which has {n_train} "
+            f"training examples: the validation set is held out of them. Set data.val_size "
+            f"to a number between 1 and {n_train - 1}."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_train, generator=generator)
+    val_idx = order[:val_size].sort().values
+    train_idx = order[val_size:].sort().values
+
+    train_x = train_x.to(torch.float32)
+    fit_x = train_x[train_idx]
+    dims = [0, *range(2, fit_x.dim())] if fit_x.dim() > 2 else list(range(fit_x.dim()))
+    mean = fit_x.mean(dim=dims, keepdim=True)
+    std = fit_x.std(dim=dims, keepdim=True).clamp_min(1e-8)
+
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return (x.to(torch.float32) - mean).div_(std)
+
+    return DatasetSplits(
+        name=name,
+        train_x=normalize(fit_x),
+        train_y=train_y[train_idx].to(torch.int64),
+        val_x=normalize(train_x[val_idx]),
+        val_y=train_y[val_idx].to(torch.int64),
+        test_x=normalize(test_x),
+        test_y=test_y.to(torch.int64),
+        num_classes=num_classes,
+    )
