@@ -1,10 +1,6 @@
 """Scoring Archs: the Evaluator interface and the weight-sharing evaluator."""
 
 from prunesearch.evaluators.base import Evaluator, Result
-from prunesearch.evaluators.weight_sharing import (
-    WeightSharingEvaluator,
-    accuracy,
-    recalibrate_batchnorm,
-)
+from prunesearch.evaluators.weight_sharing import WeightSharingEvaluator, recalibrate_batchnorm
 
-__all__ = ["Evaluator", "Result", "WeightSharingEvaluator", "accuracy", "recalibrate_batchnorm"]
+__all__ = ["Evaluator", "Result", "WeightSharingEvaluator", "recalibrate_batchnorm"]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from prunesearch.evaluators.base import Evaluator
+from prunesearch.models import evaluate_accuracy
 from prunesearch.spaces import Arch, Space
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -28,15 +29,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None
     for x in batches:
         model(x)
     model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-    return correct / len(x)
 
 
 class WeightSharingEvaluator(Evaluator):
@@ -61,4 +53,4 @@ class WeightSharingEvaluator(Evaluator):
         return sub
 
     def _score(self, arch: Arch) -> float:
-        return accuracy(self.build(arch), self.val_x, self.val_y, self.batch_size)
+        return evaluate_accuracy(self.build(arch), self.val_x, self.val_y, self.batch_size)

@@ -1,0 +1,3 @@
+from prunesearch.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""The dense model of a run: from the user's checkpoint, from the cache, or trained and cached.
+
+Cache entries are named by a hash of everything that made them (model, width, data, recipe,
+seed), so a changed input trains a new model instead of silently reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from prunesearch.config import ModelConfig, TrainConfig
+from prunesearch.errors import ModelError
+from prunesearch.models.registry import build_model, split_input_shape
+from prunesearch.models.train import evaluate_accuracy, train_model
+
+if TYPE_CHECKING:
+    from prunesearch.data import DatasetSplits
+
+log = logging.getLogger(__name__)
+
+# part of every key: bump it when training or a zoo architecture changes, so old entries go stale
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """`$PRUNESEARCH_CACHE/checkpoints`, or ~/.cache/prunesearch/checkpoints."""
+    root = os.environ.get("PRUNESEARCH_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "prunesearch") / "checkpoints"
+
+
+def checkpoint_key(
+    model_name: str,
+    width_mult: float,
+    in_chans: int,
+    num_classes: int,
+    data_fingerprint: str,
+    recipe: TrainConfig,
+    seed: int,
+) -> str:
+    """First 16 hex digits of the sha256 of a canonical JSON of what makes the dense model."""
+    made_of = {
+        "format": CACHE_FORMAT,
+        "model": model_name,
+        "width_mult": width_mult,
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "data": data_fingerprint,
+        "recipe": recipe.model_dump(mode="json"),
+        "seed": seed,
+    }
+    canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _read_state(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, meta) of a file holding a state_dict or a dict with 'state_dict'."""
+    try:
+        # weights_only: a checkpoint is data, and unpickling arbitrary objects runs code
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        # torch's weights_only message is a page long; its 'Unpickler error' line is the cause
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        reason = next((line for line in lines if "Unpickler error" in line), lines[0])
+        raise ModelError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {reason}); "
+                         f"it must be a torch.save'd state_dict. {fix}") from err
+    meta: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        meta = dict(obj.get("meta") or {})
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ModelError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a state_dict "
+                         f"(save model.state_dict(), or a dict with a 'state_dict' entry). {fix}")
+    return dict(obj), meta
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fix: str) -> None:
+    """load_state_dict with a short, specific message instead of torch's wall of keys."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and state[k].shape != v.shape]
+    problems = [f"{label} ({len(items)}): {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
+                for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatches (file vs model)", reshaped)) if items]
+    if problems:
+        raise ModelError(f"checkpoint '{path}' does not fit the model: {'; '.join(problems)}. "
+                         f"{fix}")
+    model.load_state_dict(state)
+
+
+def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, then rename: readers (and other workers
+    training the same key) never see a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dense_model(
+    cfg: ModelConfig,
+    data: DatasetSplits,
+    *,
+    seed: int,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's dense model on `device` and a JSON-able dict describing it.
+
+    `cfg.name` is a zoo name or 'package.module:factory'. With `cfg.checkpoint` the weights are
+    loaded from that file and scored on val/test; otherwise they come from
+    `<cache_dir>/<checkpoint_key>.pt` (default cache dir: `default_cache_dir()`), or are trained
+    with `cfg.train` and saved there. The dict always holds model, width_mult, data_fingerprint,
+    val_acc, test_acc, checkpoint (the file's path, None if it could not be saved) and cached;
+    trained models add the recipe, seed, key and the TrainReport fields."""
+    # seeded initial weights without touching the caller's global RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg.name, data.input_shape, data.num_classes, cfg.width_mult)
+    described = {"model": cfg.name, "width_mult": cfg.width_mult, "data": data.name,
+                 "data_fingerprint": data.fingerprint()}
+
+    if cfg.checkpoint is not None:
+        path = Path(cfg.checkpoint).expanduser()
+        fix = (f"Point model.checkpoint at weights of '{cfg.name}' with width_mult="
+               f"{cfg.width_mult} for this dataset, or remove it to train the dense model.")
+        if not path.is_file():
+            raise ModelError(f"model.checkpoint '{path}' does not exist. {fix}")
+        state, _ = _read_state(path, fix)
+        _load_state(model, state, path, fix)
+        model.to(device)
+        return model, {**described, "val_acc": evaluate_accuracy(model, data.val_x, data.val_y),
+                       "test_acc": evaluate_accuracy(model, data.test_x, data.test_y),
+                       "checkpoint": str(path), "cached": False}
+
+    in_chans, _ = split_input_shape(data.input_shape)
+    key = checkpoint_key(cfg.name, cfg.width_mult, in_chans, data.num_classes,
+                         described["data_fingerprint"], cfg.train, seed)
+    path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.pt"
+    if path.is_file():
+        fix = f"Delete '{path}' and the dense model is trained again."
+        state, meta = _read_state(path, fix)
+        _load_state(model, state, path, fix)
+        return model.to(device), {**meta, "checkpoint": str(path), "cached": True}
+
+    report = train_model(model, data, cfg.train, seed=seed, device=device, progress=progress)
+    meta = {**described, "recipe": cfg.train.model_dump(mode="json"), "seed": seed, "key": key,
+            **asdict(report), "torch_version": str(torch.__version__)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        _save_atomic(path, {"state_dict": state, "meta": meta})
+    except OSError as err:  # the trained model is still good: keep it, warn, go on uncached
+        log.warning("could not cache the dense model in %s (%s); set PRUNESEARCH_CACHE to a "
+                    "writable folder to reuse it next time", path.parent, err)
+        return model, {**meta, "checkpoint": None, "cached": False}
+    return model, {**meta, "checkpoint": str(path), "cached": False}

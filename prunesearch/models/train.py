@@ -1,0 +1,159 @@
+"""Training a dense model on in-memory tensors, and the accuracy helper the evaluators reuse.
+
+Mini-batches are slices of a permutation drawn from a torch.Generator seeded by the caller, and
+augmentation draws from the same generator: no DataLoader workers, no global RNG, so the same
+seed and initial weights give the same trained weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from prunesearch.config import TrainConfig
+from prunesearch.errors import ModelError
+
+if TYPE_CHECKING:
+    from prunesearch.data import DatasetSplits
+
+MAX_SHIFT = 2  # pixels of random translation (pad + random crop)
+_REFRESH_EVERY = 20  # steps between progress-bar updates; reading the loss syncs the device
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    epochs: int
+    train_loss: float | None  # mean loss of the last epoch; None when epochs == 0
+    train_acc: float | None  # running accuracy of the last epoch (augmented, train mode)
+    val_acc: float
+    test_acc: float
+    seconds: float  # training time, evaluation excluded
+    images_per_s: float | None
+
+
+def evaluate_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """Top-1 accuracy in eval mode on the model's device; the model's mode is restored."""
+    if len(x) == 0:
+        raise ValueError("evaluate_accuracy needs at least one example")
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size].to(device))
+            correct += (logits.argmax(1) == y[i : i + batch_size].to(device)).sum()
+    model.train(was_training)
+    return correct.item() / len(x)
+
+
+def random_translate(
+    x: torch.Tensor, gen: torch.Generator, max_shift: int = MAX_SHIFT
+) -> torch.Tensor:
+    """Shift each image of an (N, C, H, W) batch by up to `max_shift` pixels each way.
+
+    Edge padding rather than zeros: the data are normalised, so zero is the mean intensity, not
+    the background of a digit or a garment."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=gen).to(x.device)
+    rows = dy + torch.arange(h, device=x.device)  # (N, H): source row of each output row
+    cols = dx + torch.arange(w, device=x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    # advanced indices on dims 0, 2, 3 around a slice: the result comes out as (N, H, W, C)
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _progress_bar(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        disable=disable,
+    )
+
+
+def train_model(
+    model: nn.Module,
+    data: DatasetSplits,
+    recipe: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> TrainReport:
+    """Train `model` in place on `data.train_*` (moved to `device`), then score val and test.
+
+    SGD with Nesterov momentum and weight decay, cosine learning rate stepped per batch,
+    cross-entropy. The last partial batch of each epoch is dropped (BatchNorm needs more than
+    one example, and equal batches keep the schedule simple); a new permutation each epoch
+    drops different images each time."""
+    model.to(device)
+    x, y = data.train_x, data.train_y
+    if recipe.max_train_images is not None:
+        x, y = x[: recipe.max_train_images], y[: recipe.max_train_images]
+    x, y = x.to(device), y.to(device)
+    augment = recipe.augment and x.dim() == 4
+    n = len(x)
+    if recipe.epochs and n < 2:
+        raise ModelError(f"cannot train on {n} image(s): BatchNorm needs at least 2 per batch; "
+                         f"raise model.train.max_train_images or use a larger dataset.")
+    batch_size = max(1, min(recipe.batch_size, n))
+    steps = n // batch_size
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs * steps))
+
+    train_loss = train_acc = None
+    start = time.perf_counter()
+    model.train()
+    with _progress_bar(disable=not progress) as bar:
+        for epoch in range(recipe.epochs):
+            task = bar.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=steps, stats="")
+            order = torch.randperm(n, generator=gen).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            for step in range(steps):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment:
+                    xb = random_translate(xb, gen)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+                if (step + 1) % _REFRESH_EVERY == 0 or step + 1 == steps:
+                    seen = (step + 1) * batch_size
+                    train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+                    bar.update(task, completed=step + 1,
+                               stats=f"loss {train_loss:.4f}  acc {100 * train_acc:.2f}%")
+            if not math.isfinite(train_loss):
+                raise ModelError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); "
+                                 f"lower model.train.lr (now {recipe.lr}).")
+    seconds = time.perf_counter() - start
+    images = recipe.epochs * steps * batch_size
+    return TrainReport(
+        epochs=recipe.epochs,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_acc=evaluate_accuracy(model, data.val_x, data.val_y),
+        test_acc=evaluate_accuracy(model, data.test_x, data.test_y),
+        seconds=seconds,
+        images_per_s=images / seconds if images else None,
+    )

@@ -1,0 +1,133 @@
+"""The CLI as a user runs it: subprocesses, exit codes, the run-directory contract, resume."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = Path(__file__).parent / "configs" / "tiny.toml"
+CONTRACT = ["config.toml", "candidates.csv", "pareto.csv", "pareto.json", "summary.json",
+            "pareto.png", "pareto.svg", "log.txt"]
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prunesearch", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "candidates.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_writes_the_contract_and_show_plot_work(tmp_path, cli_env):
+    res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet", env=cli_env)
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "tiny"
+    for name in CONTRACT:
+        assert (run_dir / name).stat().st_size > 0, name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_evals"] == len(_rows(run_dir)) == 12
+    assert summary["hypervolume"]["reference_point"] == [1.0, 1.0]
+    assert 0 < summary["hypervolume"]["value"] < 1
+    front = json.loads((run_dir / "pareto.json").read_text())["front"]
+    assert front and all(r["macs"] <= summary["dense"]["macs"] for r in front)
+
+    shown = cli("show", str(run_dir), env=cli_env)
+    assert shown.returncode == 0 and "Pareto front" in shown.stdout
+    out = tmp_path / "cmp.png"
+    plotted = cli("plot", str(run_dir), str(run_dir), "-o", str(out), env=cli_env)
+    assert plotted.returncode == 0, plotted.stderr
+    assert out.stat().st_size > 0 and out.with_suffix(".svg").exists()
+
+    again = cli("run", str(TINY), "--out", str(tmp_path), "--quiet", env=cli_env)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_same_seed_gives_the_same_candidates(tmp_path, cli_env):
+    for name in ("a", "b"):
+        res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet", "--set", f"name={name}",
+                  "--set", "search.strategy=tpe", env=cli_env)
+        assert res.returncode == 0, res.stderr
+    keep = ("arch", "macs", "val_acc")
+    a, b = ([{k: r[k] for k in keep} for r in _rows(tmp_path / n)] for n in ("a", "b"))
+    assert a == b
+
+
+def test_space_command_prints_dimensions(cli_env):
+    res = cli("space", "resnet20", env=cli_env)
+    assert res.returncode == 0, res.stderr
+    assert "depth:stages.0" in res.stdout and "FLOPs (MACs)" in res.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "search.budgett=5"], "unknown key 'search.budgett'"),
+    (["--set", "search.budget=0"], "search.budget"),
+    (["--set", "search.budget=lots"], "search.budget"),
+    (["--set", "search.strategy=evolutoin"], "available:"),
+    (["--set", "model.name=resnet2000"], "unknown model"),
+    (["--set", "data.dataset=cifar"], "unknown dataset"),
+    (["--set", "evaluator.val_images=100000"], "evaluator.val_images"),
+    (["--set", "model.checkpoint='/nonexistent.pt'"], "does not exist"),
+])
+def test_bad_config_exits_2_with_a_clear_message(tmp_path, cli_env, args, message):
+    res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet", *args, env=cli_env)
+    assert res.returncode == 2, res.stderr
+    assert message in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+
+
+def test_missing_and_invalid_config_files_exit_2(tmp_path, cli_env):
+    res = cli("run", str(tmp_path / "nope.toml"), env=cli_env)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    res = cli("run", str(bad), env=cli_env)
+    assert res.returncode == 2 and "not valid TOML" in res.stderr
+
+
+def test_corrupt_data_file_exits_2(tmp_path, cli_env):
+    data_dir = tmp_path / "fmnist"
+    data_dir.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (data_dir / f"{stem}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03garbage"))
+    res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet",
+              "--set", "data.dataset=fashion-mnist", "--set", f"data.data_dir='{data_dir}'",
+              env=cli_env)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "idx" in res.stderr.lower()
+
+
+def test_sigkill_mid_search_then_resume_keeps_every_candidate_once(tmp_path, cli_env):
+    args = ["run", str(TINY), "--out", str(tmp_path), "--quiet", "--set", "search.budget=40",
+            "--set", "search.batch_size=1"]
+    run_dir = tmp_path / "tiny"
+    proc = subprocess.Popen([sys.executable, "-m", "prunesearch", *args], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if (run_dir / "candidates.csv").exists() and len(_rows(run_dir)) >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(_rows(run_dir))
+    assert 8 <= killed_at < 40, "the run must be killed mid-search"
+    assert not (run_dir / "summary.json").exists()
+
+    res = cli(*args, "--resume", env=cli_env)
+    assert res.returncode == 0, res.stderr
+    rows = _rows(run_dir)
+    assert len(rows) == 40
+    assert [int(r["id"]) for r in rows] == list(range(40))
+    assert len({r["arch"] for r in rows}) == 40
+    assert json.loads((run_dir / "summary.json").read_text())["n_evals"] == 40

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prunesearch.evaluators import Result
+from prunesearch.runs import CandidateJournal, hypervolume, pareto_indices, read_journal
+from prunesearch.spaces import Arch
+
+
+def test_pareto_indices_match_brute_force():
+    rng = np.random.default_rng(0)
+    acc = rng.random(60).round(2).tolist()
+    macs = rng.integers(1, 30, 60).tolist()
+    front = set(pareto_indices(acc, macs))
+    for i in range(60):
+        dominated = any((acc[j] >= acc[i] and macs[j] <= macs[i])
+                        and (acc[j] > acc[i] or macs[j] < macs[i]) for j in range(60))
+        duplicate_kept_elsewhere = any(acc[j] == acc[i] and macs[j] == macs[i] and j in front
+                                       for j in range(60) if j != i)
+        assert (i in front) == (not dominated and not duplicate_kept_elsewhere)
+
+
+def test_hypervolume_of_known_points():
+    assert hypervolume([0.5], [50], 100) == pytest.approx(0.25)
+    # two points: union of rectangles [0.5,1]x[0.5,1] and [0.2,1]x[0.8,1]
+    assert hypervolume([0.5, 0.8], [50, 80], 100) == pytest.approx(0.25 + 0.3 * 0.2)
+    assert hypervolume([0.9], [150], 100) == 0.0  # beyond the reference point
+
+
+def _result(i: int, ok: bool = True) -> Result:
+    return Result(Arch((("width:a", i),)), 100 + i, 10 + i, 0.5 if ok else None, 0.1,
+                  "ok" if ok else "failed", "" if ok else "RuntimeError: boom")
+
+
+def test_journal_appends_and_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "candidates.csv"
+    journal = CandidateJournal(path, dense_macs=200)
+    journal.append(_result(1), "random")
+    journal.append(_result(2, ok=False), "random")
+    with path.open("a") as f:
+        f.write('2,random,"{""width:a"":3}",10')  # a SIGKILL mid-write
+    back = CandidateJournal(path, dense_macs=200)
+    assert [c.id for c in back.candidates] == [0, 1]
+    assert back.candidates[1].result.status == "failed"
+    assert back.candidates[1].result.error == "RuntimeError: boom"
+    back.append(_result(3), "tpe")
+    assert [c.result.arch["width:a"] for c in read_journal(path)] == [1, 2, 3]

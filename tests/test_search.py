@@ -1,0 +1,86 @@
+"""Contract tests every strategy must pass (optuna's pytest_samplers idea): in bounds,
+deterministic per seed, a failing candidate does not stop the search, the budget is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunesearch.evaluators import Evaluator, Result
+from prunesearch.models import create_model
+from prunesearch.search import Budget, SearchContext, create_strategy, list_strategies
+from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
+
+
+class CostProxyEvaluator(Evaluator):
+    """A cheap stand-in score (more MACs, more accuracy) that fails on chosen archs. Strategy
+    tests are about the search loop; real scoring is tested in test_evaluator.py."""
+
+    def __init__(self, space: Space, fail_every: int = 0) -> None:
+        super().__init__(space)
+        self.fail_every = fail_every
+        self.calls = 0
+
+    def _score(self, arch: Arch) -> float:
+        self.calls += 1
+        if self.fail_every and self.calls % self.fail_every == 0:
+            raise RuntimeError("simulated candidate failure")
+        return (self.space.macs(arch) / self.space.dense_macs) ** 0.3
+
+
+@pytest.fixture(scope="module")
+def space() -> Space:
+    model = create_model("resnet20", 1, 10, width_mult=0.5).eval()
+    return Space.from_model(model, torch.zeros(1, 1, 8, 8))
+
+
+def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
+            fail_every: int = 0) -> tuple[list[Result], CostProxyEvaluator]:
+    recorded: list[Result] = []
+    evaluator = CostProxyEvaluator(space, fail_every)
+    tmp.mkdir(parents=True, exist_ok=True)
+    ctx = SearchContext(space, evaluator, Budget(budget), seed, tmp, recorded.append,
+                        width_ratios=DEFAULT_WIDTH_RATIOS)
+    create_strategy(name, batch_size=4).search(ctx)
+    return recorded, evaluator
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_strategy_stays_in_bounds_and_budget(space, name, tmp_path):
+    recorded, _ = _search(space, name, tmp_path)
+    assert 0 < len(recorded) <= 20
+    assert len({r.arch for r in recorded}) == len(recorded)  # each candidate once
+    for r in recorded:
+        genes = space.encode(r.arch)
+        assert all(0 <= g < b for g, b in zip(genes, space.bounds(), strict=True))
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_strategy_is_deterministic_per_seed(space, name, tmp_path):
+    a, _ = _search(space, name, tmp_path / "a", seed=3)
+    b, _ = _search(space, name, tmp_path / "b", seed=3)
+    assert [r.arch for r in a] == [r.arch for r in b]
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_strategy_survives_failing_candidates(space, name, tmp_path):
+    recorded, _ = _search(space, name, tmp_path, fail_every=3)
+    failed = [r for r in recorded if not r.ok]
+    assert failed and all("simulated" in r.error for r in failed)
+    if name != "uniform":  # the sweep is shorter than the budget
+        assert len(recorded) == 20
+
+
+def test_unknown_strategy_lists_the_available_ones():
+    from prunesearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="available: .*random.*tpe"):
+        create_strategy("evolutoin")
+
+
+def test_sampler_strategies_differ_across_seeds(space, tmp_path):
+    a, _ = _search(space, "random", tmp_path / "a", seed=1)
+    b, _ = _search(space, "random", tmp_path / "b", seed=2)
+    assert [r.arch for r in a] != [r.arch for r in b]
