@@ -87,7 +87,6 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
             progress: bool = True, console: Console | None = None) -> JobOutcome:
     console = console or Console(stderr=True)
     dev = resolve_device(device)
-    torch.manual_seed(cfg.seed)
     run = RunDir.open(out, cfg, resume)
     handler = run.attach_log()
     try:

@@ -7,6 +7,7 @@ in the evaluator's cache) and told, so no candidate is lost or repeated.
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 
 import optuna
@@ -20,6 +21,8 @@ from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# multivariate TPE is marked experimental by optuna; it is the sampler we choose on purpose
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 STUDY_FILE = "optuna.journal"
 

@@ -1,0 +1,41 @@
+"""Where a benchmark ran: committed next to every result."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+README = Path(__file__).parent / "README.md"
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace the `name` section of benchmarks/README.md (between its markers) by `markdown`:
+    re-running a benchmark rewrites its table, nobody edits results by hand."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = README.read_text()
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    README.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
