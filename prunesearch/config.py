@@ -66,6 +66,7 @@ class SearchConfig(_Section):
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
     time_limit: float | None = Field(None, gt=0, description="seconds of search wall time")
     batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
+    seed_uniform: bool = Field(True, description="random/tpe start with the uniform sweep")
 
 
 class EvaluatorConfig(_Section):

@@ -102,7 +102,8 @@ def _run(cfg: RunConfig, run: RunDir, dev: torch.device, progress: bool,
     t0 = time.perf_counter()
     log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
              cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
-    strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size)
+    strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
+                               seed_uniform=cfg.search.seed_uniform)
     data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
                         cfg.data.download).to(dev)
     timings["data_s"] = time.perf_counter() - t0

@@ -84,3 +84,10 @@ def test_sampler_strategies_differ_across_seeds(space, tmp_path):
     a, _ = _search(space, "random", tmp_path / "a", seed=1)
     b, _ = _search(space, "random", tmp_path / "b", seed=2)
     assert [r.arch for r in a] != [r.arch for r in b]
+
+
+def test_sampler_strategies_start_with_the_uniform_sweep(space, tmp_path):
+    recorded, _ = _search(space, "tpe", tmp_path, budget=10)
+    sweep = list(dict.fromkeys(space.uniform(r) for r in sorted(DEFAULT_WIDTH_RATIOS,
+                                                                  reverse=True)))
+    assert [r.arch for r in recorded[:len(sweep)]] == sweep

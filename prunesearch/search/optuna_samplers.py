@@ -28,8 +28,13 @@ STUDY_FILE = "optuna.journal"
 
 
 class OptunaStrategy(AskTellStrategy):
-    def __init__(self, batch_size: int = 8, **_: object) -> None:
+    """`seed_uniform` enqueues the uniform-width sweep as the first trials of a new study:
+    independent genes rarely produce wide networks (the MACs ratio is a product of widths),
+    so without it the front's upper half stays empty."""
+
+    def __init__(self, batch_size: int = 8, seed_uniform: bool = True, **_: object) -> None:
         self.batch_size = batch_size
+        self.seed_uniform = seed_uniform
         self._pending: list[optuna.trial.Trial] = []
         self._trials: dict[Arch, list[optuna.trial.Trial]] = {}
 
@@ -42,6 +47,12 @@ class OptunaStrategy(AskTellStrategy):
         self.study = optuna.create_study(
             study_name=self.name, storage=storage, load_if_exists=True,
             directions=["minimize", "minimize"], sampler=self.make_sampler(ctx.seed))
+        if self.seed_uniform and not self.study.trials:
+            for ratio in sorted(ctx.width_ratios, reverse=True):
+                genes = ctx.space.encode(ctx.space.uniform(ratio))
+                self.study.enqueue_trial({d.name: g for d, g in zip(ctx.space.dims, genes,
+                                                                    strict=True)},
+                                         skip_if_exists=True)
         self._pending = [optuna.trial.Trial(self.study, t._trial_id)
                          for t in self.study.get_trials(deepcopy=False,
                                                         states=(TrialState.RUNNING,))]
