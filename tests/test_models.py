@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,8 @@ import torch_pruning as tp
 from torch import nn
 
 from prunesearch.config import ModelConfig, TrainConfig
+from prunesearch.data import DatasetSplits, make_splits
+from prunesearch.data.synthetic import load_synthetic
 from prunesearch.errors import ModelError
 from prunesearch.models import (
     TrainReport,
@@ -35,37 +35,11 @@ from prunesearch.models import (
 CPU = torch.device("cpu")
 
 
-@dataclass(frozen=True)
-class TinySplits:
-    """Duck-typed stand-in for prunesearch.data.DatasetSplits."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_x.shape[1:])
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.train_x.numpy().tobytes()).hexdigest()[:16]
-
-
-def quadrant_data(n: int = 384, seed: int = 0) -> TinySplits:
-    """1x8x8 images; the class is the bright quadrant: learnable in a few dozen steps."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=gen)
-    x = 0.3 * torch.randn(n, 1, 8, 8, generator=gen)
-    for k in range(4):
-        r, c = divmod(k, 2)
-        x[y == k, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 1.5
-    a, b = n // 2, 3 * n // 4
-    return TinySplits("quadrants", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], num_classes=4)
+def quadrant_data(n: int = 384, seed: int = 0) -> DatasetSplits:
+    """The package's synthetic dataset (bright quadrant = class), cut to n training examples."""
+    raw = load_synthetic()
+    return make_splits("synthetic", raw.train_x[:n], raw.train_y[:n], raw.test_x, raw.test_y,
+                       raw.num_classes, val_size=n // 4, seed=seed)
 
 
 @pytest.fixture(autouse=True)
@@ -277,7 +251,7 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _trained(
-    data: TinySplits, recipe: TrainConfig, seed: int = 0
+    data: DatasetSplits, recipe: TrainConfig, seed: int = 0
 ) -> tuple[nn.Module, TrainReport]:
     torch.manual_seed(0)
     model = create_model("vgg_small", in_chans=1, num_classes=4, width_mult=0.25)

@@ -182,3 +182,13 @@ def test_uniform_ratio_scales_every_group():
         expected = dim.full // 2 if dim.kind == "width" else dim.full
         assert half[dim.name] == expected
     assert 0.2 < space.macs(half) / space.dense_macs < 0.35  # about a quarter, plus elementwise
+
+
+def test_a_layer_without_a_slicer_in_a_pruned_group_is_a_clear_error():
+    from prunesearch.errors import ModelError
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    with pytest.raises(ModelError, match="register_slicer"):
+        Space.from_model(model, torch.zeros(1, 1, 10, 10))

@@ -136,12 +136,13 @@ class Slicer:
         # removed[(dim index, choice)] -> {(module, side): indices that choice removes}
         self._removed: dict[tuple[int, int], dict[tuple[str, str], set[int]]] = {}
         for d, group in space.width_groups():
+            for mem in group.members:
+                _check_sliceable(mem.module, modules[mem.module])
             ranked = order[group.name]
             for choice in space.dims[d].choices:
                 gone_roots = set(ranked[choice:])
                 removed: dict[tuple[str, str], set[int]] = defaultdict(set)
                 for mem in group.members:
-                    _check_sliceable(mem.module, modules[mem.module])
                     removed[(mem.module, mem.side)].update(
                         i for i, r in zip(mem.idxs, mem.roots, strict=True) if r in gone_roots)
                 self._removed[(d, choice)] = dict(removed)
