@@ -131,3 +131,10 @@ def test_sigkill_mid_search_then_resume_keeps_every_candidate_once(tmp_path, cli
     assert [int(r["id"]) for r in rows] == list(range(40))
     assert len({r["arch"] for r in rows}) == 40
     assert json.loads((run_dir / "summary.json").read_text())["n_evals"] == 40
+
+
+def test_train_command_trains_then_reuses_the_cached_checkpoint(cli_env):
+    first = cli("train", str(TINY), env=cli_env)
+    assert first.returncode == 0, first.stderr
+    second = cli("train", str(TINY), env=cli_env)
+    assert second.returncode == 0 and "loaded from cache" in " ".join(second.stdout.split())

@@ -3,6 +3,7 @@ deterministic per seed, a failing candidate does not stop the search, the budget
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def test_sampler_strategies_start_with_the_uniform_sweep(space, tmp_path):
     sweep = list(dict.fromkeys(space.uniform(r) for r in sorted(DEFAULT_WIDTH_RATIOS,
                                                                   reverse=True)))
     assert [r.arch for r in recorded[:len(sweep)]] == sweep
+
+
+def test_time_limit_ends_the_search_before_the_evaluation_budget(space, tmp_path):
+    recorded: list[Result] = []
+
+    class Slow(CostProxyEvaluator):
+        def _score(self, arch: Arch) -> float:
+            time.sleep(0.05)
+            return super()._score(arch)
+
+    ctx = SearchContext(space, Slow(space), Budget(1000, time_limit=0.5), 0, tmp_path,
+                        recorded.append, width_ratios=DEFAULT_WIDTH_RATIOS)
+    create_strategy("random", batch_size=4).search(ctx)
+    assert 3 <= len(recorded) < 30
