@@ -138,3 +138,44 @@ def test_train_command_trains_then_reuses_the_cached_checkpoint(cli_env):
     assert first.returncode == 0, first.stderr
     second = cli("train", str(TINY), env=cli_env)
     assert second.returncode == 0 and "loaded from cache" in " ".join(second.stdout.split())
+
+
+USER_MODEL = '''
+import torch
+from torch import nn
+
+
+class TwoBranch(nn.Module):
+    """Not a zoo model: two concatenated branches, a residual add, no depth_stages()."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(12, 8, 1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.mix(torch.cat([self.a(x), self.b(x)], 1))
+        return self.head(x.mean((2, 3)))
+
+
+def build(num_classes):
+    return TwoBranch(num_classes)
+'''
+
+
+def test_a_user_model_is_searched_like_a_zoo_model(tmp_path, cli_env):
+    (tmp_path / "mynets.py").write_text(USER_MODEL)
+    env = {**cli_env, "PYTHONPATH": str(tmp_path)}
+    res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet",
+              "--set", "model.name=mynets:build", "--set", "model.width_mult=1.0", env=env)
+    assert res.returncode == 0, res.stderr
+    rows = _rows(tmp_path / "tiny")
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    dims = set(json.loads(rows[0]["arch"]))
+    assert {"width:a.0", "width:b.0"} <= dims and len(dims) == 3  # + the residual group
+    shown = cli("space", "mynets:build", "--input-shape", "1,8,8", "--num-classes", "4", env=env)
+    assert shown.returncode == 0 and "width:b.0" in shown.stdout
