@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -58,16 +59,77 @@ def _print_front(run_dir: Path) -> None:
 
     view = RunView.load(run_dir)
     dense = view.summary["dense"]
-    table = Table(title=f"Pareto front of {run_dir} (proxy accuracy on validation)")
-    for col in ("id", "strategy", "FLOPs (MACs)", "MACs ratio", "params", "val acc"):
+    table = Table(title=f"Pareto front of {run_dir}: proxy accuracy on validation; test accuracy "
+                        f"after fine-tuning where a point was fine-tuned")
+    for col in ("id", "strategy", "FLOPs (MACs)", "MACs ratio", "params", "val acc (proxy)",
+                "test acc (fine-tuned)"):
         table.add_column(col, justify="right")
     for row in view.front:
+        test = row.get("test_acc")
         table.add_row(str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
                       f"{row['macs_ratio']:.3f}", f"{row['params'] / 1e3:.1f}k",
-                      f"{row['val_acc']:.4f}")
+                      f"{row['val_acc']:.4f}", "" if test is None else f"{test:.4f}")
     out_console.print(table)
+    for name, variant in (view.summary.get("finetune") or {}).get("variants", {}).items():
+        points = ", ".join(f"#{p['id']} {p['macs_ratio']:.2f} MACs: {p['test_acc']:.4f}"
+                           for p in variant["points"])
+        out_console.print(f"fine-tuned {name}: {points}; test-accuracy hypervolume "
+                          f"{variant['hypervolume']['value']:.4f}, {variant['seconds']:.0f} s")
     out_console.print(f"dense: {dense['macs'] / 1e6:.2f}M MACs, {dense['params'] / 1e3:.1f}k "
                       f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}")
+
+
+@app.command()
+def finetune(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a finished search.")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override finetune.* keys, e.g. --set finetune.kd=false.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Fine-tune a run's chosen front points (again, or another way), resumable per model.
+
+    Example: prunesearch finetune runs/default --set finetune.kd=false
+    """
+    from prunesearch.pipeline import finetune_run
+
+    outcome = finetune_run(run_dir, set_ or [], device=device, progress=not quiet)
+    _print_front(outcome.run_dir)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    id_: Annotated[int | None, typer.Option("--id", help="Candidate id to export.")] = None,
+    max_flops: Annotated[float | None, typer.Option(
+        help="Instead of --id: the best front point with at most this ratio of dense MACs.")]
+    = None,
+    format_: Annotated[str, typer.Option("--format", help="Comma list of pt, ts, onnx.")]
+    = "pt,ts,onnx",
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Folder (default RUN_DIR/export/<id>).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Export a front point as a real smaller model: state_dict + arch.json (load it with
+    prunesearch.load), TorchScript and ONNX (checked with onnxruntime), meta.json with MACs,
+    params, test accuracy and CPU latency.
+
+    Example: prunesearch export runs/default --max-flops 0.5
+    """
+    from prunesearch.pipeline import export_run
+
+    formats = [f.strip() for f in format_.split(",") if f.strip()]
+    folder = export_run(run_dir, id_, max_flops, formats, output, progress=not quiet)
+    meta = json.loads((folder / "meta.json").read_text())
+    lat = meta["latency"]
+    out_console.print(
+        f"exported #{meta['id']} ({meta['source']}) to {folder}: {meta['macs'] / 1e6:.2f}M MACs "
+        f"({meta['macs_ratio']:.3f} of dense), {meta['params'] / 1e3:.1f}k params, test acc "
+        f"{meta['test_acc']:.4f}; CPU latency ({lat['threads']} threads) batch 1 "
+        f"{lat['model']['batch_1_ms']:.2f} ms ({lat['ratio_to_dense']['batch_1_ms']:.2f}x dense),"
+        f" batch 64 {lat['model']['batch_64_ms']:.1f} ms "
+        f"({lat['ratio_to_dense']['batch_64_ms']:.2f}x dense); checks: "
+        + ", ".join(f"{k} max diff {v['max_abs_diff']:.1e}" for k, v in meta["checks"].items()))
 
 
 @app.command()

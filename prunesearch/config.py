@@ -75,6 +75,27 @@ class EvaluatorConfig(_Section):
     val_images: int = Field(1000, ge=1, description="fixed validation subset for the proxy")
 
 
+class FinetuneConfig(_Section):
+    """Which front points are trained back to strength, and how (dense recipe's schedule)."""
+
+    enabled: bool = True
+    targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+                                 description="MACs ratios: the best proxy point under each")
+    top_k: int | None = Field(None, ge=1, description="instead: K points spread on the front")
+    epochs: int | None = Field(None, ge=1, description="default: model.train.epochs")
+    init: Literal["inherit", "scratch"] = "inherit"
+    kd: bool = True
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < t <= 1 for t in v):
+            raise ValueError("targets must be MACs ratios in (0, 1]")
+        return sorted(set(v))
+
+
 class RunConfig(_Section):
     name: str = "run"
     seed: int = 0
@@ -83,6 +104,7 @@ class RunConfig(_Section):
     space: SpaceConfig = SpaceConfig()
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 DEFAULT_CONFIG = "default.toml"
@@ -166,6 +188,3 @@ def config_to_toml(cfg: RunConfig) -> str:
 
     emit("", cfg.model_dump())
     return "\n".join(lines).lstrip() + "\n"
-
-
-Device = Literal["auto", "cpu", "cuda"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ from prunesearch.config import RunConfig
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators import Result, WeightSharingEvaluator
+from prunesearch.finetune import finetune_front, read_finetuned, variant_name
 from prunesearch.models import dense_model, evaluate_accuracy
-from prunesearch.runs import RunDir
+from prunesearch.runs import RunDir, RunView, read_journal
+from prunesearch.runs.export import FORMATS, build_slim, write_export
+from prunesearch.runs.latency import measure_latency_ms
 from prunesearch.search import Budget, SearchContext, create_strategy
-from prunesearch.spaces import Space
+from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
 
@@ -67,6 +72,37 @@ class JobOutcome:
     summary: dict[str, Any]
 
 
+@dataclass
+class Prepared:
+    """What every stage of a job works on: data, the dense model, its space and evaluator."""
+
+    data: DatasetSplits
+    model: torch.nn.Module
+    dense_meta: dict[str, Any]
+    space: Space
+    evaluator: WeightSharingEvaluator
+    timings: dict[str, float]
+
+
+def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
+    """Load data, get the dense model (cache or train), build the space and evaluator."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
+                        cfg.data.download).to(dev)
+    timings["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model, dense = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=progress)
+    model.eval()
+    timings["dense_s"] = time.perf_counter() - t
+    log.info("dense model: %s", {k: dense.get(k) for k in ("val_acc", "test_acc", "cached")})
+    t = time.perf_counter()
+    space = build_space(cfg, model, data)
+    evaluator = make_evaluator(cfg, space, model, data)
+    timings["space_s"] = time.perf_counter() - t
+    return Prepared(data, model, dense, space, evaluator, timings)
+
+
 class _SearchProgress:
     """A progress bar over the evaluation budget, with the best accuracy so far."""
 
@@ -83,71 +119,178 @@ class _SearchProgress:
         self.progress.update(self.task, advance=1, status=f"best proxy acc {self.best:.4f}")
 
 
-def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto",
-            progress: bool = True, console: Console | None = None) -> JobOutcome:
-    console = console or Console(stderr=True)
-    dev = resolve_device(device)
-    run = RunDir.open(out, cfg, resume)
+@contextmanager
+def _logging_to(run: RunDir) -> Iterator[None]:
+    """While open, the prunesearch logger also writes the run's log.txt."""
     handler = run.attach_log()
     try:
-        return _run(cfg, run, dev, progress, console)
+        yield
     finally:
         logging.getLogger("prunesearch").removeHandler(handler)
         handler.close()
 
 
-def _run(cfg: RunConfig, run: RunDir, dev: torch.device, progress: bool,
-         console: Console) -> JobOutcome:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
-             cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
-    strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
-                               seed_uniform=cfg.search.seed_uniform)
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
-                        cfg.data.download).to(dev)
-    timings["data_s"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    model, dense = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=progress)
-    model.eval()
-    timings["dense_s"] = time.perf_counter() - t
-    log.info("dense model: %s", {k: dense.get(k) for k in ("val_acc", "test_acc", "cached")})
-    t = time.perf_counter()
-    space = build_space(cfg, model, data)
-    evaluator = make_evaluator(cfg, space, model, data)
-    timings["space_s"] = time.perf_counter() - t
-    journal = run.journal(space.dense_macs)
-    evaluator.seed_cache(c.result for c in journal.candidates)
-    log.info("space: %d dimensions, dense %d MACs, %d params; %d candidates already in the "
-             "journal", len(space.dims), space.dense_macs, space.dense_params,
-             len(journal.candidates))
+def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto",
+            progress: bool = True, console: Console | None = None) -> JobOutcome:
+    """Search, then (unless finetune.enabled is false) fine-tune the chosen front points."""
+    console = console or Console(stderr=True)
+    dev = resolve_device(device)
+    run = RunDir.open(out, cfg, resume)
+    with _logging_to(run):
+        t0 = time.perf_counter()
+        log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
+                 cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
+        strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
+                                   seed_uniform=cfg.search.seed_uniform)
+        prep = prepare(cfg, dev, progress)
+        journal = run.journal(prep.space.dense_macs)
+        prep.evaluator.seed_cache(c.result for c in journal.candidates)
+        log.info("space: %d dimensions, dense %d MACs, %d params; %d candidates already in "
+                 "the journal", len(prep.space.dims), prep.space.dense_macs,
+                 prep.space.dense_params, len(journal.candidates))
+        bar = _SearchProgress(cfg.search.budget, len(journal.candidates), console, progress)
 
-    bar = _SearchProgress(cfg.search.budget, len(journal.candidates), console, progress)
+        def record(result: Result) -> None:
+            journal.append(result, strategy.name)
+            bar.update(result)
 
-    def record(result: Result) -> None:
-        journal.append(result, strategy.name)
-        bar.update(result)
+        ctx = SearchContext(prep.space, prep.evaluator,
+                            Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
+                            run.path, record, n_evals=len(journal.candidates),
+                            width_ratios=cfg.space.width_ratios)
+        t = time.perf_counter()
+        with bar.progress:
+            strategy.search(ctx)
+        prep.timings["search_s"] = time.perf_counter() - t
+        summary = _write(cfg, run, prep, journal.candidates, strategy.name, t0, finetuned=[])
+        if cfg.finetune.enabled:
+            summary = _finetune_and_write(cfg, run, prep, dev, progress, t0)
+        return JobOutcome(run.path, summary)
 
-    ctx = SearchContext(space, evaluator, Budget(cfg.search.budget, cfg.search.time_limit),
-                        cfg.seed, run.path, record, n_evals=len(journal.candidates),
-                        width_ratios=cfg.space.width_ratios)
+
+def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
+                 progress: bool = True) -> JobOutcome:
+    """`prunesearch finetune`: fine-tune a finished search's front (again, or another way:
+    only `finetune.*` keys may be overridden)."""
+    from prunesearch.config import load_config
+
+    bad = [o for o in overrides if not o.strip().startswith("finetune.")]
+    if bad:
+        raise UserError(f"prunesearch finetune only accepts finetune.* overrides, got {bad}; "
+                        f"other keys would change what was searched.")
+    cfg = load_config(run_dir / "config.toml", overrides)
+    if not (run_dir / "pareto.json").exists():
+        raise UserError(f"'{run_dir}' has no pareto.json: finish its search first with "
+                        f"`prunesearch run CONFIG --resume`.")
+    dev = resolve_device(device)
+    run = RunDir(run_dir)
+    with _logging_to(run):
+        t0 = time.perf_counter()
+        prep = prepare(cfg, dev, progress)
+        return JobOutcome(run.path, _finetune_and_write(cfg, run, prep, dev, progress, t0))
+
+
+def _finetune_and_write(cfg: RunConfig, run: RunDir, prep: Prepared, dev: torch.device,
+                        progress: bool, t0: float) -> dict[str, Any]:
+    front = RunView.load(run.path).front
     t = time.perf_counter()
-    with bar.progress:
-        strategy.search(ctx)
-    timings["search_s"] = time.perf_counter() - t
+    finetune_front(cfg, run.path, front, prep.evaluator.slicer, prep.model, prep.data, dev,
+                   progress)
+    prep.timings["finetune_s"] = time.perf_counter() - t
+    candidates = read_journal(run.path / "candidates.csv")
+    return _write(cfg, run, prep, candidates, cfg.search.strategy, t0,
+                  finetuned=read_finetuned(run.path))
+
+
+def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strategy: str,
+           t0: float, finetuned: list[dict[str, Any]]) -> dict[str, Any]:
+    ev = prep.evaluator
     dense_ref = {
-        "macs": space.dense_macs, "params": space.dense_params,
-        "val_acc": evaluate_accuracy(model, evaluator.val_x, evaluator.val_y),
+        "macs": prep.space.dense_macs, "params": prep.space.dense_params,
+        "val_acc": evaluate_accuracy(prep.model, ev.val_x, ev.val_y),
         "val_acc_note": "the dense model itself on the evaluator's validation subset",
-        "test_acc": dense.get("test_acc"), "checkpoint": dense.get("checkpoint"),
-        "train_seconds": dense.get("seconds"), "cached": dense.get("cached"),
+        "test_acc": prep.dense_meta.get("test_acc"),
+        "checkpoint": prep.dense_meta.get("checkpoint"),
+        "train_seconds": prep.dense_meta.get("seconds"), "cached": prep.dense_meta.get("cached"),
     }
-    timings["total_s"] = time.perf_counter() - t0
-    summary = run.write_results(journal.candidates, dense_ref, {
-        "name": cfg.name, "strategy": strategy.name, "dataset": cfg.data.dataset,
-        "model": cfg.model.name, "device": str(dev), "wall_s": timings["total_s"],
-        "timings": timings, "seed": cfg.seed,
-    }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy.name}")
-    log.info("done: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],
-             summary["front_size"], summary["hypervolume"]["value"], timings["total_s"])
-    return JobOutcome(run.path, summary)
+    prep.timings["total_s"] = time.perf_counter() - t0
+    summary = run.write_results(candidates, dense_ref, {
+        "name": cfg.name, "strategy": strategy, "dataset": cfg.data.dataset,
+        "model": cfg.model.name, "device": str(prep.data.train_x.device),
+        "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
+    }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
+        variant_name(cfg) if finetuned else None)
+    log.info("results: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],
+             summary["front_size"], summary["hypervolume"]["value"], prep.timings["total_s"])
+    return summary
+
+
+def choose_export_point(view: RunView, point_id: int | None,
+                        max_ratio: float | None) -> dict[str, Any]:
+    """The candidate to export: by id (any successful candidate), or the most accurate front
+    point (test accuracy when fine-tuned, else proxy) at or under a MACs ratio."""
+    if (point_id is None) == (max_ratio is None):
+        raise UserError("Pass exactly one of --id N or --max-flops RATIO.")
+    if point_id is not None:
+        match = [c for c in view.candidates if c.id == point_id and c.result.ok]
+        if not match:
+            raise UserError(f"Run '{view.path}' has no successful candidate with id {point_id} "
+                            f"(ids 0..{len(view.candidates) - 1}; see candidates.csv or "
+                            f"`prunesearch show`).")
+        r = match[0].result
+        test = {p["id"]: p["test_acc"] for p in view.final_points}
+        return {"id": point_id, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
+                "macs_ratio": r.macs / view.summary["dense"]["macs"], "val_acc": r.val_acc,
+                "test_acc": test.get(point_id)}
+    under = [r for r in view.front if r["macs_ratio"] <= max_ratio]
+    if not under:
+        smallest = min((r["macs_ratio"] for r in view.front), default=None)
+        raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
+                        f"MACs (the smallest has {smallest}); raise --max-flops.")
+    return max(under, key=lambda r: (r["test_acc"] is not None, r["test_acc"] or r["val_acc"]))
+
+
+def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
+               formats: list[str], out: Path | None, progress: bool = True) -> Path:
+    """`prunesearch export`: the chosen point as files (on the CPU), with checks and latency."""
+    from prunesearch.config import load_config
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise UserError(f"--format takes a comma list of {', '.join(FORMATS)}; got {formats}.")
+    view = RunView.load(run_dir)
+    point = choose_export_point(view, point_id, max_ratio)
+    cfg = load_config(run_dir / "config.toml")
+    prep = prepare(cfg, torch.device("cpu"), progress)
+    spec = {"model": cfg.model.name, "width_mult": cfg.model.width_mult,
+            "input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
+            "arch": point["arch"]}
+    tuned = [r for r in read_finetuned(run_dir)
+             if r["id"] == point["id"] and r["variant"] == variant_name(cfg)]
+    if tuned:
+        state = torch.load(run_dir / tuned[0]["weights"], map_location="cpu", weights_only=True)
+        model = build_slim(spec, state)
+        source = f"fine-tuned ({tuned[0]['variant']})"
+    else:  # sliced dense weights; BatchNorm recalibrated, as scored in the search
+        model = prep.evaluator.build(Arch.from_dict(point["arch"]))
+        source = "sliced dense weights, BatchNorm recalibrated (not fine-tuned)"
+    threads = torch.get_num_threads()
+    latency = {f"batch_{b}_ms": measure_latency_ms(model, prep.data.input_shape, b,
+                                                   repeats=30 if b == 1 else 10)
+               for b in (1, 64)}
+    dense_latency = {f"batch_{b}_ms": measure_latency_ms(prep.model, prep.data.input_shape, b,
+                                                         repeats=30 if b == 1 else 10)
+                     for b in (1, 64)}
+    meta = {
+        "id": point["id"], "source": source, "run": str(run_dir), "arch": point["arch"],
+        "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
+        "proxy_val_acc": point["val_acc"],
+        "test_acc": evaluate_accuracy(model, prep.data.test_x, prep.data.test_y),
+        "dense": {"macs": prep.space.dense_macs, "test_acc": prep.dense_meta.get("test_acc")},
+        "latency": {"device": "cpu", "threads": threads, "statistic": "median after warm-up",
+                    "model": latency, "dense": dense_latency,
+                    "ratio_to_dense": {k: latency[k] / dense_latency[k] for k in latency}},
+    }
+    folder = out if out is not None else run_dir / "export" / str(point["id"])
+    write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu())
+    return folder

@@ -19,9 +19,16 @@ from prunesearch.models.registry import (
     register_model,
     split_input_shape,
 )
-from prunesearch.models.train import TrainReport, evaluate_accuracy, random_translate, train_model
+from prunesearch.models.train import (
+    Distillation,
+    TrainReport,
+    evaluate_accuracy,
+    random_translate,
+    train_model,
+)
 
 __all__ = [
+    "Distillation",
     "ModelFactory",
     "StagedModel",
     "TrainReport",

@@ -73,6 +73,25 @@ def random_translate(
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation from a teacher (Hinton et al. 2015): the loss is
+    `alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)`; the T^2
+    keeps the soft-target gradients on the scale of the hard-label ones."""
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+    def loss(self, logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(xb) / self.temperature, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft,
+                      reduction="batchmean")
+        hard = F.cross_entropy(logits, yb)
+        return self.alpha * self.temperature**2 * kl + (1 - self.alpha) * hard
+
+
 def _progress_bar(disable: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -92,13 +111,16 @@ def train_model(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    distill: Distillation | None = None,
+    label: str = "epoch",
 ) -> TrainReport:
     """Train `model` in place on `data.train_*` (moved to `device`), then score val and test.
 
     SGD with Nesterov momentum and weight decay, cosine learning rate stepped per batch,
-    cross-entropy. The last partial batch of each epoch is dropped (BatchNorm needs more than
-    one example, and equal batches keep the schedule simple); a new permutation each epoch
-    drops different images each time."""
+    cross-entropy, or the distillation loss when `distill` is given (its teacher is kept in
+    eval mode and sees the same augmented batches). The last partial batch of each epoch is
+    dropped (BatchNorm needs more than one example, and equal batches keep the schedule
+    simple); a new permutation each epoch drops different images each time."""
     model.to(device)
     x, y = data.train_x, data.train_y
     if recipe.max_train_images is not None:
@@ -116,12 +138,14 @@ def train_model(
                           weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs * steps))
 
+    if distill is not None:
+        distill.teacher.to(device).eval()
     train_loss = train_acc = None
     start = time.perf_counter()
     model.train()
     with _progress_bar(disable=not progress) as bar:
         for epoch in range(recipe.epochs):
-            task = bar.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=steps, stats="")
+            task = bar.add_task(f"{label} {epoch + 1}/{recipe.epochs}", total=steps, stats="")
             order = torch.randperm(n, generator=gen).to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
@@ -131,7 +155,8 @@ def train_model(
                 if augment:
                     xb = random_translate(xb, gen)
                 logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
+                loss = (F.cross_entropy(logits, yb) if distill is None
+                        else distill.loss(logits, xb, yb))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

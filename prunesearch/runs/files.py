@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 
 def _umask() -> int:
@@ -33,3 +38,35 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def append_row(path: Path, row: list[Any]) -> None:
+    """Append one CSV row and fsync it: a crash loses at most the line being written."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(row)
+    with path.open("a") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def complete_lines(path: Path) -> str:
+    """The file's text up to its last newline: a torn last line (SIGKILL) is left out."""
+    text = path.read_text() if path.exists() else ""
+    return text[: text.rfind("\n") + 1]
+
+
+def open_journal(path: Path, columns: list[str]) -> str:
+    """Make `path` a CSV journal with a header and only complete lines; returns its text."""
+    text = complete_lines(path) or ",".join(columns) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return text
+
+
+def save_state(path: Path, model: nn.Module) -> None:
+    """Save a model's state_dict (on the CPU) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Result
+from prunesearch.runs.files import append_row, complete_lines, open_journal
 from prunesearch.spaces import Arch
 
 COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
@@ -29,13 +29,8 @@ class Candidate:
     result: Result
 
 
-def _complete_text(path: Path) -> str:
-    text = path.read_text() if path.exists() else ""
-    return text[: text.rfind("\n") + 1]
-
-
 def read_journal(path: Path) -> list[Candidate]:
-    text = _complete_text(path)
+    text = complete_lines(path)
     if not text:
         return []
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -59,11 +54,7 @@ class CandidateJournal:
         self.path = path
         self.dense_macs = dense_macs
         self.candidates = read_journal(path)
-        complete = _complete_text(path)
-        if not complete:
-            complete = ",".join(COLUMNS) + "\n"
-        if not path.exists() or path.read_text() != complete:
-            path.write_text(complete)  # header, or the journal cut to its last complete line
+        open_journal(path, COLUMNS)
 
     def append(self, result: Result, strategy: str, stage: str = "search") -> Candidate:
         cand = Candidate(len(self.candidates), strategy, stage, result)
@@ -71,11 +62,6 @@ class CandidateJournal:
                f"{result.macs / self.dense_macs:.6f}",
                "" if result.val_acc is None else f"{result.val_acc:.6f}", stage,
                f"{result.seconds:.4f}", result.status, result.error]
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(row)
-        with self.path.open("a") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        append_row(self.path, row)
         self.candidates.append(cand)
         return cand

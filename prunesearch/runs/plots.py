@@ -21,6 +21,9 @@ class PlotSeries:
     front_acc: Sequence[float]
     dense_macs: float
     dense_acc: float | None
+    final_macs: Sequence[float] = ()  # fine-tuned models: test accuracy
+    final_acc: Sequence[float] = ()
+    dense_test_acc: float | None = None
 
 
 def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Path]:
@@ -32,13 +35,20 @@ def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Pat
         ax.scatter([m / 1e6 for m in s.macs], [100 * a for a in s.acc], s=9, alpha=0.35,
                    color=color, label=f"{s.label}: candidates ({len(s.macs)})")
         ax.step([m / 1e6 for m in s.front_macs], [100 * a for a in s.front_acc], where="post",
-                marker="o", ms=4, color=color, label=f"{s.label}: Pareto front")
+                marker="o", ms=4, color=color, label=f"{s.label}: proxy front (val)")
+        if s.final_macs:
+            ax.plot([m / 1e6 for m in s.final_macs], [100 * a for a in s.final_acc], marker="D",
+                    ms=7, ls="--", color=color, markeredgecolor="black",
+                    label=f"{s.label}: fine-tuned (test)", zorder=4)
     dense = series[0]
     if dense.dense_acc is not None:
         ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_acc], marker="*", s=160,
-                   color="black", zorder=5, label="dense model")
+                   color="black", zorder=5, label="dense model (val)")
+    if dense.dense_test_acc is not None and any(s.final_macs for s in series):
+        ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_test_acc], marker="D", s=50,
+                   color="black", zorder=5, label="dense model (test)")
     ax.set_xlabel("FLOPs (MACs, millions per example)")
-    ax.set_ylabel("validation accuracy, proxy (%)")
+    ax.set_ylabel("accuracy (%): proxy on validation, fine-tuned on test")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

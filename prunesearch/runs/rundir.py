@@ -72,16 +72,19 @@ class RunDir:
         return CandidateJournal(self.path / CANDIDATES, dense_macs)
 
     def write_results(self, candidates: list[Candidate], dense: dict[str, Any],
-                      summary: dict[str, Any], title: str) -> dict[str, Any]:
-        """pareto.csv/json, summary.json and the plot, from the journal's candidates."""
+                      summary: dict[str, Any], title: str, finetuned: list[dict[str, Any]],
+                      main_variant: str | None) -> dict[str, Any]:
+        """pareto.csv/json, summary.json and the plot, from the journal's candidates and the
+        fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*)."""
         ok = [c for c in candidates if c.result.ok]
         acc = [c.result.val_acc for c in ok]
         macs = [c.result.macs for c in ok]
         front = [ok[i] for i in pareto_indices(acc, macs)]
+        test_acc = {r["id"]: r["test_acc"] for r in finetuned if r["variant"] == main_variant}
         rows = [{"id": c.id, "strategy": c.strategy, "arch": c.result.arch.to_dict(),
                  "macs": c.result.macs, "params": c.result.params,
                  "macs_ratio": round(c.result.macs / dense["macs"], 6),
-                 "val_acc": c.result.val_acc} for c in front]
+                 "val_acc": c.result.val_acc, "test_acc": test_acc.get(c.id)} for c in front]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"],
                                 lineterminator="\n")
@@ -89,7 +92,10 @@ class RunDir:
         writer.writerows({**r, "arch": json.dumps(r["arch"], separators=(",", ":"))}
                          for r in rows)
         write_atomic(self.path / PARETO_CSV, buf.getvalue())
-        write_json(self.path / PARETO_JSON, {"accuracy": "val_acc (proxy)", "front": rows})
+        write_json(self.path / PARETO_JSON, {
+            "accuracy": "val_acc: proxy (weight sharing, adaptive BN) on the validation subset; "
+                        f"test_acc: after fine-tuning ({main_variant}), on the test set",
+            "front": rows})
         hv = hypervolume([r["val_acc"] for r in rows], [r["macs"] for r in rows], dense["macs"])
         summary = {
             **summary,
@@ -100,6 +106,7 @@ class RunDir:
             "hypervolume": {"value": hv, "reference_point": list(HV_REFERENCE),
                             "objectives": HV_OBJECTIVES, "accuracy": "val_acc (proxy)",
                             "computed_with": "pymoo.indicators.hv.HV"},
+            "finetune": _finetune_summary(finetuned, main_variant, dense["macs"]),
             "macs_convention": "multiply-accumulates for one example as counted by "
                                "torch_pruning.utils.count_ops_and_params (conv/linear MACs plus "
                                "the element-wise ops of norms, activations and pooling)",
@@ -107,6 +114,26 @@ class RunDir:
         write_json(self.path / SUMMARY, summary)
         plot_fronts([RunView.load(self.path).series()], self.path / PLOT, title)
         return summary
+
+
+def _finetune_summary(rows: list[dict[str, Any]], main_variant: str | None,
+                      dense_macs: int) -> dict[str, Any]:
+    """Per fine-tuning variant: its points, the final front on test accuracy and its HV."""
+    variants: dict[str, Any] = {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        points = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["macs"])
+        acc, macs = [r["test_acc"] for r in points], [r["macs"] for r in points]
+        final = [points[i] for i in pareto_indices(acc, macs)]
+        variants[name] = {
+            "points": points,
+            "final_front": [{k: r[k] for k in ("id", "macs", "params", "macs_ratio",
+                                               "proxy_val_acc", "test_acc")} for r in final],
+            "hypervolume": {"value": hypervolume([r["test_acc"] for r in final],
+                                                 [r["macs"] for r in final], dense_macs),
+                            "reference_point": list(HV_REFERENCE), "accuracy": "test_acc"},
+            "seconds": sum(r["seconds"] for r in points),
+        }
+    return {"main_variant": main_variant, "variants": variants}
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,12 @@ class RunView:
     summary: dict[str, Any]
     candidates: list[Candidate]
     front: list[dict[str, Any]]
+
+    @property
+    def final_points(self) -> list[dict[str, Any]]:
+        """Fine-tuned points of the run config's variant (test accuracy)."""
+        ft = self.summary.get("finetune") or {}
+        return (ft.get("variants") or {}).get(ft.get("main_variant"), {}).get("points", [])
 
     @classmethod
     def load(cls, path: Path) -> RunView:
@@ -134,6 +167,8 @@ class RunView:
     def series(self) -> PlotSeries:
         ok = [c.result for c in self.candidates if c.result.ok]
         dense = self.summary["dense"]
+        final = self.final_points
         return PlotSeries(self.path.name, [r.macs for r in ok], [r.val_acc for r in ok],
                           [r["macs"] for r in self.front], [r["val_acc"] for r in self.front],
-                          dense["macs"], dense.get("val_acc"))
+                          dense["macs"], dense.get("val_acc"), [r["macs"] for r in final],
+                          [r["test_acc"] for r in final], dense.get("test_acc"))

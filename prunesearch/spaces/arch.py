@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 DimensionKind = Literal["width", "depth", "density"]
+WIDTH_PREFIX, DEPTH_PREFIX = "width:", "depth:"  # dimension names: "<prefix><module name>"
+
+
+def blocks_kept(choice: dict[str, int]) -> dict[str, int]:
+    """Blocks kept per droppable stage, read from an Arch's depth dimensions: with the layer
+    shapes, all a rebuilt model needs."""
+    return {k[len(DEPTH_PREFIX):]: v for k, v in choice.items() if k.startswith(DEPTH_PREFIX)}
 
 
 @dataclass(frozen=True)

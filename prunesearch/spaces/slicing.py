@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError
-from prunesearch.spaces.arch import Arch
+from prunesearch.spaces.arch import Arch, blocks_kept
 
 if TYPE_CHECKING:
     from prunesearch.spaces.space import Space
@@ -151,10 +151,7 @@ class Slicer:
         """A deep copy of the dense model, cut down to `arch` (same mode as the dense model)."""
         genes = self.space.encode(arch)  # validates the arch
         sub = copy.deepcopy(self.model)
-        for d, stage in self.space.depth_stages():
-            kept = self.space.dims[d].choices[genes[d]]
-            seq = sub.get_submodule(stage)
-            del seq[kept:]
+        truncate_depth(sub, blocks_kept(arch.to_dict()))
         removed: dict[tuple[str, str], set[int]] = defaultdict(set)
         for d, _ in self.space.width_groups():
             for key, idxs in self._removed[(d, self.space.dims[d].choices[genes[d]])].items():
@@ -170,3 +167,29 @@ class Slicer:
             module = modules[name]
             _SLICERS[type(module)](module, keeps.get("out"), keeps.get("in"))
         return sub
+
+
+def truncate_depth(model: nn.Module, blocks_kept: Mapping[str, int]) -> None:
+    """Keep the first k blocks of each named stage (an nn.Sequential), in place."""
+    for stage, kept in blocks_kept.items():
+        del model.get_submodule(stage)[kept:]
+
+
+def shrink_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Resize the layers of a full-size skeleton (in place) to the shapes in a slim model's
+    state_dict, so `load_state_dict` fits: how an exported model is rebuilt without the dense
+    weights. Uses the same per-layer slicing functions as the search."""
+    for name, module in model.named_modules():
+        if type(module) not in _SLICERS:
+            continue
+        ref = state.get(f"{name}.weight", state.get(f"{name}.running_mean"))
+        if ref is None:
+            continue
+        shape = ref.shape
+        out = torch.arange(shape[0]) if shape[0] != _side_size(module, "out") else None
+        inn = None
+        depthwise = isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1
+        if len(shape) > 1 and not depthwise and shape[1] != _side_size(module, "in"):
+            inn = torch.arange(shape[1])
+        if out is not None or inn is not None:
+            _SLICERS[type(module)](module, out, inn)

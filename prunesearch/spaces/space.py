@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError, UserError
-from prunesearch.spaces.arch import Arch, Dimension
+from prunesearch.spaces.arch import DEPTH_PREFIX, WIDTH_PREFIX, Arch, Dimension
 from prunesearch.spaces.cost import CostModel
 from prunesearch.spaces.graph import ChannelGroup, ModelGraph
 from prunesearch.spaces.slicing import Slicer
@@ -58,13 +58,13 @@ class Space:
         for group in graph.groups:
             choices = width_choices(group.size, width_ratios)
             if len(choices) > 1 and not _splits_branches(group):
-                dims.append(Dimension(f"width:{group.name}", "width", choices, group.size))
+                dims.append(Dimension(WIDTH_PREFIX + group.name, "width", choices, group.size))
                 groups.append(group)
                 stages.append(None)
         if depth and hasattr(model, "depth_stages"):
             for name, stage in model.depth_stages():
                 if len(stage) > 1:
-                    dims.append(Dimension(f"depth:{name}", "depth",
+                    dims.append(Dimension(DEPTH_PREFIX + name, "depth",
                                           tuple(range(1, len(stage) + 1)), len(stage)))
                     groups.append(None)
                     stages.append(name)

@@ -1,0 +1,123 @@
+"""From proxy front to real models: train chosen front points back to strength.
+
+Each chosen Arch is built as a physically smaller model and trained with the dense recipe's
+schedule, by default from the inherited (sliced) weights with knowledge distillation from the
+dense model; `init = "scratch"` re-initialises the same architecture ("Rethinking the Value of
+Network Pruning" baseline) and `kd = false` uses labels only. Test accuracy is measured after
+training, never used for choosing. Every finished model is appended to finetune.csv and its
+weights saved, so a killed stage resumes with the next model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunesearch.config import FinetuneConfig, RunConfig
+from prunesearch.data import DatasetSplits
+from prunesearch.models import Distillation, train_model
+from prunesearch.models._layers import init_weights
+from prunesearch.runs.files import append_row, complete_lines, open_journal, save_state
+from prunesearch.spaces import Arch
+from prunesearch.spaces.slicing import Slicer
+
+log = logging.getLogger("prunesearch")
+
+FINETUNE_CSV, WEIGHTS_DIR = "finetune.csv", "finetuned"
+COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_ratio",
+           "proxy_val_acc", "val_acc", "test_acc", "seconds", "weights"]
+
+
+def variant_name(cfg: RunConfig) -> str:
+    ft = cfg.finetune
+    return f"{ft.init}-{'kd' if ft.kd else 'ce'}-e{epochs_of(cfg)}"
+
+
+def epochs_of(cfg: RunConfig) -> int:
+    return cfg.finetune.epochs or cfg.model.train.epochs
+
+
+def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[str, Any]]:
+    """Front rows to fine-tune: the best proxy point at or under each MACs-ratio target, or
+    `top_k` points spread evenly along the front (by MACs). Distinct, in MACs order."""
+    rows = sorted(front, key=lambda r: r["macs"])
+    if not rows:
+        return []
+    if ft.top_k is not None:
+        k = min(ft.top_k, len(rows))
+        picks = [rows[round(i * (len(rows) - 1) / max(1, k - 1))] for i in range(k)]
+    else:
+        picks = []
+        for target in ft.targets:
+            under = [r for r in rows if r["macs_ratio"] <= target]
+            if under:
+                picks.append(max(under, key=lambda r: (r["val_acc"], -r["macs"])))
+    unique = {r["id"]: r for r in picks}
+    return sorted(unique.values(), key=lambda r: r["macs"])
+
+
+def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
+    text = complete_lines(run_dir / FINETUNE_CSV)
+    rows = list(csv.DictReader(io.StringIO(text))) if text else []
+    for r in rows:
+        for key in ("id", "epochs", "macs", "params"):
+            r[key] = int(r[key])
+        for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
+            r[key] = float(r[key])
+        r["kd"] = r["kd"] == "True"
+    return rows
+
+
+def _scratch(model: nn.Module, seed: int) -> nn.Module:
+    """The same architecture with fresh weights (the zoo's init), seeded, global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        init_weights(model)
+    return model
+
+
+def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
+                   slicer: Slicer, teacher: nn.Module, data: DatasetSplits,
+                   device: torch.device, progress: bool) -> list[dict[str, Any]]:
+    """Fine-tune the chosen points of `front` (rows of pareto.json) that this variant has not
+    finished yet; returns this variant's rows, old and new."""
+    ft, variant = cfg.finetune, variant_name(cfg)
+    journal = run_dir / FINETUNE_CSV
+    open_journal(journal, COLUMNS)
+    done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
+    recipe = cfg.model.train.model_copy(update={"epochs": epochs_of(cfg)})
+    rows = []
+    for point in choose_points(front, ft):
+        if point["id"] in done:
+            rows.append(done[point["id"]])
+            continue
+        student = slicer.build(Arch.from_dict(point["arch"]))
+        if ft.init == "scratch":
+            _scratch(student, cfg.seed + point["id"])
+        distill = Distillation(teacher, ft.temperature, ft.alpha) if ft.kd else None
+        log.info("fine-tuning #%d (%.3f of dense MACs), %s", point["id"], point["macs_ratio"],
+                 variant)
+        report = train_model(student, data, recipe, seed=cfg.seed, device=device,
+                             progress=progress, distill=distill,
+                             label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
+        weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
+        save_state(run_dir / weights, student)
+        row = {"id": point["id"], "variant": variant, "init": ft.init, "kd": ft.kd,
+               "epochs": recipe.epochs, "macs": point["macs"], "params": point["params"],
+               "macs_ratio": point["macs_ratio"], "proxy_val_acc": point["val_acc"],
+               "val_acc": report.val_acc, "test_acc": report.test_acc,
+               "seconds": report.seconds, "weights": str(weights)}
+        append_row(journal, [row[c] for c in COLUMNS])
+        log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_acc,
+                 report.seconds)
+        rows.append(row)
+    return rows

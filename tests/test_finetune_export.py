@@ -1,0 +1,127 @@
+"""Fine-tuning stage and export: real training on the synthetic data, real files, onnxruntime."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+import prunesearch
+from prunesearch.config import load_config
+from prunesearch.finetune import choose_points
+from prunesearch.models import Distillation
+from prunesearch.pipeline import export_run, finetune_run, prepare, run_job
+from prunesearch.spaces import Arch
+
+TINY = Path(__file__).parent / "configs" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny search without fine-tuning."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(TINY, ["finetune.enabled=false"])
+    return run_job(cfg, out, device="cpu", progress=False).run_dir
+
+
+def _finetune_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "finetune.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_distillation_loss_reduces_to_its_parts():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    teacher = torch.nn.Identity()  # its "logits" are the input
+    same = Distillation(teacher, temperature=3.0, alpha=1.0).loss(logits, logits, labels)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)  # KL of identical distributions
+    hard = Distillation(teacher, alpha=0.0).loss(logits, torch.randn(6, 4), labels)
+    assert hard.item() == pytest.approx(F.cross_entropy(logits, labels).item())
+
+
+def test_choose_points_takes_the_best_proxy_point_under_each_target():
+    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "val_acc": a}
+             for i, (m, a) in enumerate([(10, 0.3), (20, 0.5), (45, 0.7), (70, 0.8), (90, 0.9)])]
+    cfg = load_config(TINY)
+    picked = choose_points(front, cfg.finetune.model_copy(update={"targets": [0.25, 0.5, 0.75]}))
+    assert [p["id"] for p in picked] == [1, 2, 3]
+    spread = choose_points(front, cfg.finetune.model_copy(update={"top_k": 3}))
+    assert [p["id"] for p in spread] == [0, 2, 4]
+
+
+def test_exported_model_equals_the_in_search_subnetwork(searched, tmp_path):
+    folder = export_run(searched, None, 0.6, ["pt", "ts", "onnx"], tmp_path / "exp",
+                        progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert "not fine-tuned" in meta["source"]
+    cfg = load_config(searched / "config.toml")
+    prep = prepare(cfg, torch.device("cpu"), progress=False)
+    in_search = prep.evaluator.build(Arch.from_dict(meta["arch"]))
+    loaded = prunesearch.load(folder)
+    x = prep.data.val_x[:32]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), in_search(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), in_search(x),
+                                   rtol=0, atol=1e-5)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(onnx_out - in_search(x).detach().numpy()).max() <= 1e-4
+    assert meta["checks"]["onnx"]["opset"] == 17
+    assert meta["macs"] == prep.space.macs(Arch.from_dict(meta["arch"]))
+    assert meta["macs_ratio"] <= 0.6
+    assert {"batch_1_ms", "batch_64_ms"} <= set(meta["latency"]["model"])
+    assert sum(p.numel() for p in loaded.parameters()) == meta["params"]
+
+
+def test_export_errors_exit_2(searched, cli_env):
+    for args, message in ((["--id", "9999"], "no successful candidate"),
+                          (["--max-flops", "0.001"], "No front point"),
+                          (["--id", "1", "--format", "pt,tflite"], "--format")):
+        res = subprocess.run([sys.executable, "-m", "prunesearch", "export", str(searched),
+                              *args], env=cli_env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert message in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+
+
+def test_finetune_is_resumable_per_model_and_variants_add_up(searched):
+    finetune_run(searched, [], device="cpu", progress=False)
+    rows = _finetune_rows(searched)
+    assert rows and {r["variant"] for r in rows} == {"inherit-kd-e2"}
+    for r in rows:
+        assert (searched / r["weights"]).exists()
+    finetune_run(searched, [], device="cpu", progress=False)  # everything done: nothing new
+    assert _finetune_rows(searched) == rows
+    finetune_run(searched, ["finetune.kd=false", "finetune.init=scratch"], device="cpu",
+                 progress=False)
+    variants = {r["variant"] for r in _finetune_rows(searched)}
+    assert variants == {"inherit-kd-e2", "scratch-ce-e2"}
+    summary = json.loads((searched / "summary.json").read_text())
+    for name in variants:
+        v = summary["finetune"]["variants"][name]
+        assert v["final_front"] and 0 < v["hypervolume"]["value"] <= 1
+    front = json.loads((searched / "pareto.json").read_text())["front"]
+    assert any(r["test_acc"] is not None for r in front)
+
+
+def test_finetune_refuses_keys_outside_finetune(searched):
+    from prunesearch.errors import UserError
+
+    with pytest.raises(UserError, match="finetune"):
+        finetune_run(searched, ["search.budget=5"], device="cpu", progress=False)
+
+
+def test_export_of_a_finetuned_point_uses_its_trained_weights(searched, tmp_path):
+    finetune_run(searched, [], device="cpu", progress=False)
+    row = _finetune_rows(searched)[0]
+    folder = export_run(searched, int(row["id"]), None, ["pt"], tmp_path / "ft", progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["source"].startswith("fine-tuned")
+    assert meta["test_acc"] == pytest.approx(float(row["test_acc"]))
