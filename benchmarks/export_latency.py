@@ -38,13 +38,13 @@ def main() -> None:
         model = create_model(name, SHAPE[0], 10).eval()
         space = Space.from_model(model, torch.zeros(1, *SHAPE), FINE_RATIOS, depth=False)
         slicer = space.slicer(model)
-        dense = {b: measure_latency_ms(model, SHAPE, b, repeats=50 if b == 1 else 20)
+        dense = {b: measure_latency_ms(model, SHAPE, b, repeats=200 if b == 1 else 50)
                  for b in (1, 64)}
         for target in TARGETS:
             arch = min((space.uniform(r) for r in FINE_RATIOS),
                        key=lambda a: abs(space.macs(a) / space.dense_macs - target))
             slim = slicer.build(arch).eval()
-            lat = {b: measure_latency_ms(slim, SHAPE, b, repeats=50 if b == 1 else 20)
+            lat = {b: measure_latency_ms(slim, SHAPE, b, repeats=200 if b == 1 else 50)
                    for b in (1, 64)}
             rows.append({"model": name, "target": target,
                          "macs_ratio": space.macs(arch) / space.dense_macs,
@@ -67,7 +67,7 @@ def main() -> None:
                      f"{dense[1]:.2f} / {dense[64]:.1f} |")
     lines.append(f"\n`{result['command']}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
                  f"{m['torch_threads']} torch threads, torch {m['torch']}; medians after "
-                 f"warm-up (50 runs at batch 1, 20 at batch 64).")
+                 f"warm-up (200 runs at batch 1, 50 at batch 64).")
     table = "\n".join(lines) + "\n"
     write_section("export_latency", table)
     print(table)
