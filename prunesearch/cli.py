@@ -147,15 +147,19 @@ def plot(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file (an SVG is written "
                                          "beside it).")] = Path("pareto.png"),
 ) -> None:
-    """Overlay the Pareto fronts of several runs in one plot.
+    """Overlay the Pareto fronts of several runs in one plot, and their hypervolume-versus-
+    evaluations curves in a second one (FILE_hv.png).
 
     Example: prunesearch plot runs/a runs/b -o compare.png
     """
     from prunesearch.runs import RunView, plot_fronts
+    from prunesearch.runs.plots import plot_hv_histories
 
     views = [RunView.load(p) for p in run_dirs]
     files = plot_fronts([v.series() for v in views], output,
                         " vs ".join(v.path.name for v in views))
+    files += plot_hv_histories([(v.path.name, v.hv_history()) for v in views],
+                               output.with_name(output.stem + "_hv.png"))
     out_console.print("wrote " + ", ".join(str(f) for f in files))
 
 

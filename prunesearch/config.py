@@ -61,12 +61,24 @@ class SpaceConfig(_Section):
         return sorted(set(v))
 
 
+class EmoConfig(_Section):
+    """Options of the `emo` strategy (pymoo)."""
+
+    algorithm: str = "nsga2"
+    pop_size: int = Field(40, ge=4)
+    max_generations: int | None = Field(None, ge=1, description="a budget in generations")
+    macs_min: float = Field(0.0, ge=0, le=1, description="constraint: MACs ratio >= this")
+    macs_max: float = Field(1.0, gt=0, le=1, description="constraint: MACs ratio <= this")
+    third_objective: Literal["params"] | None = None
+
+
 class SearchConfig(_Section):
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
     time_limit: float | None = Field(None, gt=0, description="seconds of search wall time")
     batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
-    seed_uniform: bool = Field(True, description="random/tpe start with the uniform sweep")
+    seed_uniform: bool = Field(True, description="random/tpe/emo start with the uniform sweep")
+    emo: EmoConfig = EmoConfig()
 
 
 class EvaluatorConfig(_Section):

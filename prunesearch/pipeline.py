@@ -141,7 +141,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
-                                   seed_uniform=cfg.search.seed_uniform)
+                                   seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo)
         prep = prepare(cfg, dev, progress)
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)

@@ -16,7 +16,8 @@ import pytest
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 CONTRACT = ["config.toml", "candidates.csv", "pareto.csv", "pareto.json", "summary.json",
-            "pareto.png", "pareto.svg", "log.txt"]
+            "pareto.png", "pareto.svg", "log.txt", "hv_history.csv", "hv_history.png",
+            "finetune.csv"]
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -107,21 +108,23 @@ def test_corrupt_data_file_exits_2(tmp_path, cli_env):
     assert "Traceback" not in res.stderr and "idx" in res.stderr.lower()
 
 
-def test_sigkill_mid_search_then_resume_keeps_every_candidate_once(tmp_path, cli_env):
+@pytest.mark.parametrize("strategy", ["random", "emo"])
+def test_sigkill_mid_search_then_resume_keeps_every_candidate_once(tmp_path, cli_env, strategy):
     args = ["run", str(TINY), "--out", str(tmp_path), "--quiet", "--set", "search.budget=40",
-            "--set", "search.batch_size=1"]
+            "--set", "search.batch_size=1", "--set", f"search.strategy={strategy}",
+            "--set", "search.emo.pop_size=8"]
     run_dir = tmp_path / "tiny"
     proc = subprocess.Popen([sys.executable, "-m", "prunesearch", *args], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if (run_dir / "candidates.csv").exists() and len(_rows(run_dir)) >= 8:
+        if (run_dir / "candidates.csv").exists() and len(_rows(run_dir)) >= 13:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = len(_rows(run_dir))
-    assert 8 <= killed_at < 40, "the run must be killed mid-search"
+    assert 13 <= killed_at < 40, "the run must be killed mid-search"
     assert not (run_dir / "summary.json").exists()
 
     res = cli(*args, "--resume", env=cli_env)
@@ -131,6 +134,13 @@ def test_sigkill_mid_search_then_resume_keeps_every_candidate_once(tmp_path, cli
     assert [int(r["id"]) for r in rows] == list(range(40))
     assert len({r["arch"] for r in rows}) == 40
     assert json.loads((run_dir / "summary.json").read_text())["n_evals"] == 40
+    if strategy == "emo":  # resumed from its generation checkpoint: as if never killed
+        whole = cli(*args, "--set", "name=whole", env=cli_env)
+        assert whole.returncode == 0, whole.stderr
+        assert [r["arch"] for r in _rows(tmp_path / "whole")] == [r["arch"] for r in rows]
+        front = json.loads((run_dir / "pareto.json").read_text())["front"]
+        whole_front = json.loads((tmp_path / "whole" / "pareto.json").read_text())["front"]
+        assert [r["arch"] for r in front] == [r["arch"] for r in whole_front]
 
 
 def test_train_command_trains_then_reuses_the_cached_checkpoint(cli_env):

@@ -5,6 +5,7 @@ import pytest
 
 from prunesearch.evaluators import Result
 from prunesearch.runs import CandidateJournal, hypervolume, pareto_indices, read_journal
+from prunesearch.runs.pareto import hypervolume_history
 from prunesearch.spaces import Arch
 
 
@@ -46,3 +47,9 @@ def test_journal_appends_and_survives_a_torn_last_line(tmp_path):
     assert back.candidates[1].result.error == "RuntimeError: boom"
     back.append(_result(3), "tpe")
     assert [c.result.arch["width:a"] for c in read_journal(path)] == [1, 2, 3]
+
+
+def test_hypervolume_history_follows_the_journal_order():
+    history = hypervolume_history([0.5, None, 0.8, 0.4], [50, 10, 80, 60], 100)
+    assert history == pytest.approx([0.25, 0.25, 0.25 + 0.3 * 0.2, 0.31])
+    assert all(b >= a for a, b in zip(history, history[1:], strict=False))

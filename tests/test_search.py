@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prunesearch.config import EmoConfig
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.models import create_model
 from prunesearch.search import Budget, SearchContext, create_strategy, list_strategies
@@ -38,13 +39,13 @@ def space() -> Space:
 
 
 def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
-            fail_every: int = 0) -> tuple[list[Result], CostProxyEvaluator]:
+            fail_every: int = 0, **emo: object) -> tuple[list[Result], CostProxyEvaluator]:
     recorded: list[Result] = []
     evaluator = CostProxyEvaluator(space, fail_every)
     tmp.mkdir(parents=True, exist_ok=True)
     ctx = SearchContext(space, evaluator, Budget(budget), seed, tmp, recorded.append,
                         width_ratios=DEFAULT_WIDTH_RATIOS)
-    create_strategy(name, batch_size=4).search(ctx)
+    create_strategy(name, batch_size=4, emo=EmoConfig(pop_size=6, **emo)).search(ctx)
     return recorded, evaluator
 
 
@@ -106,3 +107,39 @@ def test_time_limit_ends_the_search_before_the_evaluation_budget(space, tmp_path
                         recorded.append, width_ratios=DEFAULT_WIDTH_RATIOS)
     create_strategy("random", batch_size=4).search(ctx)
     assert 3 <= len(recorded) < 30
+
+
+def test_emo_runs_generations_and_keeps_the_macs_constraint(space, tmp_path):
+    from prunesearch.search.emo import STATE_FILE
+
+    recorded, _ = _search(space, "emo", tmp_path, budget=60, macs_min=0.3, macs_max=0.6)
+    assert len(recorded) == 60 and (tmp_path / STATE_FILE).exists()
+    late = [r.macs / space.dense_macs for r in recorded[30:]]
+    inside = sum(0.3 <= x <= 0.6 for x in late) / len(late)
+    early = [r.macs / space.dense_macs for r in recorded[:6]]
+    assert inside > 0.6 and inside > sum(0.3 <= x <= 0.6 for x in early) / len(early)
+
+
+def test_emo_resumed_from_its_checkpoint_matches_an_uninterrupted_run(space, tmp_path):
+    whole, _ = _search(space, "emo", tmp_path / "whole", budget=30)
+    first, evaluator = _search(space, "emo", tmp_path / "cut", budget=14)  # 2 gens + 2 evals
+    resumed: list[Result] = []
+    fresh = CostProxyEvaluator(space)
+    fresh.seed_cache(first)
+    ctx = SearchContext(space, fresh, Budget(30), 0, tmp_path / "cut", resumed.append,
+                        n_evals=len(first), width_ratios=DEFAULT_WIDTH_RATIOS)
+    create_strategy("emo", emo=EmoConfig(pop_size=6)).search(ctx)
+    assert [r.arch for r in first + resumed] == [r.arch for r in whole]
+
+
+def test_unknown_emo_algorithm_lists_the_available_ones():
+    from prunesearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="available: nsga2"):
+        create_strategy("emo", emo=EmoConfig(algorithm="nsga9"))
+
+
+@pytest.mark.parametrize("algorithm", ["nsga2", "nsga3", "smsemoa"])
+def test_emo_algorithms_run_several_generations(space, tmp_path, algorithm):
+    recorded, _ = _search(space, "emo", tmp_path, budget=24, algorithm=algorithm)
+    assert len(recorded) == 24 and len({r.arch for r in recorded}) == 24

@@ -51,6 +51,10 @@ class Evaluator(ABC):
     def cached(self, arch: Arch) -> Result | None:
         return self._cache.get(arch)
 
+    def results(self) -> list[Result]:
+        """Every result known so far (resumed ones included), in the order they arrived."""
+        return list(self._cache.values())
+
     def evaluate(self, archs: Sequence[Arch]) -> list[Result]:
         return [self._evaluate_cached(a) for a in archs]
 

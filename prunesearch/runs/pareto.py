@@ -33,3 +33,18 @@ def hypervolume(acc: Sequence[float], macs: Sequence[float], dense_macs: float) 
     if len(inside) == 0:
         return 0.0
     return float(HV(ref_point=np.asarray(HV_REFERENCE))(inside))
+
+
+def hypervolume_history(acc: Sequence[float | None], macs: Sequence[float],
+                        dense_macs: float) -> list[float]:
+    """Hypervolume of the first i candidates, for i = 1..n (failed ones have acc None)."""
+    history, front_acc, front_macs = [], [], []
+    for a, m in zip(acc, macs, strict=True):
+        if a is not None:
+            front_acc.append(a)
+            front_macs.append(m)
+            keep = pareto_indices(front_acc, front_macs)
+            front_acc = [front_acc[i] for i in keep]
+            front_macs = [front_macs[i] for i in keep]
+        history.append(hypervolume(front_acc, front_macs, dense_macs))
+    return history

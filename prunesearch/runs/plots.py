@@ -26,6 +26,31 @@ class PlotSeries:
     dense_test_acc: float | None = None
 
 
+def _save(fig: plt.Figure, out: Path) -> list[Path]:
+    """Write `out` (.png) and the same name with .svg, each beside then renamed."""
+    png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in (png, svg):
+        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        fig.savefig(tmp)
+        tmp.replace(path)
+    plt.close(fig)
+    return [png, svg]
+
+
+def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Path) -> list[Path]:
+    """Hypervolume against evaluations, one line per run: strategies on the same axes."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, hv in histories:
+        ax.plot(range(1, len(hv) + 1), hv, label=label)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (1 - val acc, MACs ratio; ref. (1, 1))")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Path]:
     """Draw to `out` (.png) and the same name with .svg; returns the files written."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -56,11 +81,4 @@ def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Pat
                                                      lambda r: r * dense.dense_macs / 1e6))
     secondary.set_xlabel("MACs / dense MACs")
     fig.tight_layout()
-    png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path in (png, svg):  # write beside, then rename: never a half-written plot
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp)
-        tmp.replace(path)
-    plt.close(fig)
-    return [png, svg]
+    return _save(fig, out)

@@ -14,11 +14,18 @@ from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
 from prunesearch.runs.files import write_atomic, write_json
 from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
-from prunesearch.runs.pareto import HV_OBJECTIVES, HV_REFERENCE, hypervolume, pareto_indices
-from prunesearch.runs.plots import PlotSeries, plot_fronts
+from prunesearch.runs.pareto import (
+    HV_OBJECTIVES,
+    HV_REFERENCE,
+    hypervolume,
+    hypervolume_history,
+    pareto_indices,
+)
+from prunesearch.runs.plots import PlotSeries, plot_fronts, plot_hv_histories
 
 CONFIG, CANDIDATES, SUMMARY = "config.toml", "candidates.csv", "summary.json"
 PARETO_CSV, PARETO_JSON, PLOT, LOG = "pareto.csv", "pareto.json", "pareto.png", "log.txt"
+HV_CSV, HV_PLOT = "hv_history.csv", "hv_history.png"
 # Keys a resumed run may change: extending the budget is the point of resuming.
 RESUMABLE_CHANGES = {"search.budget", "search.time_limit"}
 
@@ -112,7 +119,12 @@ class RunDir:
                                "the element-wise ops of norms, activations and pooling)",
         }
         write_json(self.path / SUMMARY, summary)
-        plot_fronts([RunView.load(self.path).series()], self.path / PLOT, title)
+        view = RunView.load(self.path)
+        history = view.hv_history()
+        write_atomic(self.path / HV_CSV, "evaluations,hypervolume\n" + "".join(
+            f"{i + 1},{hv:.6f}\n" for i, hv in enumerate(history)))
+        plot_hv_histories([(summary["strategy"], history)], self.path / HV_PLOT)
+        plot_fronts([view.series()], self.path / PLOT, title)
         return summary
 
 
@@ -163,6 +175,12 @@ class RunView:
             raise UserError(f"Cannot read the results of '{path}': {err}. Re-run the job with "
                             f"--resume to rewrite them.") from None
         return cls(path, summary, read_journal(path / CANDIDATES), front)
+
+    def hv_history(self) -> list[float]:
+        """Proxy hypervolume after each evaluation, in journal order."""
+        return hypervolume_history([c.result.val_acc for c in self.candidates],
+                                   [c.result.macs for c in self.candidates],
+                                   self.summary["dense"]["macs"])
 
     def series(self) -> PlotSeries:
         ok = [c.result for c in self.candidates if c.result.ok]
