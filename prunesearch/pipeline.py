@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prunesearch.config import RunConfig
@@ -120,14 +121,19 @@ class _SearchProgress:
 
 
 @contextmanager
-def _logging_to(run: RunDir) -> Iterator[None]:
-    """While open, the prunesearch logger also writes the run's log.txt."""
-    handler = run.attach_log()
+def _logging_to(run: RunDir, console: Console | None = None) -> Iterator[None]:
+    """While open, the prunesearch logger writes the run's log.txt and, given a console,
+    shows the same lines to the user (a generation's summary, the stages' results)."""
+    handlers = [run.attach_log()]
+    if console is not None:
+        handlers.append(RichHandler(console=console, show_path=False, show_level=False))
+        logging.getLogger("prunesearch").addHandler(handlers[-1])
     try:
         yield
     finally:
-        logging.getLogger("prunesearch").removeHandler(handler)
-        handler.close()
+        for handler in handlers:
+            logging.getLogger("prunesearch").removeHandler(handler)
+            handler.close()
 
 
 def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto",
@@ -136,7 +142,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
     console = console or Console(stderr=True)
     dev = resolve_device(device)
     run = RunDir.open(out, cfg, resume)
-    with _logging_to(run):
+    with _logging_to(run, console if progress else None):
         t0 = time.perf_counter()
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
@@ -169,7 +175,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
 
 
 def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
-                 progress: bool = True) -> JobOutcome:
+                 progress: bool = True, console: Console | None = None) -> JobOutcome:
     """`prunesearch finetune`: fine-tune a finished search's front (again, or another way:
     only `finetune.*` keys may be overridden)."""
     from prunesearch.config import load_config
@@ -184,7 +190,7 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
                         f"`prunesearch run CONFIG --resume`.")
     dev = resolve_device(device)
     run = RunDir(run_dir)
-    with _logging_to(run):
+    with _logging_to(run, (console or Console(stderr=True)) if progress else None):
         t0 = time.perf_counter()
         prep = prepare(cfg, dev, progress)
         return JobOutcome(run.path, _finetune_and_write(cfg, run, prep, dev, progress, t0))

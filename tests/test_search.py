@@ -143,3 +143,20 @@ def test_unknown_emo_algorithm_lists_the_available_ones():
 def test_emo_algorithms_run_several_generations(space, tmp_path, algorithm):
     recorded, _ = _search(space, "emo", tmp_path, budget=24, algorithm=algorithm)
     assert len(recorded) == 24 and len({r.arch for r in recorded}) == 24
+
+
+def test_emo_pms_splits_resnet_by_stage_and_spends_the_budget_in_phases(space, tmp_path):
+    from prunesearch.search.emo_pms import SubSpace, split_dimensions
+
+    parts = split_dimensions(space)
+    assert len(parts) == 3 and sorted(d for p in parts for d in p) == list(range(len(space.dims)))
+    for i, part in enumerate(parts):
+        assert all(f"stages.{i}" in space.dims[d].name or "stem" in space.dims[d].name
+                   for d in part)
+    recorded, _ = _search(space, "emo-pms", tmp_path, budget=48)
+    assert len(recorded) == 48 and len({r.arch for r in recorded}) == 48
+    owners = [[SubSpace(space, p).owns(r.arch) for p in parts] for r in recorded]
+    # phase 1 (after the dense arch): each candidate changes one sub-network only
+    assert all(any(o) for o in owners[1:24])
+    # combination and refinement change several sub-networks at once
+    assert sum(not any(o) for o in owners[24:]) >= 6

@@ -85,8 +85,10 @@ class EMOStrategy(AskTellStrategy):
     is a pair of pymoo inequality constraints. A failed candidate gets the worst objectives."""
 
     def __init__(self, batch_size: int = 8, seed_uniform: bool = True,
-                 emo: EmoConfig | None = None, **_: object) -> None:
+                 emo: EmoConfig | None = None, initial: list[Arch] | None = None,
+                 **_: object) -> None:
         self.options = emo or EmoConfig()
+        self.initial = initial or []
         if self.options.algorithm not in ALGORITHMS:
             raise ConfigError(f"unknown search.emo.algorithm '{self.options.algorithm}'; "
                               f"available: {', '.join(ALGORITHMS)}.")
@@ -112,9 +114,10 @@ class EMOStrategy(AskTellStrategy):
         self.algorithm.setup(problem, termination=NoTermination(), seed=ctx.seed, verbose=False)
 
     def _initial(self, ctx: SearchContext, bounds: np.ndarray) -> np.ndarray:
-        """The uniform-width sweep (if asked) and random genes, all distinct archs."""
+        """Given archs, the uniform-width sweep (if asked) and random genes, all distinct."""
         rng = np.random.default_rng(ctx.seed)
-        rows: dict[Arch, np.ndarray] = {}
+        rows: dict[Arch, np.ndarray] = {
+            arch: np.asarray(ctx.space.encode(arch), dtype=float) for arch in self.initial}
         if self.seed_uniform:
             for ratio in sorted(ctx.width_ratios, reverse=True):
                 arch = ctx.space.uniform(ratio)
