@@ -139,7 +139,7 @@ def test_unknown_emo_algorithm_lists_the_available_ones():
         create_strategy("emo", emo=EmoConfig(algorithm="nsga9"))
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "nsga3", "smsemoa"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "nsga3", "smsemoa", "moead"])
 def test_emo_algorithms_run_several_generations(space, tmp_path, algorithm):
     recorded, _ = _search(space, "emo", tmp_path, budget=24, algorithm=algorithm)
     assert len(recorded) == 24 and len({r.arch for r in recorded}) == 24

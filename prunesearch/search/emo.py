@@ -73,10 +73,16 @@ def make_algorithm(name: str, pop_size: int, initial: np.ndarray) -> Algorithm:
             raise ConfigError("search.emo.algorithm = 'agemoea2' needs numba: pip install "
                               "numba, or choose another algorithm.") from None
         return AGEMOEA2(pop_size=pop_size, **common)
+    if name == "moead":  # the batch variant: a whole generation per ask, like the others
+        from pymoo.algorithms.moo.moead import ParallelMOEAD
+
+        del common["eliminate_duplicates"]  # MOEA/D keeps one solution per weight vector
+        return ParallelMOEAD(ref_dirs=_reference_directions(pop_size),
+                             n_neighbors=min(15, pop_size), **common)
     raise ValueError(f"unknown pymoo algorithm '{name}'")
 
 
-ALGORITHMS = ("nsga2", "nsga3", "smsemoa", "agemoea2")
+ALGORITHMS = ("nsga2", "nsga3", "smsemoa", "agemoea2", "moead")
 
 
 @register_strategy("emo")
@@ -92,6 +98,10 @@ class EMOStrategy(AskTellStrategy):
         if self.options.algorithm not in ALGORITHMS:
             raise ConfigError(f"unknown search.emo.algorithm '{self.options.algorithm}'; "
                               f"available: {', '.join(ALGORITHMS)}.")
+        if self.options.algorithm == "moead" and (self.options.macs_min > 0
+                                                  or self.options.macs_max < 1):
+            raise ConfigError("search.emo.algorithm = 'moead' does not handle constraints; "
+                              "drop search.emo.macs_min/macs_max or choose nsga2.")
         self.seed_uniform = seed_uniform
         self._asked: Population | None = None
 
