@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine, write_section  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
-from prunesearch.data import load_dataset  # noqa: E402
 from prunesearch.models import build_model  # noqa: E402
-from prunesearch.pipeline import build_space, make_evaluator, resolve_device  # noqa: E402
+from prunesearch.pipeline import (  # noqa: E402
+    build_space,
+    load_run_data,
+    make_evaluator,
+    resolve_device,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     cfg = load_config(None)
-    data = load_dataset(cfg.data.dataset, seed=cfg.seed).to(device)
+    data = load_run_data(cfg, device)
     torch.manual_seed(0)
     model = build_model(cfg.model.name, data.input_shape, data.num_classes).to(device).eval()
     space = build_space(cfg, model, data)

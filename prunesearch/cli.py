@@ -179,11 +179,10 @@ def space(
     from prunesearch.spaces import Space
 
     if model_or_config.endswith(".toml"):
-        from prunesearch.data import load_dataset
+        from prunesearch.pipeline import load_run_data
 
         cfg = load_config(model_or_config)
-        data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
-                            cfg.data.download)
+        data = load_run_data(cfg)
         shape, classes, name = data.input_shape, data.num_classes, cfg.model.name
         ratios, depth, ignore = cfg.space.width_ratios, cfg.space.depth, cfg.space.ignore
     else:
@@ -222,14 +221,12 @@ def train(
 
     Example: prunesearch train configs/smoke.toml --set model.train.epochs=5
     """
-    from prunesearch.data import load_dataset
     from prunesearch.models import dense_model
-    from prunesearch.pipeline import resolve_device
+    from prunesearch.pipeline import load_run_data, resolve_device
 
     cfg = load_config(config, set_ or [])
     dev = resolve_device(device)
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
-                        cfg.data.download).to(dev)
+    data = load_run_data(cfg, dev)
     _, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev)
     out_console.print(f"{cfg.model.name} on {cfg.data.dataset}: val acc {meta['val_acc']:.4f}, "
                       f"test acc {meta['test_acc']:.4f}, "

@@ -10,8 +10,6 @@ weights saved, so a killed stage resumes with the next model.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from prunesearch.config import FinetuneConfig, RunConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
-from prunesearch.runs.files import append_row, complete_lines, open_journal, save_state
+from prunesearch.runs.files import append_row, open_journal, read_rows, save_state
 from prunesearch.spaces import Arch
 from prunesearch.spaces.slicing import Slicer
 
@@ -63,8 +61,7 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
 
 
 def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
-    text = complete_lines(run_dir / FINETUNE_CSV)
-    rows = list(csv.DictReader(io.StringIO(text))) if text else []
+    rows: list[dict[str, Any]] = read_rows(run_dir / FINETUNE_CSV)
     for r in rows:
         for key in ("id", "epochs", "macs", "params"):
             r[key] = int(r[key])

@@ -41,6 +41,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def load_run_data(cfg: RunConfig, dev: torch.device | None = None) -> DatasetSplits:
+    """The config's dataset and split (on `dev` when given)."""
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
+                        cfg.data.download)
+    return data if dev is None else data.to(dev)
+
+
 def build_space(cfg: RunConfig, model: torch.nn.Module, data: DatasetSplits) -> Space:
     example = data.train_x[:1]
     return Space.from_model(model, example, cfg.space.width_ratios, cfg.space.depth,
@@ -89,8 +96,7 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
     """Load data, get the dense model (cache or train), build the space and evaluator."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
-                        cfg.data.download).to(dev)
+    data = load_run_data(cfg, dev)
     timings["data_s"] = time.perf_counter() - t
     t = time.perf_counter()
     model, dense = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=progress)
@@ -281,12 +287,13 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
         model = prep.evaluator.build(Arch.from_dict(point["arch"]))
         source = "sliced dense weights, BatchNorm recalibrated (not fine-tuned)"
     threads = torch.get_num_threads()
-    latency = {f"batch_{b}_ms": measure_latency_ms(model, prep.data.input_shape, b,
-                                                   repeats=30 if b == 1 else 10)
-               for b in (1, 64)}
-    dense_latency = {f"batch_{b}_ms": measure_latency_ms(prep.model, prep.data.input_shape, b,
-                                                         repeats=30 if b == 1 else 10)
-                     for b in (1, 64)}
+
+    def latencies(net: torch.nn.Module) -> dict[str, float]:
+        return {f"batch_{b}_ms": measure_latency_ms(net, prep.data.input_shape, b,
+                                                    repeats=30 if b == 1 else 10)
+                for b in (1, 64)}
+
+    latency, dense_latency = latencies(model), latencies(prep.model)
     meta = {
         "id": point["id"], "source": source, "run": str(run_dir), "arch": point["arch"],
         "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],

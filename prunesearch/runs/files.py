@@ -56,6 +56,12 @@ def complete_lines(path: Path) -> str:
     return text[: text.rfind("\n") + 1]
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a CSV journal (none if the file is absent or holds no row)."""
+    text = complete_lines(path)
+    return list(csv.DictReader(io.StringIO(text))) if text else []
+
+
 def open_journal(path: Path, columns: list[str]) -> str:
     """Make `path` a CSV journal with a header and only complete lines; returns its text."""
     text = complete_lines(path) or ",".join(columns) + "\n"

@@ -7,14 +7,12 @@ truncates the file to its last complete line before appending.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Result
-from prunesearch.runs.files import append_row, complete_lines, open_journal
+from prunesearch.runs.files import append_row, open_journal, read_rows
 from prunesearch.spaces import Arch
 
 COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
@@ -30,10 +28,7 @@ class Candidate:
 
 
 def read_journal(path: Path) -> list[Candidate]:
-    text = complete_lines(path)
-    if not text:
-        return []
-    rows = list(csv.DictReader(io.StringIO(text)))
+    rows = read_rows(path)
     out = []
     for row in rows:
         try:
