@@ -1,6 +1,7 @@
 """From proxy front to real models: train chosen front points back to strength.
 
-Each chosen Arch is built as a physically smaller model and trained with the dense recipe's
+Each chosen Arch is built as a physically smaller model (its weight masks held fixed while it
+trains, the masks found on the inherited weights) and trained with the dense recipe's
 schedule, by default from the inherited (sliced) weights with knowledge distillation from the
 dense model; `init = "scratch"` re-initialises the same architecture ("Rethinking the Value of
 Network Pruning" baseline) and `kd = false` uses labels only. Test accuracy is measured after
@@ -22,7 +23,8 @@ from prunesearch.data import DatasetSplits
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
 from prunesearch.runs.files import append_row, open_journal, read_rows, save_state
-from prunesearch.spaces import Arch
+from prunesearch.spaces import Arch, layer_densities
+from prunesearch.spaces.masks import hold_masks, magnitude_masks, release_masks
 from prunesearch.spaces.slicing import Slicer
 
 log = logging.getLogger("prunesearch")
@@ -98,14 +100,17 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
             rows.append(done[point["id"]])
             continue
         student = slicer.build(Arch.from_dict(point["arch"]))
+        masks = magnitude_masks(student, layer_densities(point["arch"]))  # found on inherited
         if ft.init == "scratch":
             _scratch(student, cfg.seed + point["id"])
+        hold_masks(student, masks)
         distill = Distillation(teacher, ft.temperature, ft.alpha) if ft.kd else None
         log.info("fine-tuning #%d (%.3f of dense MACs), %s", point["id"], point["macs_ratio"],
                  variant)
         report = train_model(student, data, recipe, seed=cfg.seed, device=device,
                              progress=progress, distill=distill,
                              label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
+        release_masks(student)
         weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
         save_state(run_dir / weights, student)
         row = {"id": point["id"], "variant": variant, "init": ft.init, "kd": ft.kd,

@@ -51,7 +51,7 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None) -> DatasetSpl
 def build_space(cfg: RunConfig, model: torch.nn.Module, data: DatasetSplits) -> Space:
     example = data.train_x[:1]
     return Space.from_model(model, example, cfg.space.width_ratios, cfg.space.depth,
-                            cfg.space.ignore)
+                            cfg.space.ignore, cfg.space.densities)
 
 
 def calibration_images(cfg: RunConfig, data: DatasetSplits) -> torch.Tensor:

@@ -7,12 +7,15 @@ it, so every candidate is recalibrated on the same fixed batches before it is sc
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from prunesearch.evaluators.base import Evaluator
 from prunesearch.models import evaluate_accuracy
-from prunesearch.spaces import Arch, Space
+from prunesearch.spaces import Arch, Space, layer_densities
+from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -35,7 +38,9 @@ class WeightSharingEvaluator(Evaluator):
     """Scores an Arch by slicing the shared dense weights (no training).
 
     `calib_x` are the fixed training images for adaptive BN, `val_x/val_y` the fixed validation
-    subset; both are chosen once per run so every candidate sees the same data.
+    subset; both are chosen once per run so every candidate sees the same data. A candidate
+    that only masks weights is scored on one working copy of the dense model, refilled from
+    the dense weights and re-masked in place: no model is copied per candidate.
     """
 
     def __init__(self, space: Space, model: nn.Module, calib_x: torch.Tensor,
@@ -45,6 +50,7 @@ class WeightSharingEvaluator(Evaluator):
         self.calib = list(calib_x.split(batch_size))
         self.val_x, self.val_y = val_x, val_y
         self.batch_size = batch_size
+        self._work: nn.Module | None = None
 
     def build(self, arch: Arch) -> nn.Module:
         """The candidate as a real slim model with recalibrated BatchNorm, in eval mode."""
@@ -52,5 +58,23 @@ class WeightSharingEvaluator(Evaluator):
         recalibrate_batchnorm(sub, self.calib)
         return sub
 
+    def _candidate(self, arch: Arch) -> nn.Module:
+        """The candidate, recalibrated; valid until the next call (it may be the work copy)."""
+        if self.space.reshapes(arch):
+            return self.build(arch)
+        if self._work is None:
+            self._work = copy.deepcopy(self.slicer.model)
+        self._work.load_state_dict(self.slicer.model.state_dict())
+        apply_masks(self._work, magnitude_masks(self._work, layer_densities(arch.to_dict())))
+        recalibrate_batchnorm(self._work, self.calib)
+        return self._work
+
+    @torch.no_grad()
+    def calibration_logits(self, arch: Arch) -> torch.Tensor:
+        """The candidate's logits on the calibration images (training split): what the
+        layer-adaptive allocation measures output distortion on."""
+        model = self._candidate(arch)
+        return torch.cat([model(x) for x in self.calib])
+
     def _score(self, arch: Arch) -> float:
-        return evaluate_accuracy(self.build(arch), self.val_x, self.val_y, self.batch_size)
+        return evaluate_accuracy(self._candidate(arch), self.val_x, self.val_y, self.batch_size)

@@ -1,8 +1,9 @@
 """Search spaces: dimensions, Arch, encode/decode, analytic MACs/params, slicing."""
 
-from prunesearch.spaces.arch import Arch, Dimension, blocks_kept
+from prunesearch.spaces.arch import Arch, Dimension, blocks_kept, layer_densities
 from prunesearch.spaces.slicing import Slicer, register_slicer, shrink_to_state, truncate_depth
-from prunesearch.spaces.space import DEFAULT_WIDTH_RATIOS, Space, width_choices
+from prunesearch.spaces.space import DEFAULT_DENSITIES, DEFAULT_WIDTH_RATIOS, Space, width_choices
 
-__all__ = ["DEFAULT_WIDTH_RATIOS", "Arch", "Dimension", "Slicer", "Space", "blocks_kept",
-           "register_slicer", "shrink_to_state", "truncate_depth", "width_choices"]
+__all__ = ["DEFAULT_DENSITIES", "DEFAULT_WIDTH_RATIOS", "Arch", "Dimension", "Slicer", "Space",
+           "blocks_kept", "layer_densities", "register_slicer", "shrink_to_state",
+           "truncate_depth", "width_choices"]

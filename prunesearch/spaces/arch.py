@@ -7,29 +7,39 @@ from dataclasses import dataclass
 from typing import Literal
 
 DimensionKind = Literal["width", "depth", "density"]
-WIDTH_PREFIX, DEPTH_PREFIX = "width:", "depth:"  # dimension names: "<prefix><module name>"
+# dimension names: "<prefix><module name>"
+WIDTH_PREFIX, DEPTH_PREFIX, DENSITY_PREFIX = "width:", "depth:", "density:"
+Value = int | float  # channels or blocks kept (int), fraction of a layer's weights kept (float)
 
 
-def blocks_kept(choice: dict[str, int]) -> dict[str, int]:
+def blocks_kept(choice: dict[str, Value]) -> dict[str, int]:
     """Blocks kept per droppable stage, read from an Arch's depth dimensions: with the layer
     shapes, all a rebuilt model needs."""
-    return {k[len(DEPTH_PREFIX):]: v for k, v in choice.items() if k.startswith(DEPTH_PREFIX)}
+    return {k[len(DEPTH_PREFIX):]: int(v) for k, v in choice.items()
+            if k.startswith(DEPTH_PREFIX)}
+
+
+def layer_densities(choice: dict[str, Value]) -> dict[str, float]:
+    """Density below 1 per masked layer (module name), read from an Arch's density dimensions."""
+    return {k[len(DENSITY_PREFIX):]: float(v) for k, v in choice.items()
+            if k.startswith(DENSITY_PREFIX) and v < 1}
 
 
 @dataclass(frozen=True)
 class Dimension:
     """One searchable knob.
 
-    width: channels kept in a coupled channel group; depth: blocks kept in a stage. `choices`
-    are ascending; a gene is an index into them, so neighbouring genes are neighbouring sizes.
+    width: channels kept in a coupled channel group; depth: blocks kept in a stage; density:
+    fraction of one conv/linear layer's weights kept (the largest magnitudes). `choices` are
+    ascending; a gene is an index into them, so neighbouring genes are neighbouring sizes.
     """
 
     name: str
     kind: DimensionKind
-    choices: tuple[int, ...]
-    full: int  # the dense model's value (channels of the group, blocks of the stage)
+    choices: tuple[Value, ...]
+    full: Value  # the dense model's value (channels of the group, blocks of the stage, 1.0)
 
-    def index(self, value: int) -> int:
+    def index(self, value: Value) -> int:
         try:
             return self.choices.index(value)
         except ValueError:
@@ -37,7 +47,7 @@ class Dimension:
                 f"{value} is not a choice of dimension '{self.name}'; choices: {self.choices}"
             ) from None
 
-    def nearest(self, target: float) -> int:
+    def nearest(self, target: float) -> Value:
         """The choice closest to `target` (ties go to the larger choice)."""
         return min(self.choices, key=lambda c: (abs(c - target), -c))
 
@@ -50,13 +60,14 @@ class Arch:
     the group, the most important first, in an order fixed once per run.
     """
 
-    values: tuple[tuple[str, int], ...]
+    values: tuple[tuple[str, Value], ...]
 
     @classmethod
-    def from_dict(cls, choice: dict[str, int]) -> Arch:
-        return cls(tuple((name, int(v)) for name, v in choice.items()))
+    def from_dict(cls, choice: dict[str, Value]) -> Arch:
+        return cls(tuple((name, float(v) if name.startswith(DENSITY_PREFIX) else int(v))
+                         for name, v in choice.items()))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Value]:
         return dict(self.values)
 
     def to_json(self) -> str:
@@ -66,7 +77,7 @@ class Arch:
     def from_json(cls, text: str) -> Arch:
         return cls.from_dict(json.loads(text))
 
-    def __getitem__(self, name: str) -> int:
+    def __getitem__(self, name: str) -> Value:
         for key, value in self.values:
             if key == name:
                 return value

@@ -19,6 +19,7 @@ from torch import nn
 from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
+from prunesearch.spaces.masks import kept_weights
 
 # torch-pruning's counting rule per layer type, by the name of its hook function.
 _KIND_OF_HOOK = {
@@ -72,26 +73,32 @@ class _Call:
     groups: int = 1
     affine: bool = False
 
-    def ops(self, lost: Sequence[int]) -> int:
+    def weights(self, lost: Sequence[int], density: float) -> int:
+        """Weights of a conv/linear layer kept at `density` (its mask's non-zeros)."""
+        cin, cout = self.inp.channels(lost), self.out.channels(lost)
+        per_out = 1 if self.depthwise else cin // self.groups
+        return kept_weights(cout * per_out * self.kernel, density)
+
+    def ops(self, lost: Sequence[int], density: float = 1.0) -> int:
+        """Every kept weight multiplies once per output position (conv) or input row
+        (linear): that is how count_ops_and_params counts dense layers, and how a sparse layer
+        costs only its non-zero weights."""
         if self.kind == "conv":
-            cin, cout = self.inp.channels(lost), self.out.channels(lost)
-            groups = cin if self.depthwise else self.groups
-            ops = self.kernel * cin * (cout // groups) * self.out.unit
-            return ops + (cout * self.out.unit if self.bias else 0)
+            positions = self.out.unit
+            bias = self.out.channels(lost) * positions if self.bias else 0
+            return self.weights(lost, density) * positions + bias
         if self.kind == "linear":
-            cout = self.out.channels(lost)
-            return self.inp.numel(lost) * cout + (cout if self.bias else 0)
+            bias = self.out.channels(lost) if self.bias else 0
+            return self.weights(lost, density) * self.inp.unit + bias
         if self.kind in ("norm", "layernorm"):
             return self.inp.numel(lost) * (2 if self.affine else 1)
         if self.kind == "act":
             return self.out.numel(lost)
         return self.inp.numel(lost)  # pool
 
-    def params(self, lost: Sequence[int]) -> int:
+    def params(self, lost: Sequence[int], density: float = 1.0) -> int:
         if self.kind in ("conv", "linear"):
-            cin, cout = self.inp.channels(lost), self.out.channels(lost)
-            per_out = 1 if self.depthwise else cin // self.groups
-            return cout * per_out * self.kernel + (cout if self.bias else 0)
+            return self.weights(lost, density) + (self.out.channels(lost) if self.bias else 0)
         if self.kind in ("norm", "layernorm") and self.affine:
             return self.out.channels(lost) * (2 if self.bias else 1)
         return 0
@@ -130,11 +137,13 @@ class CostModel:
 
     def __init__(self, calls: list[_Call], modeled: set[str],
                  fixed_params: dict[tuple[int, int] | None, int],
-                 dims_full: Sequence[int], depth_dims: Sequence[int]):
+                 dims_full: Sequence[int], depth_dims: Sequence[int],
+                 density_dims: dict[str, int]):
         self.calls = calls
         self.fixed_params = fixed_params
         self._full = list(dims_full)
         self._depth = list(depth_dims)
+        self._density_dim = density_dims  # module name -> its density dimension
         # A modeled layer counts its params once, on its first call.
         self._param_calls = []
         seen: set[str] = set()
@@ -147,8 +156,10 @@ class CostModel:
     def probe(cls, model: nn.Module, example: torch.Tensor,
               width_probes: dict[int, tuple[int, nn.Module]],
               blocks: Callable[[str], tuple[int, int] | None],
-              dims_full: Sequence[int], depth_dims: Sequence[int]) -> CostModel:
-        """`width_probes[d] = (channels removed, model with only dim d at its smallest)`."""
+              dims_full: Sequence[int], depth_dims: Sequence[int],
+              density_dims: dict[str, int]) -> CostModel:
+        """`width_probes[d] = (channels removed, model with only dim d at its smallest)`;
+        `density_dims[layer] = d`: the dimension holding that conv/linear layer's density."""
         dense = _record(model, example)
         probes = {d: (lost, _record(m, example)) for d, (lost, m) in width_probes.items()}
         modules = dict(model.named_modules())
@@ -197,20 +208,27 @@ class CostModel:
                 continue
             key = blocks(pname)
             fixed[key] = fixed.get(key, 0) + p.numel()
-        return cls(calls, modeled, fixed, dims_full, depth_dims)
+        return cls(calls, modeled, fixed, dims_full, depth_dims, density_dims)
 
-    def _lost_and_kept(self, values: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+    def _lost_and_kept(self, values: Sequence[float]) -> tuple[list[float], dict[int, float]]:
         lost = [self._full[d] - v for d, v in enumerate(values)]
         return lost, {d: values[d] for d in self._depth}
 
-    def macs(self, values: Sequence[int]) -> int:
+    def _density(self, call: _Call, values: Sequence[float]) -> float:
+        d = self._density_dim.get(call.module)
+        return 1.0 if d is None else values[d]
+
+    def macs(self, values: Sequence[float]) -> int:
+        """MACs of one example; a masked layer counts only its kept weights (sparse MACs)."""
         lost, kept = self._lost_and_kept(values)
-        return sum(cl.ops(lost) for cl in self.calls
+        return sum(cl.ops(lost, self._density(cl, values)) for cl in self.calls
                    if cl.block is None or cl.block[1] < kept[cl.block[0]])
 
-    def params(self, values: Sequence[int]) -> int:
+    def params(self, values: Sequence[float]) -> int:
+        """Parameters; a masked layer counts only its kept weights."""
         lost, kept = self._lost_and_kept(values)
         total = sum(n for key, n in self.fixed_params.items()
                     if key is None or key[1] < kept[key[0]])
-        return total + sum(cl.params(lost) for cl in self._param_calls
+        return total + sum(cl.params(lost, self._density(cl, values))
+                           for cl in self._param_calls
                            if cl.block is None or cl.block[1] < kept[cl.block[0]])

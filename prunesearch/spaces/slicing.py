@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError
-from prunesearch.spaces.arch import Arch, blocks_kept
+from prunesearch.spaces.arch import Arch, blocks_kept, layer_densities
+from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
 if TYPE_CHECKING:
     from prunesearch.spaces.space import Space
@@ -148,7 +149,8 @@ class Slicer:
                 self._removed[(d, choice)] = dict(removed)
 
     def build(self, arch: Arch) -> nn.Module:
-        """A deep copy of the dense model, cut down to `arch` (same mode as the dense model)."""
+        """A deep copy of the dense model, cut down to `arch` (same mode as the dense model),
+        its masked layers' smallest weights zeroed."""
         genes = self.space.encode(arch)  # validates the arch
         sub = copy.deepcopy(self.model)
         truncate_depth(sub, blocks_kept(arch.to_dict()))
@@ -166,6 +168,7 @@ class Slicer:
         for name, keeps in per_module.items():
             module = modules[name]
             _SLICERS[type(module)](module, keeps.get("out"), keeps.get("in"))
+        apply_masks(sub, magnitude_masks(sub, layer_densities(arch.to_dict())))
         return sub
 
 

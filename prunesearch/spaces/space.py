@@ -1,5 +1,6 @@
 """A search space built from any model: width dimensions per coupled channel group, depth
-dimensions per stage of droppable blocks, and analytic costs of every Arch."""
+dimensions per stage of droppable blocks, density dimensions per conv/linear layer, and
+analytic costs of every Arch."""
 
 from __future__ import annotations
 
@@ -10,12 +11,22 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError, UserError
-from prunesearch.spaces.arch import DEPTH_PREFIX, WIDTH_PREFIX, Arch, Dimension
+from prunesearch.spaces.arch import (
+    DENSITY_PREFIX,
+    DEPTH_PREFIX,
+    WIDTH_PREFIX,
+    Arch,
+    Dimension,
+    Value,
+)
 from prunesearch.spaces.cost import CostModel
 from prunesearch.spaces.graph import ChannelGroup, ModelGraph
+from prunesearch.spaces.masks import maskable_layers
 from prunesearch.spaces.slicing import Slicer
 
 DEFAULT_WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+# A weight-density grid from dense down to 2% of a layer's weights, finer where it matters.
+DEFAULT_DENSITIES = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def width_choices(size: int, ratios: Sequence[float]) -> tuple[int, ...]:
@@ -38,6 +49,8 @@ class Space:
         self.dims = tuple(dims)
         self._groups = list(groups)
         self._stages = list(stages)
+        self._layers = [d.name[len(DENSITY_PREFIX):] if d.kind == "density" else None
+                        for d in self.dims]
         self.graph = graph
         self.example = example
         self.cost: CostModel | None = None
@@ -46,10 +59,11 @@ class Space:
     @classmethod
     def from_model(cls, model: nn.Module, example_input: torch.Tensor,
                    width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, depth: bool = True,
-                   ignore: Sequence[str] = ()) -> Space:
+                   ignore: Sequence[str] = (), densities: Sequence[float] = ()) -> Space:
         """Find the coupled channel groups (torch-pruning's DependencyGraph) of `model`, make
-        one width dimension per group and, when the model offers `depth_stages()`, one depth
-        dimension per stage; then probe the model once for the analytic cost model."""
+        one width dimension per group, when the model offers `depth_stages()` one depth
+        dimension per stage, and given `densities` one density dimension per conv/linear
+        layer; then probe the model once for the analytic cost model."""
         example = example_input[:1]
         graph = ModelGraph(model, example, list(ignore))
         dims: list[Dimension] = []
@@ -68,9 +82,16 @@ class Space:
                                           tuple(range(1, len(stage) + 1)), len(stage)))
                     groups.append(None)
                     stages.append(name)
+        density_choices = tuple(sorted({float(d) for d in densities} | {1.0}))
+        if len(density_choices) > 1:
+            for layer in maskable_layers(model, set(ignore)):
+                dims.append(Dimension(DENSITY_PREFIX + layer, "density", density_choices, 1.0))
+                groups.append(None)
+                stages.append(None)
         if not dims:
-            raise ModelError("The model has no prunable channel group or droppable block; "
-                             "nothing to search. Check space.ignore and space.width_ratios.")
+            raise ModelError("The model has no prunable channel group, droppable block or "
+                             "masked layer; nothing to search. Check space.ignore, "
+                             "space.width_ratios and space.densities.")
         space = cls(dims, groups, stages, graph, example)
         space.cost = space._probe_costs(model)
         return space
@@ -86,7 +107,8 @@ class Space:
             probes[d] = (dim.full - dim.choices[0], slicer.build(self.decode(genes)))
         return CostModel.probe(model, self.example, probes, self._block_of,
                                [d.full for d in self.dims],
-                               [d for d, _ in self.depth_stages()])
+                               [d for d, _ in self.depth_stages()],
+                               {layer: d for d, layer in self.density_layers()})
 
     def _block_of(self, name: str) -> tuple[int, int] | None:
         for d, stage in self.depth_stages():
@@ -102,6 +124,19 @@ class Space:
 
     def depth_stages(self) -> list[tuple[int, str]]:
         return [(d, s) for d, s in enumerate(self._stages) if s is not None]
+
+    def density_layers(self) -> list[tuple[int, str]]:
+        return [(d, layer) for d, layer in enumerate(self._layers) if layer is not None]
+
+    @property
+    def masked(self) -> bool:
+        """True when the space has density dimensions (its MACs are sparse MACs)."""
+        return any(layer is not None for layer in self._layers)
+
+    def reshapes(self, arch: Arch) -> bool:
+        """True when `arch` removes channels or blocks; False when it only masks weights."""
+        return any(dim.kind != "density" and value != dim.full
+                   for dim, (_, value) in zip(self.dims, arch.values, strict=True))
 
     def slicer(self, model: nn.Module) -> Slicer:
         """A slicer over `model`'s weights, keeping the channels of highest group L1 norm."""
@@ -147,17 +182,20 @@ class Space:
         return self.decode([0 for _ in self.dims])
 
     def uniform(self, ratio: float) -> Arch:
-        """The same width ratio in every group (nearest choice), all blocks kept."""
-        return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == "width" else d.full)
+        """The same width ratio in every group (nearest choice), all blocks kept; in a space
+        without width dimensions, the same density in every masked layer instead."""
+        kind = "width" if any(d.kind == "width" for d in self.dims) else "density"
+        return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == kind else d.full)
                           for d in self.dims))
 
     # --- costs -----------------------------------------------------------------------------
-    def _values(self, arch: Arch) -> list[int]:
+    def _values(self, arch: Arch) -> list[Value]:
         self.encode(arch)
         return [v for _, v in arch.values]
 
     def macs(self, arch: Arch) -> int:
-        """MACs for one example, counted as torch-pruning's count_ops_and_params does."""
+        """MACs for one example, counted as torch-pruning's count_ops_and_params does, except
+        that a masked layer counts only its kept weights (sparse MACs)."""
         return self.cost.macs(self._values(arch))
 
     def params(self, arch: Arch) -> int:
