@@ -81,6 +81,16 @@ class EmoConfig(_Section):
     third_objective: Literal["params"] | None = None
 
 
+class DpConfig(_Section):
+    """Options of the `dp` strategy (layer-adaptive allocation)."""
+
+    cost: Literal["macs", "params"] = "macs"
+    bins: int = Field(2000, ge=10, description="budget bins of the dynamic program")
+    additivity_samples: int = Field(30, ge=0, description="random archs checking additivity")
+    targets: list[float] = Field(default_factory=list, description="cost ratios whose exact "
+                                 "allocation is evaluated first (the rest spreads on the front)")
+
+
 class SearchConfig(_Section):
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
@@ -88,6 +98,7 @@ class SearchConfig(_Section):
     batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
     seed_uniform: bool = Field(True, description="random/tpe/emo start with the uniform sweep")
     emo: EmoConfig = EmoConfig()
+    dp: DpConfig = DpConfig()
 
 
 class EvaluatorConfig(_Section):

@@ -153,7 +153,8 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
-                                   seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo)
+                                   seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo,
+                                   dp=cfg.search.dp)
         prep = prepare(cfg, dev, progress)
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)
@@ -230,6 +231,7 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
         "name": cfg.name, "strategy": strategy, "dataset": cfg.data.dataset,
         "model": cfg.model.name, "device": str(prep.data.train_x.device),
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
+        "sparse_macs": prep.space.masked,
     }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
         variant_name(cfg) if finetuned else None)
     log.info("results: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],

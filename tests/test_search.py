@@ -31,6 +31,11 @@ class CostProxyEvaluator(Evaluator):
             raise RuntimeError("simulated candidate failure")
         return (self.space.macs(arch) / self.space.dense_macs) ** 0.3
 
+    def calibration_logits(self, arch: Arch) -> torch.Tensor:
+        """Stand-in logits for `dp`: the kept fraction of every dimension."""
+        return torch.tensor([[v / d.full for d, (_, v) in zip(self.space.dims, arch.values,
+                                                                  strict=True)]])
+
 
 @pytest.fixture(scope="module")
 def space() -> Space:

@@ -24,6 +24,7 @@ class PlotSeries:
     final_macs: Sequence[float] = ()  # fine-tuned models: test accuracy
     final_acc: Sequence[float] = ()
     dense_test_acc: float | None = None
+    sparse: bool = False  # MACs count only the non-zero weights of masked layers
 
 
 def _save(fig: plt.Figure, out: Path) -> list[Path]:
@@ -72,7 +73,8 @@ def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Pat
     if dense.dense_test_acc is not None and any(s.final_macs for s in series):
         ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_test_acc], marker="D", s=50,
                    color="black", zorder=5, label="dense model (test)")
-    ax.set_xlabel("FLOPs (MACs, millions per example)")
+    ax.set_xlabel("FLOPs (sparse MACs: non-zero weights only, millions per example)"
+                  if any(s.sparse for s in series) else "FLOPs (MACs, millions per example)")
     ax.set_ylabel("accuracy (%): proxy on validation, fine-tuned on test")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -116,7 +116,9 @@ class RunDir:
             "finetune": _finetune_summary(finetuned, main_variant, dense["macs"]),
             "macs_convention": "multiply-accumulates for one example as counted by "
                                "torch_pruning.utils.count_ops_and_params (conv/linear MACs plus "
-                               "the element-wise ops of norms, activations and pooling)",
+                               "the element-wise ops of norms, activations and pooling)"
+                               + ("; SPARSE MACs: a masked layer counts only its kept "
+                                  "(non-zero) weights" if summary.get("sparse_macs") else ""),
         }
         write_json(self.path / SUMMARY, summary)
         view = RunView.load(self.path)
@@ -189,4 +191,5 @@ class RunView:
         return PlotSeries(self.path.name, [r.macs for r in ok], [r.val_acc for r in ok],
                           [r["macs"] for r in self.front], [r["val_acc"] for r in self.front],
                           dense["macs"], dense.get("val_acc"), [r["macs"] for r in final],
-                          [r["test_acc"] for r in final], dense.get("test_acc"))
+                          [r["test_acc"] for r in final], dense.get("test_acc"),
+                          bool(self.summary.get("sparse_macs")))

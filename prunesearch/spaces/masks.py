@@ -81,10 +81,7 @@ def global_magnitude_densities(model: nn.Module, layers: list[str], density: flo
         budget = total_keep - sum(min_density * sizes[n] for n in floor)
         mags = torch.cat([modules[n].weight.detach().abs().flatten() for n in free])
         keep = int(min(max(budget, 0), mags.numel()))
-        if keep <= 0:
-            threshold = float("inf")
-        else:
-            threshold = float(torch.topk(mags, keep).values.min())
+        threshold = float(torch.topk(mags, keep).values.min()) if keep > 0 else float("inf")
         out = {n: float((modules[n].weight.detach().abs() >= threshold).sum()) / sizes[n]
                for n in free}
         low = [n for n in free if out[n] < min_density]
