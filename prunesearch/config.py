@@ -91,6 +91,32 @@ class DpConfig(_Section):
                                  "allocation is evaluated first (the rest spreads on the front)")
 
 
+class MasksConfig(_Section):
+    """Options of the weight-mask baselines: global-magnitude, random-masks, imp, bip."""
+
+    densities: list[float] = Field(default_factory=list, description="overall weight "
+                                   "densities evaluated (global-magnitude: first, then a sweep; "
+                                   "random-masks/bip: one trained network each)")
+    min_density: float = Field(0.0, ge=0, lt=1, description="global-magnitude/imp: per-layer "
+                               "floor")
+    distribution: Literal["uniform", "erk"] = "uniform"
+    prune_fraction: float = Field(0.2, gt=0, lt=1, description="imp: of remaining, per round")
+    rewind_steps: int = Field(200, ge=0, description="imp: optimizer steps of the checkpoint "
+                              "every round rewinds to")
+    epochs: int | None = Field(None, ge=1, description="training epochs per network or round "
+                               "(default: model.train.epochs)")
+    gamma: float = Field(1.0, gt=0, description="bip: lower-level strong-convexity weight")
+    score_lr: float = Field(0.01, gt=0, description="bip: Adam step on the mask scores "
+                            "(scores start at |weight| / std of the layer)")
+
+    @field_validator("densities")
+    @classmethod
+    def _densities_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < d <= 1 for d in v):
+            raise ValueError("densities must be fractions of the weights in (0, 1]")
+        return sorted(set(v), reverse=True)
+
+
 class SearchConfig(_Section):
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
@@ -99,6 +125,7 @@ class SearchConfig(_Section):
     seed_uniform: bool = Field(True, description="random/tpe/emo start with the uniform sweep")
     emo: EmoConfig = EmoConfig()
     dp: DpConfig = DpConfig()
+    masks: MasksConfig = MasksConfig()
 
 
 class EvaluatorConfig(_Section):
@@ -114,6 +141,8 @@ class FinetuneConfig(_Section):
     targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
                                  description="MACs ratios: the best proxy point under each")
     top_k: int | None = Field(None, ge=1, description="instead: K points spread on the front")
+    ids: list[int] = Field(default_factory=list, description="instead: these candidate ids "
+                           "(any candidate, on the front or not)")
     epochs: int | None = Field(None, ge=1, description="default: model.train.epochs")
     init: Literal["inherit", "scratch"] = "inherit"
     kd: bool = True

@@ -35,6 +35,12 @@ COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_rati
 
 
 def variant_name(cfg: RunConfig) -> str:
+    """The run's main variant: how its front was fine-tuned, or the strategy's name for a
+    strategy that trains its own networks."""
+    from prunesearch.search.registry import strategy_trains  # the search package imports us
+
+    if strategy_trains(cfg.search.strategy):
+        return cfg.search.strategy
     ft = cfg.finetune
     return f"{ft.init}-{'kd' if ft.kd else 'ce'}-e{epochs_of(cfg)}"
 
@@ -45,11 +51,14 @@ def epochs_of(cfg: RunConfig) -> int:
 
 def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[str, Any]]:
     """Front rows to fine-tune: the best proxy point at or under each MACs-ratio target, or
-    `top_k` points spread evenly along the front (by MACs). Distinct, in MACs order."""
+    `top_k` points spread evenly along the front (by MACs), or the rows of `ids` (then
+    `front` holds those candidates' rows). Distinct, in MACs order."""
     rows = sorted(front, key=lambda r: r["macs"])
     if not rows:
         return []
-    if ft.top_k is not None:
+    if ft.ids:
+        picks = [r for r in rows if r["id"] in ft.ids]
+    elif ft.top_k is not None:
         k = min(ft.top_k, len(rows))
         picks = [rows[round(i * (len(rows) - 1) / max(1, k - 1))] for i in range(k)]
     else:
@@ -73,6 +82,23 @@ def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant: str,
+                 init: str, kd: bool, epochs: int, val_acc: float, test_acc: float,
+                 seconds: float) -> dict[str, Any]:
+    """Save a trained model's weights and append its row to finetune.csv (`point` is its
+    candidate row: id, macs, params, macs_ratio, val_acc as the proxy)."""
+    journal = run_dir / FINETUNE_CSV
+    open_journal(journal, COLUMNS)
+    weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
+    save_state(run_dir / weights, model)
+    row = {"id": point["id"], "variant": variant, "init": init, "kd": kd, "epochs": epochs,
+           "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
+           "proxy_val_acc": point["val_acc"], "val_acc": val_acc, "test_acc": test_acc,
+           "seconds": seconds, "weights": str(weights)}
+    append_row(journal, [row[c] for c in COLUMNS])
+    return row
+
+
 def _scratch(model: nn.Module, seed: int) -> nn.Module:
     """The same architecture with fresh weights (the zoo's init), seeded, global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
@@ -90,8 +116,6 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
     """Fine-tune the chosen points of `front` (rows of pareto.json) that this variant has not
     finished yet; returns this variant's rows, old and new."""
     ft, variant = cfg.finetune, variant_name(cfg)
-    journal = run_dir / FINETUNE_CSV
-    open_journal(journal, COLUMNS)
     done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
     recipe = cfg.model.train.model_copy(update={"epochs": epochs_of(cfg)})
     rows = []
@@ -111,14 +135,8 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
                              progress=progress, distill=distill,
                              label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
         release_masks(student)
-        weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
-        save_state(run_dir / weights, student)
-        row = {"id": point["id"], "variant": variant, "init": ft.init, "kd": ft.kd,
-               "epochs": recipe.epochs, "macs": point["macs"], "params": point["params"],
-               "macs_ratio": point["macs_ratio"], "proxy_val_acc": point["val_acc"],
-               "val_acc": report.val_acc, "test_acc": report.test_acc,
-               "seconds": report.seconds, "weights": str(weights)}
-        append_row(journal, [row[c] for c in COLUMNS])
+        row = save_trained(run_dir, student, point, variant, ft.init, ft.kd, recipe.epochs,
+                           report.val_acc, report.test_acc, report.seconds)
         log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_acc,
                  report.seconds)
         rows.append(row)

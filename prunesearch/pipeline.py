@@ -20,11 +20,12 @@ from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators import Result, WeightSharingEvaluator
 from prunesearch.finetune import finetune_front, read_finetuned, variant_name
-from prunesearch.models import dense_model, evaluate_accuracy
+from prunesearch.models import build_model, dense_model, evaluate_accuracy
 from prunesearch.runs import RunDir, RunView, read_journal
 from prunesearch.runs.export import FORMATS, build_slim, write_export
 from prunesearch.runs.latency import measure_latency_ms
 from prunesearch.search import Budget, SearchContext, create_strategy
+from prunesearch.search.trained import TrainingKit
 from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
@@ -110,6 +111,19 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
     return Prepared(data, model, dense, space, evaluator, timings)
 
 
+def training_kit(cfg: RunConfig, prep: Prepared, dev: torch.device) -> TrainingKit:
+    """Data, recipe and seeded fresh models for the strategies that train (imp, bip, ...)."""
+    shape, classes = prep.data.input_shape, prep.data.num_classes
+
+    def fresh_model(seed: int) -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(cfg.model.name, shape, classes, cfg.model.width_mult).to(dev)
+
+    return TrainingKit(prep.data, cfg.model.train, dev, fresh_model, prep.evaluator.val_x,
+                       prep.evaluator.val_y)
+
+
 class _SearchProgress:
     """A progress bar over the evaluation budget, with the best accuracy so far."""
 
@@ -154,7 +168,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
                                    seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo,
-                                   dp=cfg.search.dp)
+                                   dp=cfg.search.dp, masks=cfg.search.masks)
         prep = prepare(cfg, dev, progress)
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)
@@ -170,13 +184,17 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         ctx = SearchContext(prep.space, prep.evaluator,
                             Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
                             run.path, record, n_evals=len(journal.candidates),
-                            width_ratios=cfg.space.width_ratios)
+                            width_ratios=cfg.space.width_ratios, model=prep.model,
+                            training=training_kit(cfg, prep, dev))
         t = time.perf_counter()
         with bar.progress:
             strategy.search(ctx)
         prep.timings["search_s"] = time.perf_counter() - t
-        summary = _write(cfg, run, prep, journal.candidates, strategy.name, t0, finetuned=[])
-        if cfg.finetune.enabled:
+        summary = _write(cfg, run, prep, journal.candidates, strategy.name, t0,
+                         finetuned=read_finetuned(run.path) if strategy.trains else [])
+        if strategy.trains:
+            log.info("%s trained its networks itself: no fine-tuning stage", strategy.name)
+        elif cfg.finetune.enabled:
             summary = _finetune_and_write(cfg, run, prep, dev, progress, t0)
         return JobOutcome(run.path, summary)
 
@@ -205,7 +223,8 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
 
 def _finetune_and_write(cfg: RunConfig, run: RunDir, prep: Prepared, dev: torch.device,
                         progress: bool, t0: float) -> dict[str, Any]:
-    front = RunView.load(run.path).front
+    view = RunView.load(run.path)
+    front = view.candidate_rows(cfg.finetune.ids) if cfg.finetune.ids else view.front
     t = time.perf_counter()
     finetune_front(cfg, run.path, front, prep.evaluator.slicer, prep.model, prep.data, dev,
                    progress)

@@ -12,7 +12,13 @@ import torch
 from prunesearch.config import EmoConfig
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.models import create_model
-from prunesearch.search import Budget, SearchContext, create_strategy, list_strategies
+from prunesearch.search import (
+    Budget,
+    SearchContext,
+    create_strategy,
+    list_strategies,
+    strategy_trains,
+)
 from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
 
 
@@ -37,10 +43,20 @@ class CostProxyEvaluator(Evaluator):
                                                                   strict=True)]])
 
 
+MODEL = create_model("resnet20", 1, 10, width_mult=0.5).eval()
+NEEDS_DENSITIES = {"global-magnitude"}  # mask allocation rules: a space with density dims
+# Strategies that train their own networks are tested end to end in test_mask_baselines.py.
+CONTRACT = [n for n in list_strategies() if not strategy_trains(n)]
+
+
 @pytest.fixture(scope="module")
 def space() -> Space:
-    model = create_model("resnet20", 1, 10, width_mult=0.5).eval()
-    return Space.from_model(model, torch.zeros(1, 1, 8, 8))
+    return Space.from_model(MODEL, torch.zeros(1, 1, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def masked_space() -> Space:
+    return Space.from_model(MODEL, torch.zeros(1, 1, 8, 8), densities=(0.05, 0.2, 0.5))
 
 
 def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
@@ -49,13 +65,19 @@ def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
     evaluator = CostProxyEvaluator(space, fail_every)
     tmp.mkdir(parents=True, exist_ok=True)
     ctx = SearchContext(space, evaluator, Budget(budget), seed, tmp, recorded.append,
-                        width_ratios=DEFAULT_WIDTH_RATIOS)
+                        width_ratios=DEFAULT_WIDTH_RATIOS, model=MODEL)
     create_strategy(name, batch_size=4, emo=EmoConfig(pop_size=6, **emo)).search(ctx)
     return recorded, evaluator
 
 
-@pytest.mark.parametrize("name", list_strategies())
-def test_strategy_stays_in_bounds_and_budget(space, name, tmp_path):
+@pytest.fixture
+def space_for(space, masked_space):
+    return lambda name: masked_space if name in NEEDS_DENSITIES else space
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_strategy_stays_in_bounds_and_budget(space_for, name, tmp_path):
+    space = space_for(name)
     recorded, _ = _search(space, name, tmp_path)
     assert 0 < len(recorded) <= 20
     assert len({r.arch for r in recorded}) == len(recorded)  # each candidate once
@@ -64,19 +86,19 @@ def test_strategy_stays_in_bounds_and_budget(space, name, tmp_path):
         assert all(0 <= g < b for g, b in zip(genes, space.bounds(), strict=True))
 
 
-@pytest.mark.parametrize("name", list_strategies())
-def test_strategy_is_deterministic_per_seed(space, name, tmp_path):
-    a, _ = _search(space, name, tmp_path / "a", seed=3)
-    b, _ = _search(space, name, tmp_path / "b", seed=3)
+@pytest.mark.parametrize("name", CONTRACT)
+def test_strategy_is_deterministic_per_seed(space_for, name, tmp_path):
+    a, _ = _search(space_for(name), name, tmp_path / "a", seed=3)
+    b, _ = _search(space_for(name), name, tmp_path / "b", seed=3)
     assert [r.arch for r in a] == [r.arch for r in b]
 
 
-@pytest.mark.parametrize("name", list_strategies())
-def test_strategy_survives_failing_candidates(space, name, tmp_path):
-    recorded, _ = _search(space, name, tmp_path, fail_every=3)
+@pytest.mark.parametrize("name", CONTRACT)
+def test_strategy_survives_failing_candidates(space_for, name, tmp_path):
+    recorded, _ = _search(space_for(name), name, tmp_path, fail_every=3)
     failed = [r for r in recorded if not r.ok]
     assert failed and all("simulated" in r.error for r in failed)
-    if name != "uniform":  # the sweep is shorter than the budget
+    if name not in ("uniform", "global-magnitude"):  # sweeps may be shorter than the budget
         assert len(recorded) == 20
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,7 @@ def train_model(
     progress: bool = True,
     distill: Distillation | None = None,
     label: str = "epoch",
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainReport:
     """Train `model` in place on `data.train_*` (moved to `device`), then score val and test.
 
@@ -120,7 +122,8 @@ def train_model(
     cross-entropy, or the distillation loss when `distill` is given (its teacher is kept in
     eval mode and sees the same augmented batches). The last partial batch of each epoch is
     dropped (BatchNorm needs more than one example, and equal batches keep the schedule
-    simple); a new permutation each epoch drops different images each time."""
+    simple); a new permutation each epoch drops different images each time. `on_step(k)` is
+    called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind point."""
     model.to(device)
     x, y = data.train_x, data.train_y
     if recipe.max_train_images is not None:
@@ -161,6 +164,8 @@ def train_model(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if on_step is not None:
+                    on_step(epoch * steps + step + 1)
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
                 if (step + 1) % _REFRESH_EVERY == 0 or step + 1 == steps:

@@ -178,6 +178,18 @@ class RunView:
                             f"--resume to rewrite them.") from None
         return cls(path, summary, read_journal(path / CANDIDATES), front)
 
+    def candidate_rows(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Successful candidates by id, as rows shaped like the front's."""
+        dense = self.summary["dense"]["macs"]
+        found = {c.id: c.result for c in self.candidates if c.result.ok and c.id in ids}
+        missing = sorted(set(ids) - set(found))
+        if missing:
+            raise UserError(f"finetune.ids names candidates {missing} that '{self.path}' does "
+                            f"not have (or that failed); see its candidates.csv.")
+        return [{"id": i, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
+                 "macs_ratio": r.macs / dense, "val_acc": r.val_acc}
+                for i, r in found.items()]
+
     def hv_history(self) -> list[float]:
         """Proxy hypervolume after each evaluation, in journal order."""
         return hypervolume_history([c.result.val_acc for c in self.candidates],

@@ -1,8 +1,22 @@
 """Search strategies. Importing this package registers the built-in ones."""
 
-from prunesearch.search import dp, emo, emo_pms, optuna_samplers, uniform  # noqa: F401
+from prunesearch.search import (  # noqa: F401
+    dp,
+    emo,
+    emo_pms,
+    global_magnitude,
+    optuna_samplers,
+    trained,
+    uniform,
+)
 from prunesearch.search.base import AskTellStrategy, Budget, SearchContext, Strategy
-from prunesearch.search.registry import create_strategy, list_strategies, register_strategy
+from prunesearch.search.registry import (
+    create_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_trains,
+)
 
 __all__ = ["AskTellStrategy", "Budget", "SearchContext", "Strategy", "create_strategy",
+           "strategy_trains",
            "list_strategies", "register_strategy"]

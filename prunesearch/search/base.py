@@ -8,10 +8,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from torch import nn
 
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.spaces import Arch, Space
+
+if TYPE_CHECKING:
+    from prunesearch.search.trained import TrainingKit
 
 # Rounds in a row that bring no new candidate before a strategy is judged exhausted: a small
 # space, or a sampler that keeps proposing known archs, must end rather than spin forever.
@@ -29,7 +34,9 @@ class Budget:
 
 @dataclass
 class SearchContext:
-    """What a strategy may use. `evaluate` records every new result through `record`."""
+    """What a strategy may use. `evaluate` records every new result through `record`.
+    `model` is the dense model (strategies that read its weights); `training` what the
+    strategies that train networks themselves need (imp, bip, random-masks)."""
 
     space: Space
     evaluator: Evaluator
@@ -40,6 +47,8 @@ class SearchContext:
     n_evals: int = 0  # new evaluations so far, resumed ones included
     started: float = field(default_factory=time.monotonic)
     width_ratios: Sequence[float] = ()
+    model: nn.Module | None = None
+    training: TrainingKit | None = None
 
     def remaining(self) -> int:
         return max(0, self.budget.max_evals - self.n_evals)
@@ -72,6 +81,7 @@ class SearchContext:
 
 class Strategy(ABC):
     name: ClassVar[str]
+    trains: ClassVar[bool] = False  # trains its own networks (no fine-tuning stage after it)
 
     @abstractmethod
     def search(self, ctx: SearchContext) -> None:

@@ -30,3 +30,8 @@ def create_strategy(name: str, **options: object) -> Strategy:
         raise ConfigError(f"unknown strategy '{name}' in search.strategy; available: "
                           f"{', '.join(list_strategies())}.")
     return _STRATEGIES[name](**options)
+
+
+def strategy_trains(name: str) -> bool:
+    """Whether the strategy trains its own networks (imp, bip, random-masks)."""
+    return name in _STRATEGIES and bool(getattr(_STRATEGIES[name], "trains", False))

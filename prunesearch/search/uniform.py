@@ -1,4 +1,5 @@
-"""The `uniform` baseline: the same width ratio in every group, swept over the ratio grid."""
+"""The `uniform` baseline: the same width ratio in every group, swept over the ratio grid; in
+a space without width dimensions, the same density in every masked layer, over its grid."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ class UniformStrategy(AskTellStrategy):
         self._queue: list[Arch] = []
 
     def start(self, ctx: SearchContext) -> None:
-        archs = [ctx.space.uniform(r) for r in sorted(ctx.width_ratios, reverse=True)]
+        space = ctx.space
+        ratios = ctx.width_ratios
+        if not any(d.kind == "width" for d in space.dims) and space.density_layers():
+            ratios = space.dims[space.density_layers()[0][0]].choices
+        archs = [space.uniform(r) for r in sorted(ratios, reverse=True)]
         self._queue = list(dict.fromkeys(archs))  # distinct, in ratio order
 
     def ask(self, ctx: SearchContext, n: int) -> list[Arch]:

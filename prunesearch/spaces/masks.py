@@ -88,3 +88,36 @@ def global_magnitude_densities(model: nn.Module, layers: list[str], density: flo
         if not low:
             return {**{n: min_density for n in floor}, **out}
         floor.update(dict.fromkeys(low, min_density))
+
+
+def erk_densities(model: nn.Module, layers: list[str], density: float) -> dict[str, float]:
+    """Erdos-Renyi-Kernel layer densities ("Rigging the Lottery"): proportional to
+    (fan_in + fan_out + kernel dims) / (weights), scaled so `density` of all weights stays;
+    layers that would exceed 1 are kept dense and the rest re-scaled."""
+    modules = dict(model.named_modules())
+    shapes = {n: modules[n].weight.shape for n in layers}
+    sizes = {n: modules[n].weight.numel() for n in layers}
+    raw = {n: sum(shape) / sizes[n] for n, shape in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        budget = density * sum(sizes.values()) - sum(sizes[n] for n in dense)
+        free = [n for n in layers if n not in dense]
+        scale = budget / sum(raw[n] * sizes[n] for n in free) if free else 0.0
+        over = [n for n in free if raw[n] * scale > 1]
+        if not over:
+            return {n: 1.0 if n in dense else raw[n] * scale for n in layers}
+        dense.update(over)
+
+
+def random_masks(model: nn.Module, densities: Mapping[str, float],
+                 gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Masks keeping `kept_weights` weights per layer chosen uniformly at random."""
+    modules = dict(model.named_modules())
+    masks = {}
+    for name, d in densities.items():
+        w = modules[name].weight
+        keep = kept_weights(w.numel(), d)
+        mask = torch.zeros(w.numel(), dtype=torch.bool)
+        mask[torch.randperm(w.numel(), generator=gen)[:keep]] = True
+        masks[name] = mask.view(w.shape)
+    return masks

@@ -21,7 +21,7 @@ from prunesearch.spaces.arch import (
 )
 from prunesearch.spaces.cost import CostModel
 from prunesearch.spaces.graph import ChannelGroup, ModelGraph
-from prunesearch.spaces.masks import maskable_layers
+from prunesearch.spaces.masks import kept_weights, maskable_layers
 from prunesearch.spaces.slicing import Slicer
 
 DEFAULT_WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -54,6 +54,7 @@ class Space:
         self.graph = graph
         self.example = example
         self.cost: CostModel | None = None
+        self.layer_weights: dict[str, int] = {}  # weights of each masked layer, dense model
         self._names = [d.name for d in self.dims]
 
     @classmethod
@@ -94,6 +95,9 @@ class Space:
                              "space.width_ratios and space.densities.")
         space = cls(dims, groups, stages, graph, example)
         space.cost = space._probe_costs(model)
+        modules = dict(model.named_modules())
+        space.layer_weights = {layer: modules[layer].weight.numel()
+                               for _, layer in space.density_layers()}
         return space
 
     def _probe_costs(self, model: nn.Module) -> CostModel:
@@ -188,6 +192,16 @@ class Space:
         return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == kind else d.full)
                           for d in self.dims))
 
+    def with_densities(self, densities: dict[str, float]) -> Arch:
+        """The arch nearest to per-layer `densities` (nearest choice on a log scale; a layer
+        not given stays dense), widths and depths full."""
+        def nearest(dim: Dimension, d: float) -> Value:
+            return min(dim.choices, key=lambda c: abs(np.log(c) - np.log(max(d, 1e-9))))
+
+        layer_of = dict(zip(self.dims, self._layers, strict=True))
+        return Arch(tuple((dim.name, nearest(dim, densities.get(layer_of[dim], 1.0))
+                           if dim.kind == "density" else dim.full) for dim in self.dims))
+
     # --- costs -----------------------------------------------------------------------------
     def _values(self, arch: Arch) -> list[Value]:
         self.encode(arch)
@@ -200,6 +214,23 @@ class Space:
 
     def params(self, arch: Arch) -> int:
         return self.cost.params(self._values(arch))
+
+    def weight_density(self, arch: Arch) -> float:
+        """Fraction of the masked layers' weights an arch keeps (its overall weight density,
+        1 - sparsity), counted on the dense layer shapes."""
+        total = sum(self.layer_weights.values())
+        if not total:
+            return 1.0
+        values = arch.to_dict()
+        return sum(kept_weights(n, values[DENSITY_PREFIX + layer])
+                   for layer, n in self.layer_weights.items()) / total
+
+    def masked_costs(self, densities: dict[str, float]) -> tuple[int, int]:
+        """(MACs, params) of the full-size model with exact per-layer `densities` (a trained
+        mask need not sit on the density grid)."""
+        values = [densities.get(layer, 1.0) if layer is not None else dim.full
+                  for dim, layer in zip(self.dims, self._layers, strict=True)]
+        return self.cost.macs(values), self.cost.params(values)
 
     @property
     def dense_macs(self) -> int:

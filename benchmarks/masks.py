@@ -1,0 +1,189 @@
+"""Weight-mask methods at 50%, 80% and 90% sparsity: layer-adaptive DP against global magnitude,
+uniform and random masks (fine-tuned test accuracy), IMP against BiP (accuracy and cost), and
+how additive the per-layer output distortion really is.
+
+Every method runs through `prunesearch run` on the same config (configs/masks.toml: resnet20 on
+Fashion-MNIST, one density dimension per conv/linear layer, the cached dense model), with the
+same fine-tuning for dp / global-magnitude / uniform (labels only, `--ft-epochs`, masks held),
+and each point is the method's allocation with the most weights at or under the target
+density. random-masks trains ERK random masks from scratch (`--scratch-epochs`); imp prunes 20%
+of the remaining weights per round with rewinding and `--round-epochs` per round; bip trains
+mask scores and weights jointly from the dense weights for `--round-epochs`. The same is done
+for the MLP on mnist1d with its own epochs.
+
+    python benchmarks/masks.py [--only resnet20|mlp]
+
+Writes benchmarks/results/masks.json and its table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine, write_section  # noqa: E402
+
+from prunesearch.config import load_config  # noqa: E402
+from prunesearch.finetune import read_finetuned  # noqa: E402
+from prunesearch.models import dense_model  # noqa: E402
+from prunesearch.pipeline import build_space, finetune_run, load_run_data, run_job  # noqa: E402
+from prunesearch.runs import read_journal  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
+TARGETS = (0.5, 0.2, 0.1)
+TOLERANCE = 0.002  # per-layer rounding of kept weights may overshoot a target by a few weights
+
+SETUPS = {
+    "resnet20": {"config": ROOT / "configs" / "masks.toml", "overrides": [],
+                 "ft_epochs": 1, "scratch_epochs": 3, "round_epochs": 1, "imp_rounds": 11},
+    "mlp": {"config": ROOT / "configs" / "masks.toml",
+            "overrides": ["data.dataset=mnist1d", "model.name=mlp", "model.train.epochs=20",
+                          "model.train.batch_size=100", "evaluator.val_images=1000"],
+            "ft_epochs": 5, "scratch_epochs": 20, "round_epochs": 5, "imp_rounds": 11},
+}
+
+
+def _run(setup: dict, out: Path, name: str, *overrides: str):
+    cfg = load_config(setup["config"], setup["overrides"] + [f"name={name}", *overrides])
+    start = time.perf_counter()
+    outcome = run_job(cfg, out / name, progress=False)
+    return cfg, outcome, time.perf_counter() - start
+
+
+def _density(space, arch) -> float:
+    return space.weight_density(arch)
+
+
+def _at_target(space, candidates, target: float):
+    under = [c for c in candidates if c.result.ok
+             and _density(space, c.result.arch) <= target + TOLERANCE]
+    return max(under, key=lambda c: (_density(space, c.result.arch), c.result.val_acc))
+
+
+def bench(model: str, setup: dict, out: Path) -> dict:
+    cfg = load_config(setup["config"], setup["overrides"])
+    data = load_run_data(cfg)
+    dense, meta = dense_model(cfg.model, data, seed=cfg.seed, progress=False)
+    space = build_space(cfg, dense, data)
+    masked_weights = sum(space.layer_weights.values())
+    other_params = space.dense_params - masked_weights
+    rows: list[dict] = []
+    ft = [f"finetune.epochs={setup['ft_epochs']}", "finetune.kd=false"]
+
+    # weight-sharing allocations, then the same fine-tuning for each at each target
+    param_targets = [(t * masked_weights + other_params) / space.dense_params for t in TARGETS]
+    extra = {"dp": [f"search.dp.targets={param_targets}", "search.dp.cost=params"],
+             "global-magnitude": [f"search.masks.densities={list(TARGETS)}"], "uniform": []}
+    additivity = None
+    for method, opts in extra.items():
+        _, outcome, search_s = _run(setup, out, method, f"search.strategy={method}",
+                                    "finetune.enabled=false", *opts)
+        cands = read_journal(outcome.run_dir / "candidates.csv")
+        picks = {t: _at_target(space, cands, t) for t in TARGETS}
+        ids = sorted({c.id for c in picks.values()})
+        start = time.perf_counter()
+        finetune_run(outcome.run_dir, [f"finetune.ids={ids}", *ft], progress=False)
+        tuned = {r["id"]: r for r in read_finetuned(outcome.run_dir)}
+        for t, c in picks.items():
+            r = tuned[c.id]
+            rows.append({"model": model, "method": method, "target": t,
+                         "density": _density(space, c.result.arch),
+                         "macs_ratio": c.result.macs / space.dense_macs,
+                         "proxy_val_acc": c.result.val_acc, "test_acc": r["test_acc"],
+                         "epochs": setup["ft_epochs"], "train_s": r["seconds"],
+                         "search_s": search_s})
+        if method == "dp":
+            table = json.loads((outcome.run_dir / "dp_distortion.json").read_text())
+            additivity = {k: table["additivity"][k] for k in ("samples", "pearson", "spearman")}
+            additivity["table_seconds"] = table["table_seconds"]
+        print(f"{model} {method}: done in {time.perf_counter() - start:.0f} s fine-tuning",
+              flush=True)
+
+    # networks trained by the strategy itself
+    trained = {
+        "random-masks": [f"search.masks.densities={list(TARGETS)}", "search.masks.distribution=erk",
+                         f"search.masks.epochs={setup['scratch_epochs']}"],
+        "imp": [f"search.budget={setup['imp_rounds'] + 1}",
+                f"search.masks.epochs={setup['round_epochs']}"],
+        "bip": [f"search.masks.densities={list(TARGETS[1:])}",
+                f"search.masks.epochs={setup['round_epochs']}"],
+    }
+    for method, opts in trained.items():
+        _, outcome, wall = _run(setup, out, method, f"search.strategy={method}", *opts)
+        tuned = [{**r, "density": _exact_density(outcome.run_dir, r)}
+                 for r in read_finetuned(outcome.run_dir) if r["variant"] == method]
+        for t in TARGETS:
+            under = [r for r in tuned if r["density"] <= t + TOLERANCE]
+            if not under:
+                continue
+            r = max(under, key=lambda r: r["density"])
+            rows.append({"model": model, "method": method, "target": t,
+                         "density": r["density"], "macs_ratio": r["macs_ratio"],
+                         "proxy_val_acc": r["proxy_val_acc"], "test_acc": r["test_acc"],
+                         "epochs": r["epochs"], "train_s": r["seconds"], "search_s": wall})
+        print(f"{model} {method}: {wall:.0f} s", flush=True)
+    return {"model": model, "dataset": cfg.data.dataset, "dense_test_acc": meta.get("test_acc"),
+            "dense_epochs": cfg.model.train.epochs, "rows": rows, "additivity": additivity}
+
+
+def _exact_density(run_dir: Path, row: dict) -> float:
+    """Overall density of the saved network's conv/linear weights (its real masks)."""
+    import torch
+
+    state = torch.load(run_dir / row["weights"], weights_only=True)
+    ws = [v for k, v in state.items() if k.endswith("weight") and v.dim() > 1]
+    return sum(int(torch.count_nonzero(w)) for w in ws) / sum(w.numel() for w in ws)
+
+
+def _table(result: dict) -> list[str]:
+    lines = [f"**{result['model']} on {result['dataset']}** (dense: "
+             f"{100 * result['dense_test_acc']:.2f}% test after {result['dense_epochs']} epochs)",
+             "", "| method | target density | density | sparse MACs ratio | proxy val | test acc "
+             "| training epochs | training s |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (-r["target"], r["method"])):
+        lines.append(f"| {r['method']} | {r['target']} | {r['density']:.4f} | "
+                     f"{r['macs_ratio']:.3f} | {100 * r['proxy_val_acc']:.2f} | "
+                     f"{100 * r['test_acc']:.2f} | {r['epochs']} | {r['train_s']:.0f} |")
+    add = result["additivity"]
+    if add:
+        lines.append(f"\nAdditivity of output distortion over {add['samples']} random "
+                     f"allocations: Pearson {add['pearson']:.3f}, Spearman {add['spearman']:.3f}"
+                     f" (distortion table: {add['table_seconds']:.0f} s).")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SETUPS))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model, setup in SETUPS.items():
+            if args.only in (None, model):
+                results.append(bench(model, setup, Path(tmp)))
+    m = machine()
+    command = "python benchmarks/masks.py " + " ".join(sys.argv[1:])
+    text = []
+    for result in results:
+        text += _table(result) + [""]
+    text.append(f"`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, torch "
+                f"{m['torch']}; {time.perf_counter() - start:.0f} s in all. Fine-tuning: labels "
+                f"only, masks held; dp/global-magnitude/uniform/bip start from the dense "
+                f"weights, random-masks from scratch; imp's epochs count every round from its "
+                f"own dense training.")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "masks.json").write_text(json.dumps(
+        {"command": command, "machine": m, "results": results}, indent=1) + "\n")
+    write_section("masks", "\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Baselines that train their own sparse networks: `random-masks`, `imp` and `bip`.
+
+Their networks carry their own weights and masks, so unlike weight-sharing candidates they are
+not identified by an Arch alone. Each finished network is one evaluation: it is recorded in the
+run's archive (its arch is the nearest point of the density grid, its MACs/params the EXACT
+sparse costs of its masks, its val_acc measured on the evaluator's validation subset like every
+proxy), and saved as variant `<strategy>` in finetune.csv and finetuned/<strategy>/<id>.pt with
+its test accuracy, cumulative training epochs and wall time, so cost/accuracy compare directly
+and the plot shows it beside fine-tuned points. Training runs without a progress bar (the
+search bar is live); each finished network is logged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from prunesearch.config import MasksConfig, TrainConfig
+from prunesearch.data import DatasetSplits
+from prunesearch.errors import ConfigError
+from prunesearch.evaluators import Result
+from prunesearch.finetune import read_finetuned, save_trained
+from prunesearch.models import evaluate_accuracy, train_model
+from prunesearch.models.train import random_translate
+from prunesearch.runs.files import write_atomic
+from prunesearch.search.base import SearchContext, Strategy
+from prunesearch.search.global_magnitude import require_density_space
+from prunesearch.search.registry import register_strategy
+from prunesearch.spaces.masks import (
+    apply_masks,
+    erk_densities,
+    global_magnitude_densities,
+    hold_masks,
+    kept_weights,
+    magnitude_masks,
+    random_masks,
+    release_masks,
+)
+
+log = logging.getLogger("prunesearch")
+DEFAULT_DENSITIES = (0.5, 0.2, 0.1)
+
+
+@dataclass
+class TrainingKit:
+    """What a training strategy needs: data, the dense recipe, a seeded fresh model."""
+
+    data: DatasetSplits
+    recipe: TrainConfig
+    device: torch.device
+    fresh_model: Callable[[int], nn.Module]
+    val_x: torch.Tensor  # the evaluator's validation subset: val_acc comparable to proxies
+    val_y: torch.Tensor
+
+
+def train_masked(model: nn.Module, masks: dict[str, torch.Tensor], kit: TrainingKit,
+                 epochs: int, seed: int, on_step: Callable[[int], None] | None = None) -> float:
+    """Train with `masks` held (pruned weights stay zero); returns the wall seconds."""
+    hold_masks(model, masks)
+    report = train_model(model, kit.data, kit.recipe.model_copy(update={"epochs": epochs}),
+                         seed=seed, device=kit.device, progress=False, on_step=on_step)
+    release_masks(model)
+    return report.seconds
+
+
+def rewind(model: nn.Module, state: dict[str, torch.Tensor],
+           masks: dict[str, torch.Tensor]) -> None:
+    """IMP's rewinding: every weight and buffer back to the saved checkpoint, then masked."""
+    model.load_state_dict(state)
+    apply_masks(model, masks)
+
+
+def mask_densities(model: nn.Module, layers: list[str]) -> dict[str, float]:
+    """The exact density of each masked layer (its non-zero weights)."""
+    modules = dict(model.named_modules())
+    return {n: int(torch.count_nonzero(modules[n].weight)) / modules[n].weight.numel()
+            for n in layers}
+
+
+class TrainedStrategy(Strategy):
+    trains = True
+
+    def __init__(self, masks: MasksConfig | None = None, **_: object) -> None:
+        self.cfg = masks or MasksConfig()
+
+    def _kit(self, ctx: SearchContext) -> tuple[TrainingKit, list[str]]:
+        layers = require_density_space(ctx, self.name)
+        if ctx.training is None:
+            raise ConfigError(f"search.strategy = '{self.name}' trains networks and needs the "
+                              f"training data; run it through `prunesearch run`.")
+        return ctx.training, layers
+
+    def epochs(self, kit: TrainingKit) -> int:
+        return self.cfg.epochs or kit.recipe.epochs
+
+    def done_count(self, ctx: SearchContext) -> int:
+        """Networks of this strategy already finished (a resumed run skips them)."""
+        return sum(r["variant"] == self.name for r in read_finetuned(ctx.run_dir))
+
+    def submit(self, ctx: SearchContext, model: nn.Module, layers: list[str], init: str,
+               epochs: int, seconds: float) -> Result:
+        kit = ctx.training
+        model.eval()
+        densities = mask_densities(model, layers)
+        macs, params = ctx.space.masked_costs(densities)
+        val_acc = evaluate_accuracy(model, kit.val_x, kit.val_y)
+        result = Result(ctx.space.with_densities(densities), macs, params, val_acc, seconds)
+        point = {"id": ctx.n_evals, "macs": macs, "params": params,
+                 "macs_ratio": macs / ctx.space.dense_macs, "val_acc": val_acc}
+        ctx.n_evals += 1
+        ctx.record(result)
+        full_val = evaluate_accuracy(model, kit.data.val_x, kit.data.val_y)
+        test = evaluate_accuracy(model, kit.data.test_x, kit.data.test_y)
+        save_trained(ctx.run_dir, model.cpu(), point, self.name, init, False, epochs, full_val,
+                     test, seconds)
+        model.to(kit.device)
+        total = sum(m.weight.numel() for n, m in model.named_modules() if n in layers)
+        kept = sum(densities[n] * dict(model.named_modules())[n].weight.numel() for n in layers)
+        log.info("%s #%d: weight density %.4f, %.3f of dense MACs, val %.4f, test %.4f, "
+                 "%d epochs, %.0f s", self.name, point["id"], kept / total,
+                 point["macs_ratio"], val_acc, test, epochs, seconds)
+        return result
+
+    def targets(self) -> list[float]:
+        return list(self.cfg.densities) or list(DEFAULT_DENSITIES)
+
+
+@register_strategy("random-masks")
+class RandomMasksStrategy(TrainedStrategy):
+    """Random pruning ("The Unreasonable Effectiveness of Random Pruning"): per target density,
+    layer densities uniform or ERK, weights kept uniformly at random, trained from scratch."""
+
+    def search(self, ctx: SearchContext) -> None:
+        kit, layers = self._kit(ctx)
+        for i, density in enumerate(self.targets()):
+            if i < self.done_count(ctx):
+                continue
+            if ctx.done():
+                break
+            model = kit.fresh_model(ctx.seed + i)
+            rule = erk_densities if self.cfg.distribution == "erk" else (
+                lambda _m, ls, d: dict.fromkeys(ls, d))
+            masks = random_masks(model, rule(model, layers, density),
+                                 torch.Generator().manual_seed(ctx.seed + i))
+            apply_masks(model, masks)
+            seconds = train_masked(model, masks, kit, self.epochs(kit), ctx.seed + i)
+            self.submit(ctx, model, layers, f"scratch-{self.cfg.distribution}",
+                        self.epochs(kit), seconds)
+
+
+@register_strategy("imp")
+class ImpStrategy(TrainedStrategy):
+    """Iterative magnitude pruning with rewinding (lottery tickets, "Stabilizing the Lottery
+    Ticket Hypothesis"): train the dense network from a seeded init, saving the weights after
+    `rewind_steps` steps; then each round prunes `prune_fraction` of the remaining weights by
+    one global magnitude threshold, rewinds the survivors to the saved weights and retrains
+    the full schedule. Round 0 (dense) and every round are front points; the cost of a round
+    counts every epoch before it. State is saved per round (imp_state.pt) to resume."""
+
+    STATE = "imp_state.pt"
+
+    def search(self, ctx: SearchContext) -> None:
+        kit, layers = self._kit(ctx)
+        epochs = self.epochs(kit)
+        path = ctx.run_dir / self.STATE
+        model = kit.fresh_model(ctx.seed)
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            masks = state["masks"]
+        else:
+            state = {"rewind": copy.deepcopy(model.state_dict()), "round": 0, "seconds": 0.0}
+            masks = {}
+
+            def snapshot(step: int) -> None:
+                if step == self.cfg.rewind_steps:
+                    state["rewind"] = {k: v.detach().cpu().clone()
+                                       for k, v in model.state_dict().items()}
+
+            state["seconds"] = train_masked(model, masks, kit, epochs, ctx.seed, snapshot)
+            self._save(path, model, masks, state)
+            self.submit(ctx, model, layers, "dense", epochs, state["seconds"])
+        model.to(kit.device)
+        while not ctx.done():
+            r = state["round"] + 1
+            overall = (1 - self.cfg.prune_fraction) ** r
+            densities = global_magnitude_densities(model, layers, overall,
+                                                   self.cfg.min_density)
+            masks = magnitude_masks(model, densities)
+            rewind(model, {k: v.to(kit.device) for k, v in state["rewind"].items()}, masks)
+            state["seconds"] += train_masked(model, masks, kit, epochs, ctx.seed + r)
+            state["round"] = r
+            self._save(path, model, masks, state)
+            self.submit(ctx, model, layers, f"rewind-{self.cfg.rewind_steps}",
+                        epochs * (r + 1), state["seconds"])
+
+    @staticmethod
+    def _save(path: Path, model: nn.Module, masks: dict[str, torch.Tensor],
+              state: dict[str, Any]) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save({**state, "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "masks": {k: v.cpu() for k, v in masks.items()}}, buf)
+        write_atomic(path, buf.getvalue())
+
+
+@register_strategy("bip")
+class BipStrategy(TrainedStrategy):
+    """BiP ("Advancing Model Pruning via Bi-level Optimization"), one run per target density,
+    from the dense trained weights. Mask m = per-layer top-k of scores s (k from the target
+    density, same in every layer), z = m * theta. Each step on one batch, with g = dLoss/dz:
+    lower level theta <- SGD step with gradient m * g (the dense recipe: momentum, weight decay,
+    cosine lr); upper level s <- Adam step with the implicit gradient
+    theta * g - (1 / gamma) * m * g * g: the first term is dLoss/dm, the second the bi-linear
+    term -(1/gamma) * d2Loss/dm dtheta * dLoss/dtheta with the cross-Hessian taken as diag(g)
+    (BiP's approximation for losses of m * theta). Scores start at |theta| / std per layer
+    (the first mask is the magnitude one); Adam on the scores is our choice, so `score_lr`
+    is a step in those normalized units."""
+
+    def search(self, ctx: SearchContext) -> None:
+        kit, layers = self._kit(ctx)
+        for i, density in enumerate(self.targets()):
+            if i < self.done_count(ctx):
+                continue
+            if ctx.done():
+                break
+            model = copy.deepcopy(ctx.model).to(kit.device)
+            start = time.perf_counter()
+            masks = self._train(model, layers, density, kit, ctx.seed + i)
+            apply_masks(model, masks)
+            self.submit(ctx, model, layers, "dense-bilevel", self.epochs(kit),
+                        time.perf_counter() - start)
+
+    def _train(self, model: nn.Module, layers: list[str], density: float, kit: TrainingKit,
+               seed: int) -> dict[str, torch.Tensor]:
+        modules = dict(model.named_modules())
+        weights = {n: modules[n].weight for n in layers}
+        scores = {n: (w.detach().abs() / w.detach().std()).clone().requires_grad_(True)
+                  for n, w in weights.items()}
+        keep = {n: kept_weights(w.numel(), density) for n, w in weights.items()}
+
+        def masks_now() -> dict[str, torch.Tensor]:
+            out = {}
+            for n, s in scores.items():
+                m = torch.zeros(s.numel(), device=s.device)
+                m[torch.topk(s.flatten(), keep[n], sorted=False).indices] = 1.0
+                out[n] = m.view_as(s)
+            return out
+
+        recipe = kit.recipe
+        x, y = kit.data.train_x.to(kit.device), kit.data.train_y.to(kit.device)
+        if recipe.max_train_images is not None:
+            x, y = x[: recipe.max_train_images], y[: recipe.max_train_images]
+        batch = min(recipe.batch_size, len(x))
+        steps = len(x) // batch
+        epochs = self.epochs(kit)
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                              weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+        score_opt = torch.optim.Adam(list(scores.values()), lr=self.cfg.score_lr)
+        gen = torch.Generator().manual_seed(seed)
+        augment = recipe.augment and x.dim() == 4
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen).to(kit.device)
+            for step in range(steps):
+                idx = order[step * batch:(step + 1) * batch]
+                xb, yb = x[idx], y[idx]
+                if augment:
+                    xb = random_translate(xb, gen)
+                masks = masks_now()
+                z = {f"{n}.weight": (masks[n] * w).detach().requires_grad_(True)
+                     for n, w in weights.items()}
+                loss = F.cross_entropy(functional_call(model, z, (xb,)), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                with torch.no_grad():
+                    for n, w in weights.items():
+                        g = z[f"{n}.weight"].grad
+                        w.grad = masks[n] * g
+                        scores[n].grad = w * g - masks[n] * g * g / self.cfg.gamma
+                opt.step()
+                sched.step()
+                score_opt.step()
+        model.eval()
+        return {n: m.bool() for n, m in masks_now().items()}
