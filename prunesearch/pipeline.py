@@ -24,7 +24,7 @@ from prunesearch.models import build_model, dense_model, evaluate_accuracy
 from prunesearch.runs import RunDir, RunView, read_journal
 from prunesearch.runs.export import FORMATS, build_slim, write_export
 from prunesearch.runs.latency import measure_latency_ms
-from prunesearch.search import Budget, SearchContext, create_strategy
+from prunesearch.search import Budget, SearchContext, create_strategy, strategy_trains
 from prunesearch.search.trained import TrainingKit
 from prunesearch.spaces import Arch, Space
 
@@ -210,6 +210,10 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
         raise UserError(f"prunesearch finetune only accepts finetune.* overrides, got {bad}; "
                         f"other keys would change what was searched.")
     cfg = load_config(run_dir / "config.toml", overrides)
+    if strategy_trains(cfg.search.strategy):
+        raise UserError(f"'{run_dir}' was searched by {cfg.search.strategy}, which trains its "
+                        f"networks itself (see its finetune.csv); fine-tune the front of a "
+                        f"weight-sharing search (dp, global-magnitude, tpe, ...) instead.")
     if not (run_dir / "pareto.json").exists():
         raise UserError(f"'{run_dir}' has no pareto.json: finish its search first with "
                         f"`prunesearch run CONFIG --resume`.")

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from prunesearch.config import load_config
+from prunesearch.errors import UserError
 from prunesearch.finetune import read_finetuned
 from prunesearch.models import build_model
-from prunesearch.pipeline import run_job
+from prunesearch.pipeline import finetune_run, run_job
 from prunesearch.runs import read_journal
 from prunesearch.search.trained import ImpStrategy, rewind
 from prunesearch.spaces.masks import kept_weights, maskable_layers
@@ -78,6 +79,8 @@ def test_imp_prunes_a_fifth_per_round_and_rewinds_exactly(tmp_path):
         else:
             assert torch.equal(value, saved["rewind"][name])
     assert not torch.equal(saved["rewind"]["stem.0.weight"], saved["model"]["stem.0.weight"])
+    with pytest.raises(UserError, match="trains its networks itself"):
+        finetune_run(outcome.run_dir, [], progress=False)
 
 
 def test_bip_and_random_masks_meet_their_densities(tmp_path):

@@ -13,6 +13,7 @@ search bar is live); each finished network is logged.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -124,10 +125,10 @@ class TrainedStrategy(Strategy):
         save_trained(ctx.run_dir, model.cpu(), point, self.name, init, False, epochs, full_val,
                      test, seconds)
         model.to(kit.device)
-        total = sum(m.weight.numel() for n, m in model.named_modules() if n in layers)
-        kept = sum(densities[n] * dict(model.named_modules())[n].weight.numel() for n in layers)
         log.info("%s #%d: weight density %.4f, %.3f of dense MACs, val %.4f, test %.4f, "
-                 "%d epochs, %.0f s", self.name, point["id"], kept / total,
+                 "%d epochs, %.0f s", self.name, point["id"],
+                 sum(densities[n] * ctx.space.layer_weights[n] for n in layers)
+                 / sum(ctx.space.layer_weights[n] for n in layers),
                  point["macs_ratio"], val_acc, test, epochs, seconds)
         return result
 
@@ -207,8 +208,6 @@ class ImpStrategy(TrainedStrategy):
     @staticmethod
     def _save(path: Path, model: nn.Module, masks: dict[str, torch.Tensor],
               state: dict[str, Any]) -> None:
-        import io
-
         buf = io.BytesIO()
         torch.save({**state, "model": {k: v.cpu() for k, v in model.state_dict().items()},
                     "masks": {k: v.cpu() for k, v in masks.items()}}, buf)
