@@ -170,7 +170,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model, setup in SETUPS.items():
             if args.only in (None, model):
-                results.append(bench(model, setup, Path(tmp)))
+                results.append(bench(model, setup, Path(tmp) / model))
+                RESULTS.mkdir(exist_ok=True)  # kept as it goes: a later failure loses nothing
+                (RESULTS / "masks_partial.json").write_text(json.dumps(results, indent=1))
     m = machine()
     command = "python benchmarks/masks.py " + " ".join(sys.argv[1:])
     text = []
@@ -184,6 +186,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "masks.json").write_text(json.dumps(
         {"command": command, "machine": m, "results": results}, indent=1) + "\n")
+    (RESULTS / "masks_partial.json").unlink(missing_ok=True)
     write_section("masks", "\n".join(text) + "\n")
     print("\n".join(text))
 

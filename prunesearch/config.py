@@ -117,6 +117,41 @@ class MasksConfig(_Section):
         return sorted(set(v), reverse=True)
 
 
+class DifferentiableConfig(_Section):
+    """Options shared by the differentiable strategies (tas, dass)."""
+
+    targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+                                 description="MACs ratios: one search each")
+    epochs: int = Field(3, ge=1)
+    tolerance: float = Field(0.05, gt=0, lt=1, description="band around each target")
+    macs_weight: float = Field(2.0, ge=0, description="weight of the MACs loss")
+    arch_lr: float = Field(1e-2, gt=0, description="Adam on the architecture logits")
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    tau_max: float = Field(10.0, gt=0)
+    tau_min: float = Field(0.1, gt=0)
+    max_train_images: int | None = Field(None, ge=2, description="search on a prefix")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < t <= 1 for t in v):
+            raise ValueError("targets must be a non-empty list of MACs ratios in (0, 1]")
+        return sorted(set(v))
+
+
+class TasConfig(DifferentiableConfig):
+    """Options of the `tas` strategy (widths and depths)."""
+
+    n_sample: int = Field(2, ge=1, description="choices sampled per dimension per step")
+
+
+class DassConfig(DifferentiableConfig):
+    """Options of the `dass` strategy (weight densities); targets are sparse-MACs ratios."""
+
+    targets: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.5],
+                                 description="sparse-MACs ratios: one search each")
+
+
 class SearchConfig(_Section):
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
@@ -126,6 +161,8 @@ class SearchConfig(_Section):
     emo: EmoConfig = EmoConfig()
     dp: DpConfig = DpConfig()
     masks: MasksConfig = MasksConfig()
+    tas: TasConfig = TasConfig()
+    dass: DassConfig = DassConfig()
 
 
 class EvaluatorConfig(_Section):

@@ -128,7 +128,8 @@ class _SearchProgress:
     """A progress bar over the evaluation budget, with the best accuracy so far."""
 
     def __init__(self, total: int, done: int, console: Console, enabled: bool) -> None:
-        self.progress = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
                                  console=console, disable=not enabled)
         self.task = self.progress.add_task("search", total=total, completed=done, status="")
@@ -168,7 +169,8 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
                                    seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo,
-                                   dp=cfg.search.dp, masks=cfg.search.masks)
+                                   dp=cfg.search.dp, masks=cfg.search.masks,
+                                   tas=cfg.search.tas, dass=cfg.search.dass)
         prep = prepare(cfg, dev, progress)
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)
@@ -185,7 +187,8 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                             Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
                             run.path, record, n_evals=len(journal.candidates),
                             width_ratios=cfg.space.width_ratios, model=prep.model,
-                            training=training_kit(cfg, prep, dev))
+                            training=training_kit(cfg, prep, dev),
+                            progress=bar.progress if progress else None)
         t = time.perf_counter()
         with bar.progress:
             strategy.search(ctx)

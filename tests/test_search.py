@@ -17,7 +17,6 @@ from prunesearch.search import (
     SearchContext,
     create_strategy,
     list_strategies,
-    strategy_trains,
 )
 from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
 
@@ -45,8 +44,8 @@ class CostProxyEvaluator(Evaluator):
 
 MODEL = create_model("resnet20", 1, 10, width_mult=0.5).eval()
 NEEDS_DENSITIES = {"global-magnitude"}  # mask allocation rules: a space with density dims
-# Strategies that train their own networks are tested end to end in test_mask_baselines.py.
-CONTRACT = [n for n in list_strategies() if not strategy_trains(n)]
+# Strategies that train are tested end to end (test_mask_baselines.py, test_tas.py).
+CONTRACT = [n for n in list_strategies() if not create_strategy(n).needs_training]
 
 
 @pytest.fixture(scope="module")

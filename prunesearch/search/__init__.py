@@ -1,11 +1,13 @@
 """Search strategies. Importing this package registers the built-in ones."""
 
 from prunesearch.search import (  # noqa: F401
+    dass,
     dp,
     emo,
     emo_pms,
     global_magnitude,
     optuna_samplers,
+    tas,
     trained,
     uniform,
 )

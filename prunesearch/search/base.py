@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.progress import Progress
 from torch import nn
 
 from prunesearch.evaluators import Evaluator, Result
@@ -49,6 +50,7 @@ class SearchContext:
     width_ratios: Sequence[float] = ()
     model: nn.Module | None = None
     training: TrainingKit | None = None
+    progress: Progress | None = None  # the live progress display: strategies add tasks to it
 
     def remaining(self) -> int:
         return max(0, self.budget.max_evals - self.n_evals)
@@ -82,6 +84,7 @@ class SearchContext:
 class Strategy(ABC):
     name: ClassVar[str]
     trains: ClassVar[bool] = False  # trains its own networks (no fine-tuning stage after it)
+    needs_training: ClassVar[bool] = False  # reads SearchContext.training (data, recipe)
 
     @abstractmethod
     def search(self, ctx: SearchContext) -> None:

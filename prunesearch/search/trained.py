@@ -89,7 +89,7 @@ def mask_densities(model: nn.Module, layers: list[str]) -> dict[str, float]:
 
 
 class TrainedStrategy(Strategy):
-    trains = True
+    trains = needs_training = True
 
     def __init__(self, masks: MasksConfig | None = None, **_: object) -> None:
         self.cfg = masks or MasksConfig()

@@ -73,10 +73,18 @@ class _Call:
     groups: int = 1
     affine: bool = False
 
+    @property
+    def positions(self) -> int:
+        """How often each weight multiplies per example: output positions of a conv, input
+        rows of a linear layer."""
+        return self.out.unit if self.kind == "conv" else self.inp.unit
+
     def weights(self, lost: Sequence[int], density: float) -> int:
-        """Weights of a conv/linear layer kept at `density` (its mask's non-zeros)."""
+        """Weights of a conv/linear layer kept at `density` (its mask's non-zeros). Channel
+        counts may be tensors of expected channels (then density is 1): the formula stays
+        differentiable."""
         cin, cout = self.inp.channels(lost), self.out.channels(lost)
-        per_out = 1 if self.depthwise else cin // self.groups
+        per_out = 1 if self.depthwise else (cin if self.groups == 1 else cin // self.groups)
         return kept_weights(cout * per_out * self.kernel, density)
 
     def ops(self, lost: Sequence[int], density: float = 1.0) -> int:
@@ -84,12 +92,11 @@ class _Call:
         (linear): that is how count_ops_and_params counts dense layers, and how a sparse layer
         costs only its non-zero weights."""
         if self.kind == "conv":
-            positions = self.out.unit
-            bias = self.out.channels(lost) * positions if self.bias else 0
-            return self.weights(lost, density) * positions + bias
+            bias = self.out.channels(lost) * self.positions if self.bias else 0
+            return self.weights(lost, density) * self.positions + bias
         if self.kind == "linear":
             bias = self.out.channels(lost) if self.bias else 0
-            return self.weights(lost, density) * self.inp.unit + bias
+            return self.weights(lost, density) * self.positions + bias
         if self.kind in ("norm", "layernorm"):
             return self.inp.numel(lost) * (2 if self.affine else 1)
         if self.kind == "act":
@@ -223,6 +230,27 @@ class CostModel:
         lost, kept = self._lost_and_kept(values)
         return sum(cl.ops(lost, self._density(cl, values)) for cl in self.calls
                    if cl.block is None or cl.block[1] < kept[cl.block[0]])
+
+    def expected_macs(self, channels: dict[int, torch.Tensor],
+                      block_kept: dict[int, torch.Tensor],
+                      densities: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """MACs at expected channel counts (`channels[d]` for width dims) and expected
+        densities (`densities[d]` for density dims; kept weights taken as density x weights,
+        without rounding), each droppable block weighted by the probability that it is kept
+        (`block_kept[d][b]`): differentiable in all, and equal to `macs` when every
+        distribution is one-hot (up to the rounding of kept weights)."""
+        densities = densities or {}
+        lost = [self._full[d] - channels[d] if d in channels else 0
+                for d in range(len(self._full))]
+        total = torch.zeros(())
+        for cl in self.calls:
+            ops = cl.ops(lost)
+            d = self._density_dim.get(cl.module)
+            if d in densities:
+                ops = ops - cl.weights(lost, 1.0) * cl.positions * (1 - densities[d])
+            total = total + (ops if cl.block is None else ops * block_kept[cl.block[0]][
+                cl.block[1]])
+        return total
 
     def params(self, values: Sequence[float]) -> int:
         """Parameters; a masked layer counts only its kept weights."""

@@ -1,0 +1,105 @@
+"""A differentiable supernet over a Space's width and depth dimensions (TAS's relaxation).
+
+The supernet is a copy of the dense model. Each width group's feature maps are mixed over a
+few sampled widths by channel-wise interpolation (CWI): the c most important channels (the
+run's channel order, so a width means what the Slicer keeps) are resized along the channel
+axis to the group's full size, and the resized maps are summed with the sampled weights.
+Each depth stage's output is the weighted sum of its outputs after k blocks for the sampled k.
+Mixing happens in forward hooks on the layers that produce a group's channels (its norm
+layers, or its conv/linear layers where it has no norm) and in the stages' forward, so any
+model the Space was built from works; the module tree and names are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunesearch.spaces.space import Space
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+
+# per dimension: (choice index, weight) pairs of the current sample
+Sample = Mapping[int, Sequence[tuple[int, torch.Tensor]]]
+
+
+def channel_interpolate(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Resize `x` along dim 1 to `channels` by adaptive average pooling over the channel axis
+    (TAS's CWI): the identity when the sizes are equal, shape-correct otherwise."""
+    n, c = x.shape[:2]
+    if c == channels:
+        return x
+    rest = x.shape[2:]
+    flat = x.reshape(n, c, -1).transpose(1, 2).reshape(-1, 1, c)
+    pooled = F.adaptive_avg_pool1d(flat, channels)
+    return pooled.reshape(n, -1, channels).transpose(1, 2).reshape(n, channels, *rest)
+
+
+class Supernet(nn.Module):
+    """The dense model with every width and depth dimension mixed over the current sample."""
+
+    def __init__(self, space: Space, model: nn.Module,
+                 order: Mapping[str, Sequence[int]]) -> None:
+        super().__init__()
+        self.space = space
+        self.net = copy.deepcopy(model)
+        self.sample: Sample = {}
+        modules = dict(self.net.named_modules())
+        for d, group in space.width_groups():
+            rank = {root: r for r, root in enumerate(order[group.name])}
+            outs = [m for m in group.members if m.side == "out"
+                    and len(m.idxs) == group.size == len(set(m.roots))]
+            norms = [m for m in outs if isinstance(modules[m.module], _NORMS)]
+            for member in norms or outs:
+                by_rank = sorted(zip(member.idxs, member.roots, strict=True),
+                                 key=lambda ir: rank[ir[1]])
+                perm = torch.tensor([i for i, _ in by_rank], dtype=torch.long)
+                modules[member.module].register_forward_hook(self._width_hook(d, perm))
+        for d, stage in space.depth_stages():
+            seq = self.net.get_submodule(stage)
+            seq.forward = types.MethodType(self._depth_forward(d), seq)
+
+    def _width_hook(self, d: int, perm: torch.Tensor):
+        choices = self.space.dims[d].choices
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            picks = self.sample.get(d)
+            if not picks:
+                return out
+            idx = perm.to(out.device)
+            ranked = out.index_select(1, idx)
+            mixed = sum(w * channel_interpolate(ranked[:, :choices[g]], out.shape[1])
+                        for g, w in picks)
+            return torch.zeros_like(out).index_copy(1, idx, mixed)
+
+        return hook
+
+    def _depth_forward(self, d: int):
+        choices = self.space.dims[d].choices
+        supernet = self
+
+        def forward(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+            picks = supernet.sample.get(d)
+            if not picks:
+                for block in seq:
+                    x = block(x)
+                return x
+            wanted = {choices[g]: w for g, w in picks}
+            out = 0
+            for k, block in enumerate(seq, start=1):
+                x = block(x)
+                if k in wanted:
+                    out = out + wanted[k] * x
+                if k >= max(wanted):
+                    break
+            return out
+
+        return forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
