@@ -81,3 +81,27 @@ def test_tas_lands_in_its_band_and_records_history(tmp_path):
     assert (outcome.run_dir / "tas_dimensions.png").exists()
     assert not (outcome.run_dir / "tas_state.pt").exists()  # removed once the target is done
     assert outcome.summary["finetune"]["variants"]  # the found architecture was fine-tuned
+
+
+def test_tas_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    import prunesearch.search.differentiable as diff
+
+    overrides = ["search.strategy=tas", "search.tas.targets=[0.5]", "search.tas.epochs=3",
+                 "search.tas.arch_lr=0.2", "finetune.enabled=false"]
+    whole = run_job(load_config(TINY, overrides), tmp_path / "whole", progress=False)
+    real_write = diff.write_atomic
+
+    def write_then_die(path, data):
+        real_write(path, data)
+        raise KeyboardInterrupt  # killed right after the first epoch's state is saved
+
+    monkeypatch.setattr(diff, "write_atomic", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(load_config(TINY, overrides), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(diff, "write_atomic", real_write)
+    resumed = run_job(load_config(TINY, overrides), tmp_path / "cut", resume=True,
+                      progress=False)
+    a = json.loads((whole.run_dir / "tas_history.json").read_text())["0.5"]
+    b = json.loads((resumed.run_dir / "tas_history.json").read_text())["0.5"]
+    assert [e["epoch"] for e in b["epochs"]] == [1, 2, 3]
+    assert a == b
