@@ -184,7 +184,7 @@ def space(
         cfg = load_config(model_or_config)
         data = load_run_data(cfg)
         shape, classes, name = data.input_shape, data.num_classes, cfg.model.name
-        ratios, depth, ignore = cfg.space.width_ratios, cfg.space.depth, cfg.space.ignore
+        space_cfg = cfg.space
     else:
         try:
             shape = tuple(int(s) for s in input_shape.split(","))
@@ -194,10 +194,10 @@ def space(
         classes, name = num_classes, model_or_config
         from prunesearch.config import SpaceConfig
 
-        sc = SpaceConfig()
-        ratios, depth, ignore = sc.width_ratios, sc.depth, sc.ignore
+        space_cfg = SpaceConfig()
     model = build_model(name, shape, classes).eval()
-    sp = Space.from_model(model, torch.zeros(1, *shape), ratios, depth, ignore)
+    sp = Space.from_model(model, torch.zeros(1, *shape), space_cfg.width_ratios,
+                          space_cfg.depth, space_cfg.ignore, space_cfg.densities)
     table = Table(title=f"search space of {name} on input {tuple(shape)}")
     for col in ("#", "dimension", "kind", "full", "choices"):
         table.add_column(col)

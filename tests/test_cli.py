@@ -70,6 +70,12 @@ def test_space_command_prints_dimensions(cli_env):
     assert "depth:stages.0" in res.stdout and "FLOPs (MACs)" in res.stdout
 
 
+def test_space_command_reads_a_configs_density_dimensions(cli_env):
+    res = cli("space", str(TINY.with_name("tiny_masks.toml")), env=cli_env)
+    assert res.returncode == 0, res.stderr
+    assert "density:stem.0" in res.stdout and "density:fc" in res.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "search.budgett=5"], "unknown key 'search.budgett'"),
     (["--set", "search.budget=0"], "search.budget"),
