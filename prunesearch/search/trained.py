@@ -16,7 +16,7 @@ import copy
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,14 @@ class TrainedStrategy(Strategy):
                  point["macs_ratio"], val_acc, test, epochs, seconds)
         return result
 
-    def targets(self) -> list[float]:
-        return list(self.cfg.densities) or list(DEFAULT_DENSITIES)
+    def pending_targets(self, ctx: SearchContext) -> Iterator[tuple[int, float]]:
+        """(index, density) of the target densities not finished yet, while budget lasts."""
+        done = self.done_count(ctx)
+        for i, density in enumerate(self.cfg.densities or DEFAULT_DENSITIES):
+            if ctx.done():
+                return
+            if i >= done:
+                yield i, density
 
 
 @register_strategy("random-masks")
@@ -143,11 +149,7 @@ class RandomMasksStrategy(TrainedStrategy):
 
     def search(self, ctx: SearchContext) -> None:
         kit, layers = self._kit(ctx)
-        for i, density in enumerate(self.targets()):
-            if i < self.done_count(ctx):
-                continue
-            if ctx.done():
-                break
+        for i, density in self.pending_targets(ctx):
             model = kit.fresh_model(ctx.seed + i)
             rule = erk_densities if self.cfg.distribution == "erk" else (
                 lambda _m, ls, d: dict.fromkeys(ls, d))
@@ -229,11 +231,7 @@ class BipStrategy(TrainedStrategy):
 
     def search(self, ctx: SearchContext) -> None:
         kit, layers = self._kit(ctx)
-        for i, density in enumerate(self.targets()):
-            if i < self.done_count(ctx):
-                continue
-            if ctx.done():
-                break
+        for i, density in self.pending_targets(ctx):
             model = copy.deepcopy(ctx.model).to(kit.device)
             start = time.perf_counter()
             masks = self._train(model, layers, density, kit, ctx.seed + i)
