@@ -64,6 +64,9 @@ def main() -> None:
     images = (len(x) // batch) * batch
     timings: dict[str, list[float]] = {"bare PyTorch loop": [], "train_model, no augmentation": [],
                                        "train_model, augmentation (default)": []}
+    # warm-up (allocator, oneDNN kernels), so the first timed loop pays nothing extra
+    bare_loop(build_model(cfg.model.name, shape, classes), x[:10 * batch], y[:10 * batch],
+              batch, cfg.model.train.lr)
     for r in range(args.repeats):
         torch.manual_seed(r)
         timings["bare PyTorch loop"].append(
@@ -91,7 +94,8 @@ def main() -> None:
     lines.append(f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
                  f"{m['torch_threads']} torch threads, torch {m['torch']}; {cfg.model.name} on "
                  f"{cfg.data.dataset}, {images} images per epoch, batch {batch}, median of "
-                 f"{args.repeats}. train_model's time excludes its final evaluation.")
+                 f"{args.repeats} after a warm-up. train_model's time excludes its final "
+                 f"evaluation.")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_throughput.json").write_text(json.dumps(
         {"command": command, "machine": m, "images": images, "rows": rows}, indent=1) + "\n")
