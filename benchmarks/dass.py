@@ -26,8 +26,7 @@ from _finetuned import finetune, search  # noqa: E402
 from _machine import machine, write_section  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
-from prunesearch.models import dense_model  # noqa: E402
-from prunesearch.pipeline import build_space, load_run_data  # noqa: E402
+from prunesearch.pipeline import prepare  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parent.parent / "configs" / "masks.toml"
@@ -40,11 +39,7 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=1)
     args = parser.parse_args()
     start = time.perf_counter()
-    cfg = load_config(CONFIG)
-    data = load_run_data(cfg)
-    model, _ = dense_model(cfg.model, data, seed=cfg.seed, device=torch.device("cpu"),
-                           progress=False)
-    space = build_space(cfg, model, data)
+    space = prepare(load_config(CONFIG), torch.device("cpu"), progress=False).space
     ft = [f"finetune.epochs={args.ft_epochs}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

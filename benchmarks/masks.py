@@ -27,13 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
+from _finetuned import finetune, search  # noqa: E402
 from _machine import machine, write_section  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.finetune import read_finetuned  # noqa: E402
-from prunesearch.models import dense_model  # noqa: E402
-from prunesearch.pipeline import build_space, finetune_run, load_run_data, run_job  # noqa: E402
-from prunesearch.runs import read_journal  # noqa: E402
+from prunesearch.pipeline import prepare  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
@@ -50,29 +49,16 @@ SETUPS = {
 }
 
 
-def _run(setup: dict, out: Path, name: str, *overrides: str):
-    cfg = load_config(setup["config"], setup["overrides"] + [f"name={name}", *overrides])
-    start = time.perf_counter()
-    outcome = run_job(cfg, out / name, progress=False)
-    return cfg, outcome, time.perf_counter() - start
-
-
-def _density(space, arch) -> float:
-    return space.weight_density(arch)
-
-
 def _at_target(space, candidates, target: float):
     under = [c for c in candidates if c.result.ok
-             and _density(space, c.result.arch) <= target + TOLERANCE]
-    return max(under, key=lambda c: (_density(space, c.result.arch), c.result.val_acc))
+             and space.weight_density(c.result.arch) <= target + TOLERANCE]
+    return max(under, key=lambda c: (space.weight_density(c.result.arch), c.result.val_acc))
 
 
 def bench(model: str, setup: dict, out: Path) -> dict:
     cfg = load_config(setup["config"], setup["overrides"])
-    data = load_run_data(cfg)
-    dense, meta = dense_model(cfg.model, data, seed=cfg.seed, device=torch.device("cpu"),
-                              progress=False)
-    space = build_space(cfg, dense, data)
+    prep = prepare(cfg, torch.device("cpu"), progress=False)
+    space, meta = prep.space, prep.dense_meta
     masked_weights = sum(space.layer_weights.values())
     other_params = space.dense_params - masked_weights
     rows: list[dict] = []
@@ -84,24 +70,21 @@ def bench(model: str, setup: dict, out: Path) -> dict:
              "global-magnitude": [f"search.masks.densities={list(TARGETS)}"], "uniform": []}
     additivity = None
     for method, opts in extra.items():
-        _, outcome, search_s = _run(setup, out, method, f"search.strategy={method}",
-                                    "finetune.enabled=false", *opts)
-        cands = read_journal(outcome.run_dir / "candidates.csv")
+        run_dir, cands, search_s = search(setup["config"], setup["overrides"], out, method,
+                                          f"search.strategy={method}", *opts)
         picks = {t: _at_target(space, cands, t) for t in TARGETS}
-        ids = sorted({c.id for c in picks.values()})
         start = time.perf_counter()
-        finetune_run(outcome.run_dir, [f"finetune.ids={ids}", *ft], progress=False)
-        tuned = {r["id"]: r for r in read_finetuned(outcome.run_dir)}
+        tuned = finetune(run_dir, [c.id for c in picks.values()], *ft)
         for t, c in picks.items():
             r = tuned[c.id]
             rows.append({"model": model, "method": method, "target": t,
-                         "density": _density(space, c.result.arch),
+                         "density": space.weight_density(c.result.arch),
                          "macs_ratio": c.result.macs / space.dense_macs,
                          "proxy_val_acc": c.result.val_acc, "test_acc": r["test_acc"],
                          "epochs": setup["ft_epochs"], "train_s": r["seconds"],
                          "search_s": search_s})
         if method == "dp":
-            table = json.loads((outcome.run_dir / "dp_distortion.json").read_text())
+            table = json.loads((run_dir / "dp_distortion.json").read_text())
             additivity = {k: table["additivity"][k] for k in ("samples", "pearson", "spearman")}
             additivity["table_seconds"] = table["table_seconds"]
             additivity["solve_ms"] = 1e3 * table["solve_seconds"]
@@ -119,9 +102,10 @@ def bench(model: str, setup: dict, out: Path) -> dict:
                 f"search.masks.epochs={setup['round_epochs']}"],
     }
     for method, opts in trained.items():
-        _, outcome, wall = _run(setup, out, method, f"search.strategy={method}", *opts)
-        tuned = [{**r, "density": _exact_density(outcome.run_dir, r)}
-                 for r in read_finetuned(outcome.run_dir) if r["variant"] == method]
+        run_dir, _, wall = search(setup["config"], setup["overrides"], out, method,
+                                  f"search.strategy={method}", *opts)
+        tuned = [{**r, "density": _exact_density(run_dir, r)}
+                 for r in read_finetuned(run_dir) if r["variant"] == method]
         for t in TARGETS:  # IMP's rounds step by 0.8, so one lies in [0.8 t, t]
             under = [r for r in tuned if 0.79 * t <= r["density"] <= t + TOLERANCE]
             if not under:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,6 +104,15 @@ def _progress_bar(disable: bool) -> Progress:
     )
 
 
+def recipe_optimizer(params: Iterable[torch.Tensor], recipe: TrainConfig, total_steps: int
+                     ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """The recipe's SGD (Nesterov momentum, weight decay) and a cosine schedule over
+    `total_steps` steps: every loop that trains weights uses this one."""
+    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+
+
 def train_model(
     model: nn.Module,
     data: DatasetSplits,
@@ -137,9 +146,7 @@ def train_model(
     batch_size = max(1, min(recipe.batch_size, n))
     steps = n // batch_size
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs * steps))
+    opt, sched = recipe_optimizer(model.parameters(), recipe, recipe.epochs * steps)
 
     if distill is not None:
         distill.teacher.to(device).eval()

@@ -29,7 +29,7 @@ from torch import nn
 
 from prunesearch.config import DifferentiableConfig
 from prunesearch.errors import ConfigError
-from prunesearch.models.train import random_translate
+from prunesearch.models.train import random_translate, recipe_optimizer
 from prunesearch.runs.files import write_atomic, write_json
 from prunesearch.runs.plots import plot_dimension_history
 from prunesearch.search.base import SearchContext, Strategy
@@ -135,10 +135,7 @@ class DifferentiableStrategy(Strategy):
         recipe = kit.recipe
         batch = min(recipe.batch_size, len(xa))
         steps = len(xa) // batch
-        opt = torch.optim.SGD(relaxed.weight_parameters(), lr=recipe.lr,
-                              momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                              nesterov=recipe.momentum > 0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps))
+        opt, sched = recipe_optimizer(relaxed.weight_parameters(), recipe, cfg.epochs * steps)
         arch_opt = torch.optim.Adam(relaxed.alphas.parameters(), lr=cfg.arch_lr,
                                     betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
         record: dict[str, Any] = {"epochs": [], "final": None,
@@ -176,9 +173,11 @@ class DifferentiableStrategy(Strategy):
                 argmax_ratio = space.macs(relaxed.argmax()) / dense
                 loss_a = F.cross_entropy(relaxed(xb[ib], tau, gen, arch_step=True), yb[ib]) + \
                     cfg.macs_weight * macs_loss(ratio, argmax_ratio, target, cfg.tolerance)
-                arch_opt.zero_grad(set_to_none=True)
-                opt.zero_grad(set_to_none=True)
-                loss_a.backward()
+                # gradients for the logits only: the weights' would be thrown away
+                alphas = list(relaxed.alphas)
+                grads = torch.autograd.grad(loss_a, alphas, allow_unused=True)
+                for a, g in zip(alphas, grads, strict=True):
+                    a.grad = g
                 arch_opt.step()
                 if task is not None and ((step + 1) % 20 == 0 or step + 1 == steps):
                     ctx.progress.update(task, completed=step + 1, status=(

@@ -32,7 +32,7 @@ from prunesearch.errors import ConfigError
 from prunesearch.evaluators import Result
 from prunesearch.finetune import read_finetuned, save_trained
 from prunesearch.models import evaluate_accuracy, train_model
-from prunesearch.models.train import random_translate
+from prunesearch.models.train import random_translate, recipe_optimizer
 from prunesearch.runs.files import write_atomic
 from prunesearch.search.base import SearchContext, Strategy
 from prunesearch.search.global_magnitude import require_density_space
@@ -49,7 +49,7 @@ from prunesearch.spaces.masks import (
 )
 
 log = logging.getLogger("prunesearch")
-DEFAULT_DENSITIES = (0.5, 0.2, 0.1)
+DEFAULT_TARGETS = (0.5, 0.2, 0.1)  # overall weight densities, one network each
 
 
 @dataclass
@@ -135,7 +135,7 @@ class TrainedStrategy(Strategy):
     def pending_targets(self, ctx: SearchContext) -> Iterator[tuple[int, float]]:
         """(index, density) of the target densities not finished yet, while budget lasts."""
         done = self.done_count(ctx)
-        for i, density in enumerate(self.cfg.densities or DEFAULT_DENSITIES):
+        for i, density in enumerate(self.cfg.densities or DEFAULT_TARGETS):
             if ctx.done():
                 return
             if i >= done:
@@ -262,9 +262,7 @@ class BipStrategy(TrainedStrategy):
         batch = min(recipe.batch_size, len(x))
         steps = len(x) // batch
         epochs = self.epochs(kit)
-        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                              weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+        opt, sched = recipe_optimizer(model.parameters(), recipe, epochs * steps)
         score_opt = torch.optim.Adam(list(scores.values()), lr=self.cfg.score_lr)
         gen = torch.Generator().manual_seed(seed)
         augment = recipe.augment and x.dim() == 4
