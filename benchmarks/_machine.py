@@ -29,13 +29,14 @@ def machine() -> dict[str, object]:
 
 
 README = Path(__file__).parent / "README.md"
+PROJECT_README = Path(__file__).parent.parent / "README.md"
 
 
-def write_section(name: str, markdown: str) -> None:
-    """Replace the `name` section of benchmarks/README.md (between its markers) by `markdown`:
-    re-running a benchmark rewrites its table, nobody edits results by hand."""
+def write_section(name: str, markdown: str, readme: Path = README) -> None:
+    """Replace the `name` section of `readme` (benchmarks/README.md; between its markers) by
+    `markdown`: re-running a benchmark rewrites its table, nobody edits results by hand."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = README.read_text()
+    text = readme.read_text()
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
-    README.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
+    readme.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
