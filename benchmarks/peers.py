@@ -230,15 +230,16 @@ def write_tables(args: argparse.Namespace, command: str, dense: dict[str, Any],
     lines = [f"**{args.model}** (dense: {100 * dense['test_acc']:.2f}% test, "
              f"{dense['macs'] / 1e6:.2f} M MACs, {dense['params'] / 1e3:.1f} k params, "
              f"{dense['latency_ms'][1]:.2f} / {dense['latency_ms'][64]:.1f} ms at batch 1 / 64)",
-             "", "| target | method | test acc (mean +- std) | MACs ratio | params | "
+             "", "| target | method | test acc (mean +- std over seeds) | MACs ratio | params | "
              "latency ratio b1 / b64 | prune or search s | train s per seed |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -r["target"]):
         acc = [100 * a for a in r["test_acc"]]
-        spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
         best = max((x for x in rows if x["target"] == r["target"]),
                    key=lambda x: statistics.mean(x["test_acc"]))
-        mean = f"{statistics.mean(acc):.2f} +- {spread:.2f}"
+        mean = f"{statistics.mean(acc):.2f}"
+        if len(acc) > 1:
+            mean += f" +- {statistics.stdev(acc):.2f}"
         lines.append(f"| {r['target']} | {r['method']} | "
                      f"{f'**{mean}**' if r is best else mean} | {r['macs_ratio']:.3f} | "
                      f"{r['params']} | {r['latency_ratio'][1]:.2f} / "
