@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,6 +29,20 @@ def machine() -> dict[str, object]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.date.today().isoformat(),
     }
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, as committed beside its results."""
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def save_results(name: str, payload: dict[str, Any]) -> None:
+    """Write a benchmark's raw results to results/<name>.json."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
 
 
 README = Path(__file__).parent / "README.md"

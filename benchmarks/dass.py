@@ -14,7 +14,6 @@ Writes benchmarks/results/dass.json and its table in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,12 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from _finetuned import finetune, search  # noqa: E402
-from _machine import machine, write_section  # noqa: E402
+from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.pipeline import prepare  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parent.parent / "configs" / "masks.toml"
 TARGETS = (0.5, 0.2)
 
@@ -61,7 +59,7 @@ def main() -> None:
             rows.append(_row("global-magnitude", c, gm_tuned[c.id],
                              space.weight_density(c.result.arch), space, gm_wall))
     m = machine()
-    command = "python benchmarks/dass.py " + " ".join(sys.argv[1:])
+    command = command_line()
     lines = ["| method | weight density | sparse MACs ratio | proxy val | test acc | search s | "
              "fine-tune s |", "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (-r["density"], r["method"])):
@@ -72,9 +70,7 @@ def main() -> None:
                  f"{m['torch']}; {time.perf_counter() - start:.0f} s in all. DASS targets "
                  f"{sorted(TARGETS)} of dense sparse MACs, {args.epochs} epochs each; both "
                  f"methods fine-tuned {args.ft_epochs} epoch(s) with distillation, masks held.")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dass.json").write_text(json.dumps(
-        {"command": command, "machine": m, "rows": rows}, indent=1) + "\n")
+    save_results("dass", {"command": command, "machine": m, "rows": rows})
     write_section("dass", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -28,13 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from _finetuned import finetune, search  # noqa: E402
-from _machine import machine, write_section  # noqa: E402
+from _machine import RESULTS, command_line, machine, save_results, write_section  # noqa: E402,E501
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.finetune import read_finetuned  # noqa: E402
 from prunesearch.pipeline import prepare  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
 TARGETS = (0.5, 0.2, 0.1)
 TOLERANCE = 0.002  # per-layer rounding of kept weights may overshoot a target by a few weights
@@ -158,7 +157,7 @@ def main() -> None:
                 RESULTS.mkdir(exist_ok=True)  # kept as it goes: a later failure loses nothing
                 (RESULTS / "masks_partial.json").write_text(json.dumps(results, indent=1))
     m = machine()
-    command = "python benchmarks/masks.py " + " ".join(sys.argv[1:])
+    command = command_line()
     text = []
     for result in results:
         text += _table(result) + [""]
@@ -167,9 +166,7 @@ def main() -> None:
                 f"only, masks held; dp/global-magnitude/uniform/bip start from the dense "
                 f"weights, random-masks from scratch; imp's epochs count every round from its "
                 f"own dense training.")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "masks.json").write_text(json.dumps(
-        {"command": command, "machine": m, "results": results}, indent=1) + "\n")
+    save_results("masks", {"command": command, "machine": m, "results": results})
     (RESULTS / "masks_partial.json").unlink(missing_ok=True)
     write_section("masks", "\n".join(text) + "\n")
     print("\n".join(text))

@@ -13,7 +13,6 @@ Writes benchmarks/results/memory_peak.json and its table in benchmarks/README.md
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine, write_section  # noqa: E402
+from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
-RESULTS = Path(__file__).parent / "results"
 MIB = 2**20
 FMNIST_FLOAT32_BYTES = 70_000 * 28 * 28 * 4
 
@@ -72,12 +70,11 @@ def main() -> None:
             [sys.executable, "-m", "prunesearch", "run", "--quiet", "--out", f"{tmp}/runs"], env)
     ram = total_ram()
     m = machine()
-    result = {"command": "python benchmarks/memory_peak.py", "machine": m,
+    result = {"command": command_line(), "machine": m,
               "peak_rss_bytes": job, "imports_rss_bytes": imports,
               "dataset_float32_bytes": FMNIST_FLOAT32_BYTES, "total_ram_bytes": ram,
               "timeline_s_mib": timeline}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory_peak.json").write_text(json.dumps(result) + "\n")
+    save_results("memory_peak", result)
     table = "\n".join([
         "| figure | value |", "|---|---|",
         f"| peak RSS, default job | {job / MIB:.0f} MiB |",

@@ -52,7 +52,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import search  # noqa: E402
-from _machine import PROJECT_README, machine, write_section  # noqa: E402
+from _machine import (  # noqa: E402
+    PROJECT_README,
+    command_line,
+    machine,
+    save_results,
+    write_section,
+)
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.data import DatasetSplits  # noqa: E402
@@ -61,7 +67,6 @@ from prunesearch.pipeline import Prepared, prepare  # noqa: E402
 from prunesearch.runs.latency import measure_latency_ms  # noqa: E402
 from prunesearch.spaces import Arch  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 TARGETS = (0.5, 0.25)
 TP_STEPS = 400
 TAYLOR_IMAGES = 256
@@ -168,10 +173,9 @@ def main() -> None:
     dense_row = {"test_acc": prep.dense_meta.get("test_acc"), "macs": dense_macs,
                  "params": dense_params,
                  "epochs": cfg.model.train.epochs}
-    out_file = RESULTS / f"peers_{args.model}.json"
     rows: list[dict[str, Any]] = []
     finals: list[nn.Module] = []  # one trained network per row, timed once training is over
-    command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
+    command = command_line()
 
     def record(method: str, target: float, model: nn.Module, make_s: float,
                train: Callable[[nn.Module, int], Any]) -> None:
@@ -189,9 +193,11 @@ def main() -> None:
                      "params": params, "test_acc": accs, "make_s": make_s,
                      "train_s": statistics.mean(secs)})
         finals.append(net)
-        RESULTS.mkdir(exist_ok=True)
-        out_file.write_text(json.dumps({"command": command, "machine": machine(),
-                                        "dense": dense_row, "rows": rows}, indent=1) + "\n")
+        save()
+
+    def save() -> None:
+        save_results(f"peers_{args.model}",
+                     {"command": command, "machine": machine(), "dense": dense_row, "rows": rows})
 
     def finetune(net: nn.Module, seed: int) -> Any:
         return train_model(net, data, ft_recipe, seed=seed, device=torch.device("cpu"),
@@ -222,8 +228,7 @@ def main() -> None:
         record(f"prunesearch ({args.strategy})", target, slicer.build(archs[target]),
                search_s / len(TARGETS), finetune)
     measure_latency(teacher, finals, rows, dense_row, shape)
-    out_file.write_text(json.dumps({"command": command, "machine": machine(),
-                                    "dense": dense_row, "rows": rows}, indent=1) + "\n")
+    save()
     write_tables(args, command, dense_row, rows, seeds, time.perf_counter() - start)
 
 

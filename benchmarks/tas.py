@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import finetune, search  # noqa: E402
-from _machine import machine, write_section  # noqa: E402
+from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
-RESULTS = Path(__file__).parent / "results"
 TARGETS = (0.5, 0.25)
 
 
@@ -66,7 +65,7 @@ def main() -> None:
             print(f"{method}: {[round(r['test_acc'], 4) for r in rows[-len(TARGETS):]]}",
                   flush=True)
     m = machine()
-    command = "python benchmarks/tas.py " + " ".join(sys.argv[1:])
+    command = command_line()
     lines = ["| method | target | MACs ratio | params | proxy val | test acc | search s | "
              "fine-tune s |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (-r["target"], r["method"])):
@@ -79,9 +78,7 @@ def main() -> None:
                  f"Fashion-MNIST (dense 3 epochs); TAS {args.epochs} epochs per target; every "
                  f"point fine-tuned {args.ft_epochs} epoch(s) with distillation from the dense "
                  f"model; EMO = the default job's budget with NSGA-II.")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tas.json").write_text(json.dumps(
-        {"command": command, "machine": m, "rows": rows}, indent=1) + "\n")
+    save_results("tas", {"command": command, "machine": m, "rows": rows})
     write_section("tas", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -13,7 +13,6 @@ Writes benchmarks/results/train_throughput.json and its table in benchmarks/READ
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,13 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _machine import machine, write_section  # noqa: E402
+from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.models import build_model, train_model  # noqa: E402
 from prunesearch.pipeline import load_run_data  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def bare_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
@@ -84,7 +81,7 @@ def main() -> None:
               flush=True)
     bare = statistics.median(timings["bare PyTorch loop"])
     m = machine()
-    command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
+    command = command_line()
     lines = ["| loop | images/s (median) | time / bare loop |", "|---|---|---|"]
     rows = {}
     for label, secs in timings.items():
@@ -96,9 +93,8 @@ def main() -> None:
                  f"{cfg.data.dataset}, {images} images per epoch, batch {batch}, median of "
                  f"{args.repeats} after a warm-up. train_model's time excludes its final "
                  f"evaluation.")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps(
-        {"command": command, "machine": m, "images": images, "rows": rows}, indent=1) + "\n")
+    save_results("train_throughput",
+                 {"command": command, "machine": m, "images": images, "rows": rows})
     write_section("train_throughput", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
