@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from prunesearch.config import load_config
-from prunesearch.finetune import read_finetuned
 from prunesearch.pipeline import finetune_run, run_job
-from prunesearch.runs import read_journal
+from prunesearch.runs.finetuned import read_finetuned
+from prunesearch.runs.journal import read_journal
 
 
 def search(config: Path | None, base: list[str], out: Path, name: str,

@@ -52,7 +52,7 @@ def main() -> None:
             rows.append(_row("dass", c, tuned[c.id], d, space, wall))
         gm_dir, gm_cands, gm_wall = search(CONFIG, [], out, "gm",
                                            "search.strategy=global-magnitude",
-                                           f"search.masks.densities={densities}",
+                                           f"search.global-magnitude.densities={densities}",
                                            f"search.budget={len(densities)}")
         gm_tuned = finetune(gm_dir, [c.id for c in gm_cands], *ft)
         for c in gm_cands:

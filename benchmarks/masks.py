@@ -31,8 +31,8 @@ from _finetuned import finetune, search  # noqa: E402
 from _machine import RESULTS, command_line, machine, save_results, write_section  # noqa: E402,E501
 
 from prunesearch.config import load_config  # noqa: E402
-from prunesearch.finetune import read_finetuned  # noqa: E402
 from prunesearch.pipeline import prepare  # noqa: E402
+from prunesearch.runs.finetuned import read_finetuned  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 TARGETS = (0.5, 0.2, 0.1)
@@ -66,7 +66,8 @@ def bench(model: str, setup: dict, out: Path) -> dict:
     # weight-sharing allocations, then the same fine-tuning for each at each target
     param_targets = [(t * masked_weights + other_params) / space.dense_params for t in TARGETS]
     extra = {"dp": [f"search.dp.targets={param_targets}", "search.dp.cost=params"],
-             "global-magnitude": [f"search.masks.densities={list(TARGETS)}"], "uniform": []}
+             "global-magnitude": [f"search.global-magnitude.densities={list(TARGETS)}"],
+             "uniform": []}
     additivity = None
     for method, opts in extra.items():
         run_dir, cands, search_s = search(setup["config"], setup["overrides"], out, method,
@@ -93,12 +94,13 @@ def bench(model: str, setup: dict, out: Path) -> dict:
 
     # networks trained by the strategy itself
     trained = {
-        "random-masks": [f"search.masks.densities={list(TARGETS)}", "search.masks.distribution=erk",
-                         f"search.masks.epochs={setup['scratch_epochs']}"],
+        "random-masks": [f"search.random-masks.densities={list(TARGETS)}",
+                         "search.random-masks.distribution=erk",
+                         f"search.random-masks.epochs={setup['scratch_epochs']}"],
         "imp": [f"search.budget={setup['imp_rounds'] + 1}",
-                f"search.masks.epochs={setup['round_epochs']}"],
-        "bip": [f"search.masks.densities={list(TARGETS[1:])}",
-                f"search.masks.epochs={setup['round_epochs']}"],
+                f"search.imp.epochs={setup['round_epochs']}"],
+        "bip": [f"search.bip.densities={list(TARGETS[1:])}",
+                f"search.bip.epochs={setup['round_epochs']}"],
     }
     for method, opts in trained.items():
         run_dir, _, wall = search(setup["config"], setup["overrides"], out, method,

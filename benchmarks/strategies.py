@@ -53,11 +53,9 @@ def main() -> None:
             recorded: list[Result] = []
             with tempfile.TemporaryDirectory() as tmp:
                 ctx = SearchContext(prep.space, evaluator, Budget(args.evals), seed, Path(tmp),
-                                    recorded.append, width_ratios=cfg.space.width_ratios)
+                                    recorded.append, batch_size=cfg.search.batch_size)
                 start = time.perf_counter()
-                create_strategy(name, batch_size=cfg.search.batch_size,
-                                seed_uniform=cfg.search.seed_uniform,
-                                emo=cfg.search.emo).search(ctx)
+                create_strategy(name, cfg.search.options_of(name)).search(ctx)
                 wall = time.perf_counter() - start
             hv = hypervolume_history([r.val_acc for r in recorded], [r.macs for r in recorded],
                                      prep.space.dense_macs)
@@ -84,7 +82,7 @@ def main() -> None:
     table.append(f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, torch "
                  f"{m['torch']}; {args.evals} evaluations per run, seeds {seeds}, best HV "
                  f"{best:.4f}; the default job's evaluator (proxy accuracy on 2000 validation "
-                 f"images); emo = NSGA-II, population {cfg.search.emo.pop_size}.")
+                 f"images); emo = NSGA-II, population {cfg.search.options_of('emo').pop_size}.")
     text = "\n".join(table) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "strategies.json").write_text(json.dumps(

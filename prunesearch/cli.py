@@ -55,7 +55,7 @@ def run(
 
 
 def _print_front(run_dir: Path) -> None:
-    from prunesearch.runs import RunView
+    from prunesearch.runs.rundir import RunView
 
     view = RunView.load(run_dir)
     dense = view.summary["dense"]
@@ -152,8 +152,8 @@ def plot(
 
     Example: prunesearch plot runs/a runs/b -o compare.png
     """
-    from prunesearch.runs import RunView, plot_fronts
-    from prunesearch.runs.plots import plot_hv_histories
+    from prunesearch.runs.plots import plot_fronts, plot_hv_histories
+    from prunesearch.runs.rundir import RunView
 
     views = [RunView.load(p) for p in run_dirs]
     files = plot_fronts([v.series() for v in views], output,

@@ -6,22 +6,21 @@ validates; every failure becomes a `ConfigError` naming the field and the fix.
 
 from __future__ import annotations
 
+import importlib
 import json
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from prunesearch.errors import ConfigError
+from prunesearch.models.options import ModelConfig
+from prunesearch.options import Options
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Section):
+class DataConfig(Options):
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     val_size: int | None = Field(None, ge=1, description="examples held out of the training "
@@ -29,26 +28,7 @@ class DataConfig(_Section):
     download: bool = True
 
 
-class TrainConfig(_Section):
-    """Dense-training recipe: SGD with momentum, cosine schedule, light augmentation."""
-
-    epochs: int = Field(3, ge=0)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    augment: bool = True
-    max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
-
-
-class ModelConfig(_Section):
-    name: str = "resnet20"
-    width_mult: float = Field(1.0, gt=0)
-    checkpoint: str | None = None
-    train: TrainConfig = TrainConfig()
-
-
-class SpaceConfig(_Section):
+class SpaceConfig(Options):
     width_ratios: list[float] = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
     depth: bool = True
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
@@ -70,108 +50,27 @@ class SpaceConfig(_Section):
         return sorted(set(v))
 
 
-class EmoConfig(_Section):
-    """Options of the `emo` strategy (pymoo)."""
+class SearchConfig(Options):
+    """`[search]`: the strategy and its budget. Each registered strategy with options adds its
+    own `[search.<name>]` section (see `run_config_model`); `options_of(name)` reads it."""
 
-    algorithm: str = "nsga2"
-    pop_size: int = Field(40, ge=4)
-    max_generations: int | None = Field(None, ge=1, description="a budget in generations")
-    macs_min: float = Field(0.0, ge=0, le=1, description="constraint: MACs ratio >= this")
-    macs_max: float = Field(1.0, gt=0, le=1, description="constraint: MACs ratio <= this")
-    third_objective: Literal["params"] | None = None
-
-
-class DpConfig(_Section):
-    """Options of the `dp` strategy (layer-adaptive allocation)."""
-
-    cost: Literal["macs", "params"] = "macs"
-    bins: int = Field(2000, ge=10, description="budget bins of the dynamic program")
-    additivity_samples: int = Field(30, ge=0, description="random archs checking additivity")
-    targets: list[float] = Field(default_factory=list, description="cost ratios whose exact "
-                                 "allocation is evaluated first (the rest spreads on the front)")
-
-
-class MasksConfig(_Section):
-    """Options of the weight-mask baselines: global-magnitude, random-masks, imp, bip."""
-
-    densities: list[float] = Field(default_factory=list, description="overall weight "
-                                   "densities evaluated (global-magnitude: first, then a sweep; "
-                                   "random-masks/bip: one trained network each)")
-    min_density: float = Field(0.0, ge=0, lt=1, description="global-magnitude/imp: per-layer "
-                               "floor")
-    distribution: Literal["uniform", "erk"] = "uniform"
-    prune_fraction: float = Field(0.2, gt=0, lt=1, description="imp: of remaining, per round")
-    rewind_steps: int = Field(200, ge=0, description="imp: optimizer steps of the checkpoint "
-                              "every round rewinds to")
-    epochs: int | None = Field(None, ge=1, description="training epochs per network or round "
-                               "(default: model.train.epochs)")
-    gamma: float = Field(1.0, gt=0, description="bip: lower-level strong-convexity weight")
-    score_lr: float = Field(0.01, gt=0, description="bip: Adam step on the mask scores "
-                            "(scores start at |weight| / std of the layer)")
-
-    @field_validator("densities")
-    @classmethod
-    def _densities_in_range(cls, v: list[float]) -> list[float]:
-        if any(not 0 < d <= 1 for d in v):
-            raise ValueError("densities must be fractions of the weights in (0, 1]")
-        return sorted(set(v), reverse=True)
-
-
-class DifferentiableConfig(_Section):
-    """Options shared by the differentiable strategies (tas, dass)."""
-
-    targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
-                                 description="MACs ratios: one search each")
-    epochs: int = Field(3, ge=1)
-    tolerance: float = Field(0.05, gt=0, lt=1, description="band around each target")
-    macs_weight: float = Field(2.0, ge=0, description="weight of the MACs loss")
-    arch_lr: float = Field(1e-2, gt=0, description="Adam on the architecture logits")
-    arch_weight_decay: float = Field(1e-3, ge=0)
-    tau_max: float = Field(10.0, gt=0)
-    tau_min: float = Field(0.1, gt=0)
-    max_train_images: int | None = Field(None, ge=2, description="search on a prefix")
-
-    @field_validator("targets")
-    @classmethod
-    def _targets_in_range(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0 < t <= 1 for t in v):
-            raise ValueError("targets must be a non-empty list of MACs ratios in (0, 1]")
-        return sorted(set(v))
-
-
-class TasConfig(DifferentiableConfig):
-    """Options of the `tas` strategy (widths and depths)."""
-
-    n_sample: int = Field(2, ge=1, description="choices sampled per dimension per step")
-
-
-class DassConfig(DifferentiableConfig):
-    """Options of the `dass` strategy (weight densities); targets are sparse-MACs ratios."""
-
-    targets: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.5],
-                                 description="sparse-MACs ratios: one search each")
-
-
-class SearchConfig(_Section):
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
     time_limit: float | None = Field(None, gt=0, description="seconds of search wall time")
     batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
-    seed_uniform: bool = Field(True, description="random/tpe/emo start with the uniform sweep")
-    emo: EmoConfig = EmoConfig()
-    dp: DpConfig = DpConfig()
-    masks: MasksConfig = MasksConfig()
-    tas: TasConfig = TasConfig()
-    dass: DassConfig = DassConfig()
+
+    def options_of(self, strategy: str) -> Options | None:
+        """The validated `[search.<strategy>]` section (None: the strategy has no options)."""
+        return getattr(self, _field_name(strategy), None)
 
 
-class EvaluatorConfig(_Section):
-    calib_batches: int = Field(8, ge=1, description="training batches for adaptive BN")
-    batch_size: int = Field(256, ge=1)
-    val_images: int = Field(1000, ge=1, description="fixed validation subset for the proxy")
+class EvaluatorConfig(Options):
+    """`[evaluator]`: `kind` plus the options of that evaluator kind (see `run_config_model`)."""
+
+    kind: str = "weight-sharing"
 
 
-class FinetuneConfig(_Section):
+class FinetuneConfig(Options):
     """Which front points are trained back to strength, and how (dense recipe's schedule)."""
 
     enabled: bool = True
@@ -194,9 +93,12 @@ class FinetuneConfig(_Section):
         return sorted(set(v))
 
 
-class RunConfig(_Section):
+class RunConfig(Options):
     name: str = "run"
     seed: int = 0
+    plugins: list[str] = Field(default_factory=list, description="modules imported before the "
+                               "config is read: they register strategies, evaluators, datasets, "
+                               "layer types")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     space: SpaceConfig = SpaceConfig()
@@ -235,19 +137,78 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, str]]:
     return parsed
 
 
+def _field_name(strategy: str) -> str:
+    return strategy.replace("-", "_")
+
+
+def run_config_model(evaluator_kind: str = "weight-sharing") -> type[RunConfig]:
+    """RunConfig with a `[search.<name>]` section per registered strategy that has options and
+    the `[evaluator]` options of `evaluator_kind`, so pydantic validates them like any section
+    (errors name e.g. `search.emo.pop_size`). Built from the registries as they are now: a
+    strategy registered by a plugin or a test gets its section."""
+    # imported here, not at the top: `prunesearch --help` must not pay for torch and the
+    # strategies' libraries; nothing under search/ or evaluators/ imports this module
+    from prunesearch.evaluators import evaluator_options
+    from prunesearch.search.registry import strategy_options
+
+    sections = strategy_options()
+    key = (tuple(sections.items()), evaluator_kind)
+    if key not in _MODELS:
+        search = create_model("SearchConfig", __base__=SearchConfig, **{
+            _field_name(name): (model, Field(default_factory=model, alias=name))
+            for name, model in sections.items()})
+        evaluator = create_model("EvaluatorConfig", __base__=evaluator_options(evaluator_kind),
+                                 kind=(Literal[evaluator_kind], evaluator_kind))
+        _MODELS[key] = create_model("RunConfig", __base__=RunConfig,
+                                    search=(search, Field(default_factory=search)),
+                                    evaluator=(evaluator, Field(default_factory=evaluator)))
+    return _MODELS[key]
+
+
+_MODELS: dict[tuple[Any, ...], type[RunConfig]] = {}
+
+
+def import_plugins(plugins: Any, source: str) -> None:
+    """Import the modules a config names in `plugins` (they register what they define)."""
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        raise ConfigError(f"Invalid config {source}: 'plugins' must be a list of module names, "
+                          f"e.g. plugins = [\"mypackage.strategies\"]; got {plugins!r}.")
+    for module in plugins:
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            raise ConfigError(f"Config {source}: plugin module '{module}' cannot be imported "
+                              f"({type(err).__name__}: {err}). Install it or put it on "
+                              f"PYTHONPATH, or remove it from 'plugins'.") from None
+
+
 def config_from_dict(tree: dict[str, Any], source: str) -> RunConfig:
+    import_plugins(tree.get("plugins", []), source)
+    evaluator = tree.get("evaluator", {})
+    kind = evaluator.get("kind", "weight-sharing") if isinstance(evaluator, dict) else None
     try:
-        return RunConfig.model_validate(tree)
+        model = run_config_model(kind if isinstance(kind, str) else "weight-sharing")
+        return model.model_validate(tree)
+    except ConfigError as err:
+        raise ConfigError(f"Invalid config {source}: {err}") from None
     except ValidationError as err:
         problems = []
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
             if e["type"] == "extra_forbidden":
+                hint = (f"; strategies with options: {', '.join(_strategy_sections())}"
+                        if where.startswith("search.") and where.count(".") == 1 else "")
                 problems.append(f"unknown key '{where}' (check its spelling; see the example "
-                                f"configs in configs/)")
+                                f"configs in configs/{hint})")
             else:
                 problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
         raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
+
+
+def _strategy_sections() -> list[str]:
+    from prunesearch.search.registry import strategy_options
+
+    return list(strategy_options())
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -284,5 +245,10 @@ def config_to_toml(cfg: RunConfig) -> str:
             if isinstance(v, dict):
                 emit(f"{prefix}.{k}" if prefix else k, v)
 
-    emit("", cfg.model_dump())
+    data = cfg.model_dump(by_alias=True)
+    chosen = cfg.search.strategy
+    for name in _strategy_sections():  # only the sections that matter: the strategy's own and
+        if name != chosen and _field_name(name) not in cfg.search.model_fields_set:  # set ones
+            data["search"].pop(name, None)
+    emit("", data)
     return "\n".join(lines).lstrip() + "\n"

@@ -22,17 +22,12 @@ from prunesearch.config import FinetuneConfig, RunConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
-from prunesearch.runs.files import append_row, open_journal, read_rows, save_state
+from prunesearch.runs.finetuned import read_finetuned, save_trained
 from prunesearch.spaces import Arch, layer_densities
 from prunesearch.spaces.masks import hold_masks, magnitude_masks, release_masks
 from prunesearch.spaces.slicing import Slicer
 
 log = logging.getLogger("prunesearch")
-
-FINETUNE_CSV, WEIGHTS_DIR = "finetune.csv", "finetuned"
-COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_ratio",
-           "proxy_val_acc", "val_acc", "test_acc", "seconds", "weights"]
-
 
 def variant_name(cfg: RunConfig) -> str:
     """The run's main variant: how its front was fine-tuned, or the strategy's name for a
@@ -69,34 +64,6 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
                 picks.append(max(under, key=lambda r: (r["val_acc"], -r["macs"])))
     unique = {r["id"]: r for r in picks}
     return sorted(unique.values(), key=lambda r: r["macs"])
-
-
-def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = read_rows(run_dir / FINETUNE_CSV)
-    for r in rows:
-        for key in ("id", "epochs", "macs", "params"):
-            r[key] = int(r[key])
-        for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
-            r[key] = float(r[key])
-        r["kd"] = r["kd"] == "True"
-    return rows
-
-
-def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant: str,
-                 init: str, kd: bool, epochs: int, val_acc: float, test_acc: float,
-                 seconds: float) -> dict[str, Any]:
-    """Save a trained model's weights and append its row to finetune.csv (`point` is its
-    candidate row: id, macs, params, macs_ratio, val_acc as the proxy)."""
-    journal = run_dir / FINETUNE_CSV
-    open_journal(journal, COLUMNS)
-    weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
-    save_state(run_dir / weights, model)
-    row = {"id": point["id"], "variant": variant, "init": init, "kd": kd, "epochs": epochs,
-           "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
-           "proxy_val_acc": point["val_acc"], "val_acc": val_acc, "test_acc": test_acc,
-           "seconds": seconds, "weights": str(weights)}
-    append_row(journal, [row[c] for c in COLUMNS])
-    return row
 
 
 def _scratch(model: nn.Module, seed: int) -> nn.Module:

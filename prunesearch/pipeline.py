@@ -17,15 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prunesearch.config import RunConfig
 from prunesearch.data import DatasetSplits, load_dataset
-from prunesearch.errors import ConfigError, UserError
-from prunesearch.evaluators import Result, WeightSharingEvaluator
-from prunesearch.finetune import finetune_front, read_finetuned, variant_name
+from prunesearch.errors import UserError
+from prunesearch.evaluators import Evaluator, Result, create_evaluator
+from prunesearch.finetune import finetune_front, variant_name
 from prunesearch.models import build_model, dense_model, evaluate_accuracy
-from prunesearch.runs import RunDir, RunView, read_journal
 from prunesearch.runs.export import FORMATS, build_slim, write_export
+from prunesearch.runs.finetuned import read_finetuned
+from prunesearch.runs.journal import read_journal
 from prunesearch.runs.latency import measure_latency_ms
-from prunesearch.search import Budget, SearchContext, create_strategy, strategy_trains
-from prunesearch.search.trained import TrainingKit
+from prunesearch.runs.rundir import RunDir, RunView
+from prunesearch.search import Budget, SearchContext, TrainingKit, create_strategy, strategy_trains
 from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
@@ -55,24 +56,10 @@ def build_space(cfg: RunConfig, model: torch.nn.Module, data: DatasetSplits) -> 
                             cfg.space.ignore, cfg.space.densities)
 
 
-def calibration_images(cfg: RunConfig, data: DatasetSplits) -> torch.Tensor:
-    """The fixed training images every candidate's BatchNorm is recalibrated on."""
-    n = cfg.evaluator.calib_batches * cfg.evaluator.batch_size
-    g = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(len(data.train_x), generator=g)[:n]
-    return data.train_x[idx.to(data.train_x.device)]
-
-
 def make_evaluator(cfg: RunConfig, space: Space, model: torch.nn.Module,
-                   data: DatasetSplits) -> WeightSharingEvaluator:
-    n_val = cfg.evaluator.val_images
-    if n_val > len(data.val_x):
-        raise ConfigError(f"evaluator.val_images ({n_val}) exceeds the validation split "
-                          f"({len(data.val_x)} examples); lower evaluator.val_images or raise "
-                          f"data.val_size.")
-    return WeightSharingEvaluator(space, model, calibration_images(cfg, data),
-                                  data.val_x[:n_val], data.val_y[:n_val],
-                                  cfg.evaluator.batch_size)
+                   data: DatasetSplits) -> Evaluator:
+    """The config's evaluator kind with its options, over the dense model's weights."""
+    return create_evaluator(cfg.evaluator.kind, space, model, data, cfg.evaluator, cfg.seed)
 
 
 @dataclass
@@ -89,7 +76,7 @@ class Prepared:
     model: torch.nn.Module
     dense_meta: dict[str, Any]
     space: Space
-    evaluator: WeightSharingEvaluator
+    evaluator: Evaluator
     timings: dict[str, float]
 
 
@@ -162,15 +149,12 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
     """Search, then (unless finetune.enabled is false) fine-tune the chosen front points."""
     console = console or Console(stderr=True)
     dev = resolve_device(device)
+    strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))
     run = RunDir.open(out, cfg, resume)
     with _logging_to(run, console if progress else None):
         t0 = time.perf_counter()
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
-        strategy = create_strategy(cfg.search.strategy, batch_size=cfg.search.batch_size,
-                                   seed_uniform=cfg.search.seed_uniform, emo=cfg.search.emo,
-                                   dp=cfg.search.dp, masks=cfg.search.masks,
-                                   tas=cfg.search.tas, dass=cfg.search.dass)
         prep = prepare(cfg, dev, progress)
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)
@@ -186,7 +170,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         ctx = SearchContext(prep.space, prep.evaluator,
                             Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
                             run.path, record, n_evals=len(journal.candidates),
-                            width_ratios=cfg.space.width_ratios, model=prep.model,
+                            batch_size=cfg.search.batch_size, model=prep.model,
                             training=training_kit(cfg, prep, dev),
                             progress=bar.progress if progress else None)
         t = time.perf_counter()
@@ -233,7 +217,7 @@ def _finetune_and_write(cfg: RunConfig, run: RunDir, prep: Prepared, dev: torch.
     view = RunView.load(run.path)
     front = view.candidate_rows(cfg.finetune.ids) if cfg.finetune.ids else view.front
     t = time.perf_counter()
-    finetune_front(cfg, run.path, front, prep.evaluator.slicer, prep.model, prep.data, dev,
+    finetune_front(cfg, run.path, front, prep.space.slicer(prep.model), prep.model, prep.data, dev,
                    progress)
     prep.timings["finetune_s"] = time.perf_counter() - t
     candidates = read_journal(run.path / "candidates.csv")

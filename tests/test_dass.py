@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from prunesearch.config import load_config
-from prunesearch.finetune import read_finetuned
 from prunesearch.models import create_model
 from prunesearch.pipeline import run_job
-from prunesearch.runs import read_journal
+from prunesearch.runs.finetuned import read_finetuned
+from prunesearch.runs.journal import read_journal
 from prunesearch.search.dass import soft_mask
 from prunesearch.spaces import Space, layer_densities
 from prunesearch.spaces.masks import kept_weights, magnitude_mask

@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import user_dataset
 
-from prunesearch.data import DatasetSplits, list_datasets, load_dataset, make_splits
+from prunesearch.data import (
+    DatasetSplits,
+    RawDataset,
+    list_datasets,
+    load_dataset,
+    make_splits,
+    register_dataset,
+)
+from prunesearch.data import registry as data_registry
 from prunesearch.data.download import fetch_files
 from prunesearch.data.idx import read_idx, read_images_and_labels
 from prunesearch.data.idx_datasets import (
@@ -406,8 +415,116 @@ def test_list_datasets() -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DataError, match="unknown dataset 'fmnist'; available: fashion-mnist"):
+    with pytest.raises(DataError, match="unknown dataset 'fmnist'; available: fashion-mnist") as e:
         load_dataset("fmnist")
+    assert "'package.module:factory'" in str(e.value)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datasets registered by a test are forgotten after it."""
+    monkeypatch.setattr(data_registry, "_DATASETS", dict(data_registry._DATASETS))
+
+
+def test_registered_dataset_loads(scratch_registry: None) -> None:
+    calls: list[dict[str, object]] = []
+
+    @register_dataset("blobs")
+    def load_blobs(download: bool, **rest: object) -> RawDataset:
+        calls.append({"download": download, **rest})
+        return user_dataset.blobs()
+
+    register_dataset("blobs-5", default_val_size=5)(user_dataset.no_args)
+    assert list_datasets()[-2:] == ["blobs", "blobs-5"]
+    splits = load_dataset("blobs", data_dir="~/somewhere", download=False)
+    assert calls == [{"download": False, "data_dir": Path.home() / "somewhere"}]
+    assert splits.name == "blobs" and splits.num_classes == user_dataset.CLASSES
+    assert len(splits.val_y) == user_dataset.N_TRAIN // 10  # the default: 10% of train
+    assert len(load_dataset("blobs-5").val_y) == 5
+    assert len(load_dataset("blobs", val_size=7).val_y) == 7
+
+
+def test_duplicate_or_invalid_registration(scratch_registry: None) -> None:
+    with pytest.raises(ValueError, match="dataset 'synthetic' is already registered by "
+                       "prunesearch.data.synthetic.load_synthetic"):
+        register_dataset("synthetic")(user_dataset.no_args)
+    register_dataset("blobs")(user_dataset.no_args)
+    with pytest.raises(ValueError, match="'blobs' is already registered"):
+        register_dataset("blobs", default_val_size=3)(user_dataset.blobs)
+    with pytest.raises(ValueError, match="without ':'"):
+        register_dataset("user_dataset:blobs")
+    with pytest.raises(ValueError, match="default_val_size must be at least 1"):
+        register_dataset("tiny", default_val_size=0)
+
+
+def test_user_dataset_spec(tmp_path: Path) -> None:
+    splits = load_dataset("user_dataset:no_args", seed=1)
+    assert splits.name == "user_dataset:no_args" and splits.input_shape == (6,)
+    assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (36, 4, 10)
+    assert len(load_dataset("user_dataset:as_tuple", download=False, val_size=9).val_y) == 9
+
+    user_dataset.save_blobs(tmp_path)
+    from_dir = load_dataset("user_dataset:from_dir", data_dir=tmp_path, seed=1)
+    assert torch.equal(from_dir.train_x, splits.train_x)
+    # the fingerprint keys cached checkpoints: the same data give the same key, changed data
+    # (same name, same labels) another one
+    again = load_dataset("user_dataset:from_dir", data_dir=tmp_path, seed=1)
+    assert from_dir.fingerprint() == again.fingerprint()
+    user_dataset.save_blobs(tmp_path, shift=0.5)
+    shifted = load_dataset("user_dataset:from_dir", data_dir=tmp_path, seed=1)
+    assert torch.equal(shifted.train_y, from_dir.train_y)
+    assert shifted.fingerprint() != from_dir.fingerprint()
+    assert load_dataset("synthetic").content_digest == ""  # built-ins keep their old keys
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("garbage", "returned a int, not a RawDataset"),
+        ("four_items", "returned a tuple of 4 items, not a RawDataset"),
+        ("numpy_inputs", "returned a ndarray as train_x, not a torch.Tensor; convert it"),
+        ("label_out_of_range", "returned train label 2 with num_classes = 2; labels must lie in "
+         "0..1"),
+        ("float_labels", "returned train_y of shape (40,) and dtype torch.float32; labels are a "
+         "1-D integer tensor"),
+        ("missing_labels", "returned 10 test inputs but 9 test labels"),
+        ("mismatched_shapes", "returned train examples of shape (6,) but test examples of shape "
+         "(5,)"),
+        ("nan_inputs", "returned train_x holding NaN or infinite values"),
+        ("string_num_classes", "returned num_classes = '3', not an int"),
+        ("explodes", "calling it with no arguments raised RuntimeError: disk on fire second line"),
+        ("from_dir", "calling it with ['data_dir'] raised TypeError"),
+    ],
+)
+def test_user_dataset_returns_garbage(factory: str, message: str) -> None:
+    with pytest.raises(DataError) as error:
+        load_dataset(f"user_dataset:{factory}")
+    text = str(error.value)
+    assert text.startswith(f"dataset spec 'user_dataset:{factory}'") and message in text, text
+    assert "returns prunesearch.data.RawDataset(train_x, train_y" in text  # the contract
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("surely_missing_module_xyz:load", "module 'surely_missing_module_xyz' was not found; "
+         "make it importable"),
+        ("user_dataset:missing", "'user_dataset' has no attribute 'missing'; it defines: "),
+        ("user_dataset:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a function or class that "
+         "returns a RawDataset"),
+        ("broken_user_dataset:load", "importing 'broken_user_dataset' raised ValueError: "
+         "bad config"),
+    ],
+)
+def test_user_dataset_spec_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str, message: str
+) -> None:
+    (tmp_path / "broken_user_dataset.py").write_text("raise ValueError('bad config')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DataError) as error:
+        load_dataset(spec)
+    assert str(error.value).startswith(f"dataset spec '{spec}': ") and message in str(error.value)
 
 
 def test_synthetic_is_deterministic_and_learnable() -> None:

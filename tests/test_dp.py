@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from prunesearch.config import DpConfig
 from prunesearch.evaluators import WeightSharingEvaluator
 from prunesearch.models import create_model
 from prunesearch.search import Budget, SearchContext, create_strategy
-from prunesearch.search.dp import TABLE_FILE, allocate
+from prunesearch.search.dp import TABLE, allocate
 from prunesearch.spaces import Space
 
 
@@ -49,13 +48,13 @@ def test_dp_on_a_masked_space_meets_targets_and_records_additivity(tmp_path):
     ev = WeightSharingEvaluator(space, model, x[:128], x[128:], y[128:], batch_size=64)
     recorded = []
     ctx = SearchContext(space, ev, Budget(12), 0, tmp_path, recorded.append)
-    create_strategy("dp", dp=DpConfig(targets=[0.2, 0.5], additivity_samples=10,
-                                      bins=500)).search(ctx)
+    create_strategy("dp", {"targets": [0.2, 0.5], "additivity_samples": 10,
+                           "bins": 500}).search(ctx)
     assert 2 < len(recorded) <= 12 and len({r.arch for r in recorded}) == len(recorded)
     dense = space.dense_macs
     assert recorded[0].macs <= 0.2 * dense and recorded[1].macs <= 0.5 * dense
     assert recorded[1].macs > 0.45 * dense  # the fit uses the budget, not far below it
-    saved = json.loads((tmp_path / TABLE_FILE).read_text())
+    saved = json.loads((tmp_path / f"{TABLE}.json").read_text())
     assert saved["additivity"]["samples"] == 10
     assert -1 <= saved["additivity"]["pearson"] <= 1
     # at the same sparse MACs, the minimum-distortion allocation distorts less than uniform
@@ -64,7 +63,7 @@ def test_dp_on_a_masked_space_meets_targets_and_records_additivity(tmp_path):
     target = space.macs(uniform) / dense
     fresh = WeightSharingEvaluator(space, model, x[:128], x[128:], y[128:], batch_size=64)
     got = []
-    create_strategy("dp", dp=DpConfig(targets=[target])).search(  # reuses the saved table
+    create_strategy("dp", {"targets": [target]}).search(  # reuses the saved table
         SearchContext(space, fresh, Budget(1), 0, tmp_path, got.append))
     assert got[0].macs <= space.macs(uniform)
 

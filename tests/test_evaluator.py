@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunesearch.config import TrainConfig
 from prunesearch.data import load_dataset
 from prunesearch.evaluators import WeightSharingEvaluator, recalibrate_batchnorm
 from prunesearch.models import create_model, evaluate_accuracy, train_model
+from prunesearch.models.options import TrainConfig
 from prunesearch.spaces import Space
 
 

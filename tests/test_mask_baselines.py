@@ -11,10 +11,10 @@ import torch
 
 from prunesearch.config import load_config
 from prunesearch.errors import UserError
-from prunesearch.finetune import read_finetuned
 from prunesearch.models import build_model
 from prunesearch.pipeline import finetune_run, run_job
-from prunesearch.runs import read_journal
+from prunesearch.runs.finetuned import read_finetuned
+from prunesearch.runs.journal import read_journal
 from prunesearch.search.trained import ImpStrategy, rewind
 from prunesearch.spaces.masks import kept_weights, maskable_layers
 
@@ -65,7 +65,7 @@ def test_imp_prunes_a_fifth_per_round_and_rewinds_exactly(tmp_path):
         kept = sum(int(torch.count_nonzero(w)) for w in weights.values())
         assert kept / sum(w.numel() for w in weights.values()) == pytest.approx(expected,
                                                                               abs=0.005)
-    saved = torch.load(outcome.run_dir / ImpStrategy.STATE, weights_only=True)
+    saved = torch.load(outcome.run_dir / f"{ImpStrategy.STATE}.pt", weights_only=True)
     assert saved["round"] == 2
     net = build_model("resnet20", (1, 8, 8), 4, 0.5)
     net.load_state_dict(saved["model"])

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from prunesearch.config import ModelConfig, TrainConfig
 from prunesearch.data import DatasetSplits, make_splits
 from prunesearch.data.synthetic import load_synthetic
 from prunesearch.errors import ModelError
@@ -31,6 +30,7 @@ from prunesearch.models import (
     registry,
     train_model,
 )
+from prunesearch.models.options import ModelConfig, TrainConfig
 
 CPU = torch.device("cpu")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from prunesearch.evaluators import Result
-from prunesearch.runs import CandidateJournal, hypervolume, pareto_indices, read_journal
-from prunesearch.runs.pareto import hypervolume_history
+from prunesearch.runs.journal import CandidateJournal, read_journal
+from prunesearch.runs.pareto import hypervolume, hypervolume_history, pareto_indices
 from prunesearch.spaces import Arch
 
 

@@ -9,15 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunesearch.config import EmoConfig
+from prunesearch.data import load_dataset
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.models import create_model
+from prunesearch.models.options import TrainConfig
 from prunesearch.search import (
     Budget,
     SearchContext,
+    TrainingKit,
     create_strategy,
     list_strategies,
 )
+from prunesearch.search.registry import strategy_class
 from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
 
 
@@ -43,9 +46,28 @@ class CostProxyEvaluator(Evaluator):
 
 
 MODEL = create_model("resnet20", 1, 10, width_mult=0.5).eval()
-NEEDS_DENSITIES = {"global-magnitude"}  # mask allocation rules: a space with density dims
-# Strategies that train are tested end to end (test_mask_baselines.py, test_tas.py).
-CONTRACT = [n for n in list_strategies() if not create_strategy(n).needs_training]
+DATA = load_dataset("synthetic", val_size=64)
+TINY_RECIPE = TrainConfig(epochs=1, batch_size=32, max_train_images=64)
+# Small settings so every registered strategy, the training ones included, runs in seconds;
+# a strategy not listed (one registered by a plugin or a test) runs with its defaults.
+OPTIONS = {
+    "emo": {"pop_size": 6}, "emo-pms": {"pop_size": 6},
+    "tas": {"epochs": 1, "targets": [0.5], "max_train_images": 64},
+    "dass": {"epochs": 1, "targets": [0.3], "max_train_images": 64},
+    "imp": {"epochs": 1, "rewind_steps": 1},
+    "random-masks": {"epochs": 1, "densities": [0.5, 0.2]},
+    "bip": {"epochs": 1, "densities": [0.5]},
+}
+TRAINING_BUDGET = 3  # a training strategy's evaluations are whole trained networks
+
+
+def _fresh_model(seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model("resnet20", 1, 10, width_mult=0.5)
+
+
+KIT = TrainingKit(DATA, TINY_RECIPE, torch.device("cpu"), _fresh_model, DATA.val_x, DATA.val_y)
 
 
 @pytest.fixture(scope="module")
@@ -54,51 +76,65 @@ def space() -> Space:
 
 
 @pytest.fixture(scope="module")
-def masked_space() -> Space:
+def mixed_space() -> Space:
+    """Widths, depths and per-layer densities: every strategy finds the dimensions it needs."""
     return Space.from_model(MODEL, torch.zeros(1, 1, 8, 8), densities=(0.05, 0.2, 0.5))
 
 
 def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
-            fail_every: int = 0, **emo: object) -> tuple[list[Result], CostProxyEvaluator]:
+            fail_every: int = 0, **options: object) -> tuple[list[Result], CostProxyEvaluator]:
     recorded: list[Result] = []
     evaluator = CostProxyEvaluator(space, fail_every)
     tmp.mkdir(parents=True, exist_ok=True)
     ctx = SearchContext(space, evaluator, Budget(budget), seed, tmp, recorded.append,
-                        width_ratios=DEFAULT_WIDTH_RATIOS, model=MODEL)
-    create_strategy(name, batch_size=4, emo=EmoConfig(pop_size=6, **emo)).search(ctx)
+                        batch_size=4, model=MODEL, training=KIT)
+    strategy_options = {**OPTIONS.get(name, {}), **options}
+    create_strategy(name, strategy_options if strategy_class(name).options_model else None
+                    ).search(ctx)
     return recorded, evaluator
 
 
-@pytest.fixture
-def space_for(space, masked_space):
-    return lambda name: masked_space if name in NEEDS_DENSITIES else space
+def _budget(name: str) -> int:
+    return TRAINING_BUDGET if strategy_class(name).needs_training else 20
+
+
+CONTRACT = list_strategies()
 
 
 @pytest.mark.parametrize("name", CONTRACT)
-def test_strategy_stays_in_bounds_and_budget(space_for, name, tmp_path):
-    space = space_for(name)
-    recorded, _ = _search(space, name, tmp_path)
-    assert 0 < len(recorded) <= 20
-    assert len({r.arch for r in recorded}) == len(recorded)  # each candidate once
+def test_strategy_stays_in_bounds_and_budget(mixed_space, name, tmp_path):
+    budget = _budget(name)
+    recorded, _ = _search(mixed_space, name, tmp_path, budget=budget)
+    assert 0 < len(recorded) <= budget
+    if not strategy_class(name).trains:  # trained networks may round to one grid arch
+        assert len({r.arch for r in recorded}) == len(recorded)  # each candidate once
     for r in recorded:
-        genes = space.encode(r.arch)
-        assert all(0 <= g < b for g, b in zip(genes, space.bounds(), strict=True))
+        genes = mixed_space.encode(r.arch)
+        assert all(0 <= g < b for g, b in zip(genes, mixed_space.bounds(), strict=True))
 
 
 @pytest.mark.parametrize("name", CONTRACT)
-def test_strategy_is_deterministic_per_seed(space_for, name, tmp_path):
-    a, _ = _search(space_for(name), name, tmp_path / "a", seed=3)
-    b, _ = _search(space_for(name), name, tmp_path / "b", seed=3)
-    assert [r.arch for r in a] == [r.arch for r in b]
+def test_strategy_is_deterministic_per_seed(mixed_space, name, tmp_path):
+    a, _ = _search(mixed_space, name, tmp_path / "a", seed=3, budget=_budget(name))
+    b, _ = _search(mixed_space, name, tmp_path / "b", seed=3, budget=_budget(name))
+    assert [(r.arch, r.macs, r.val_acc) for r in a] == [(r.arch, r.macs, r.val_acc) for r in b]
 
 
 @pytest.mark.parametrize("name", CONTRACT)
-def test_strategy_survives_failing_candidates(space_for, name, tmp_path):
-    recorded, _ = _search(space_for(name), name, tmp_path, fail_every=3)
+def test_strategy_survives_failing_candidates(mixed_space, name, tmp_path):
+    """Every third evaluation fails (every one, for a training strategy, whose few evaluator
+    calls are its final candidates): the failures are recorded and the search goes on."""
+    budget = _budget(name)
+    trains = strategy_class(name).needs_training
+    recorded, evaluator = _search(mixed_space, name, tmp_path, budget=budget,
+                                  fail_every=1 if trains else 3)
     failed = [r for r in recorded if not r.ok]
-    assert failed and all("simulated" in r.error for r in failed)
-    if name not in ("uniform", "global-magnitude"):  # sweeps may be shorter than the budget
-        assert len(recorded) == 20
+    assert all("simulated" in r.error for r in failed)
+    assert len(failed) == evaluator.calls // (1 if trains else 3)  # each failure recorded
+    if not trains:
+        assert failed
+        if name not in ("uniform", "global-magnitude"):  # sweeps may be shorter than budget
+            assert len(recorded) == budget
 
 
 def test_unknown_strategy_lists_the_available_ones():
@@ -130,16 +166,16 @@ def test_time_limit_ends_the_search_before_the_evaluation_budget(space, tmp_path
             return super()._score(arch)
 
     ctx = SearchContext(space, Slow(space), Budget(1000, time_limit=0.5), 0, tmp_path,
-                        recorded.append, width_ratios=DEFAULT_WIDTH_RATIOS)
-    create_strategy("random", batch_size=4).search(ctx)
+                        recorded.append, batch_size=4)
+    create_strategy("random").search(ctx)
     assert 3 <= len(recorded) < 30
 
 
 def test_emo_runs_generations_and_keeps_the_macs_constraint(space, tmp_path):
-    from prunesearch.search.emo import STATE_FILE
+    from prunesearch.search.emo import STATE
 
     recorded, _ = _search(space, "emo", tmp_path, budget=60, macs_min=0.3, macs_max=0.6)
-    assert len(recorded) == 60 and (tmp_path / STATE_FILE).exists()
+    assert len(recorded) == 60 and (tmp_path / f"{STATE}.json").exists()
     late = [r.macs / space.dense_macs for r in recorded[30:]]
     inside = sum(0.3 <= x <= 0.6 for x in late) / len(late)
     early = [r.macs / space.dense_macs for r in recorded[:6]]
@@ -153,8 +189,8 @@ def test_emo_resumed_from_its_checkpoint_matches_an_uninterrupted_run(space, tmp
     fresh = CostProxyEvaluator(space)
     fresh.seed_cache(first)
     ctx = SearchContext(space, fresh, Budget(30), 0, tmp_path / "cut", resumed.append,
-                        n_evals=len(first), width_ratios=DEFAULT_WIDTH_RATIOS)
-    create_strategy("emo", emo=EmoConfig(pop_size=6)).search(ctx)
+                        n_evals=len(first), batch_size=4)
+    create_strategy("emo", {"pop_size": 6}).search(ctx)
     assert [r.arch for r in first + resumed] == [r.arch for r in whole]
 
 
@@ -162,7 +198,7 @@ def test_unknown_emo_algorithm_lists_the_available_ones():
     from prunesearch.errors import ConfigError
 
     with pytest.raises(ConfigError, match="available: nsga2"):
-        create_strategy("emo", emo=EmoConfig(algorithm="nsga9"))
+        create_strategy("emo", {"algorithm": "nsga9"})
 
 
 @pytest.mark.parametrize("algorithm", ["nsga2", "nsga3", "smsemoa", "moead"])

@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.utils import op_counter
 
-from prunesearch.errors import UserError
+from prunesearch.errors import ModelError, UserError
 from prunesearch.models import create_model, list_models
-from prunesearch.spaces import Arch, Space, width_choices
+from prunesearch.spaces import Arch, Space, register_layer, width_choices
+from prunesearch.spaces.layers import cost_kind
 
 
 class ConcatNet(nn.Module):
@@ -185,10 +187,78 @@ def test_uniform_ratio_scales_every_group():
 
 
 def test_a_layer_without_a_slicer_in_a_pruned_group_is_a_clear_error():
-    from prunesearch.errors import ModelError
-
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(8, 3)).eval()
-    with pytest.raises(ModelError, match="register_slicer"):
+    with pytest.raises(ModelError, match="register_layer"):
         Space.from_model(model, torch.zeros(1, 1, 10, 10))
+
+
+def test_a_custom_layer_type_registered_once_is_sliced_and_costed():
+    class TaggedConv(nn.Conv2d):
+        """A user's conv subclass: lookup is by exact type, so it is unknown until registered."""
+
+    sliced_layers = []
+
+    def slice_tagged(m: nn.Module, keep_out: torch.Tensor | None,
+                     keep_in: torch.Tensor | None) -> None:
+        sliced_layers.append(m)
+        w = m.weight.data
+        if keep_out is not None:
+            w, m.out_channels = w[keep_out], len(keep_out)
+            m.bias = nn.Parameter(m.bias.data[keep_out])
+        if keep_in is not None:
+            w, m.in_channels = w[:, keep_in], len(keep_in)
+        m.weight = nn.Parameter(w.contiguous())
+
+    def net(conv: type[nn.Conv2d]) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(conv(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), conv(8, 8, 3),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+
+    tagged, plain = net(TaggedConv), net(nn.Conv2d)
+    example = torch.randn(2, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ModelError, match="register_layer"):
+        Space.from_model(tagged, example)
+    register_layer(TaggedConv, cost="conv", slicer=slice_tagged)
+    space, reference = Space.from_model(tagged, example), Space.from_model(plain, example)
+    assert space.dims == reference.dims
+    assert space.macs(space.smallest()) < space.dense_macs
+    for arch in (space.largest(), space.uniform(0.5), space.smallest()):
+        # Costed as a conv: the same numbers as the plain twin (checked against torch-pruning).
+        assert (space.macs(arch), space.params(arch)) == (reference.macs(arch),
+                                                          reference.params(arch))
+        sliced = space.slicer(tagged).build(arch)
+        assert type(sliced[0]) is TaggedConv
+        with torch.no_grad():
+            torch.testing.assert_close(sliced(example), reference.slicer(plain).build(arch)(
+                example), rtol=0, atol=0)
+    assert sliced_layers and sliced_layers[0].out_channels < 8
+
+
+def test_a_layer_type_is_registered_once():
+    with pytest.raises(ValueError, match="Conv2d is already registered"):
+        register_layer(nn.Conv2d, cost="conv")
+
+    class Scale(nn.Module):
+        pass
+
+    register_layer(Scale, cost="act")
+    with pytest.raises(ValueError, match="Scale is already registered"):
+        register_layer(Scale, cost="act")
+    with pytest.raises(ValueError, match="Unknown cost kind"):
+        register_layer(type("Other", (nn.Module,), {}), cost="flops")
+
+
+def test_costed_layer_types_are_those_torch_pruning_counts_by_a_modeled_rule():
+    rules = {"conv_flops_counter_hook": "conv", "linear_flops_counter_hook": "linear",
+             "bn_flops_counter_hook": "norm", "ln_flops_counter_hook": "layernorm",
+             "relu_flops_counter_hook": "act", "pool_flops_counter_hook": "pool"}
+    for t, hook in op_counter.MODULES_MAPPING.items():
+        kind = rules.get(hook.__name__)
+        if kind is None or t.__name__.startswith("ConvTranspose"):
+            with pytest.raises(ModelError, match=f"cannot count the cost of {t.__name__} "):
+                cost_kind(t)
+        else:
+            assert cost_kind(t) == kind, t
+    assert cost_kind(nn.Identity) is None

@@ -13,7 +13,7 @@ import torch
 from prunesearch.config import load_config
 from prunesearch.models import create_model
 from prunesearch.pipeline import run_job
-from prunesearch.runs import read_journal
+from prunesearch.runs.journal import read_journal
 from prunesearch.search.tas import expected_macs, gumbel_picks
 from prunesearch.spaces import Space
 from prunesearch.spaces.supernet import Supernet, channel_interpolate
@@ -84,21 +84,21 @@ def test_tas_lands_in_its_band_and_records_history(tmp_path):
 
 
 def test_tas_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    import prunesearch.search.differentiable as diff
+    import prunesearch.search.base as base
 
     overrides = ["search.strategy=tas", "search.tas.targets=[0.5]", "search.tas.epochs=3",
                  "search.tas.arch_lr=0.2", "finetune.enabled=false"]
     whole = run_job(load_config(TINY, overrides), tmp_path / "whole", progress=False)
-    real_write = diff.write_atomic
+    real_write = base.write_torch
 
     def write_then_die(path, data):
         real_write(path, data)
         raise KeyboardInterrupt  # killed right after the first epoch's state is saved
 
-    monkeypatch.setattr(diff, "write_atomic", write_then_die)
+    monkeypatch.setattr(base, "write_torch", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_job(load_config(TINY, overrides), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(diff, "write_atomic", real_write)
+    monkeypatch.setattr(base, "write_torch", real_write)
     resumed = run_job(load_config(TINY, overrides), tmp_path / "cut", resume=True,
                       progress=False)
     a = json.loads((whole.run_dir / "tas_history.json").read_text())["0.5"]

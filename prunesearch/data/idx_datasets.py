@@ -185,6 +185,16 @@ def load_idx_dataset(
     return RawDataset(train_x, train_y, test_x, test_y, spec.num_classes)
 
 
+def load_fashion_mnist(data_dir: Path | None = None, download: bool = True) -> RawDataset:
+    """Fashion-MNIST, found or downloaded as the module docstring says."""
+    return load_idx_dataset(FASHION_MNIST, data_dir, download=download)
+
+
+def load_mnist(data_dir: Path | None = None, download: bool = True) -> RawDataset:
+    """MNIST, found or downloaded as the module docstring says."""
+    return load_idx_dataset(MNIST, data_dir, download=download)
+
+
 def _read_split(images: Path, labels: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     pixels, targets = read_images_and_labels(images, labels, num_classes)
     x = torch.from_numpy(pixels.copy()).unsqueeze(1).to(torch.float32).div_(255.0)

@@ -37,6 +37,7 @@ class DatasetSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    content_digest: str = ""  # raw_digest of data whose name does not pin them, else ""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -55,9 +56,10 @@ class DatasetSplits:
         )
 
     def fingerprint(self) -> str:
-        """A short hash of the name, the shapes and the labels of every split. Labels in split
-        order identify the val/train split, so checkpoints trained on one split are never
-        reused for another."""
+        """A short hash of the name, the shapes and the labels of every split, and the
+        `content_digest` if any. Labels in split order identify the val/train split, so
+        checkpoints trained on one split are never reused for another; the content digest keeps
+        a user dataset whose values change under the same name from reusing stale ones."""
         digest = hashlib.sha256()
         digest.update(f"{self.name}|{self.num_classes}".encode())
         for x, y in (
@@ -67,6 +69,8 @@ class DatasetSplits:
         ):
             digest.update(f"|{tuple(x.shape)}|{x.dtype}|".encode())
             digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        if self.content_digest:  # absent for the built-in datasets: their keys stay as they were
+            digest.update(f"|{self.content_digest}".encode())
         return digest.hexdigest()[:16]
 
     def __repr__(self) -> str:
@@ -86,6 +90,7 @@ def make_splits(
     num_classes: int,
     val_size: int,
     seed: int,
+    content_digest: str = "",
 ) -> DatasetSplits:
     """Hold out `val_size` training examples (a permutation seeded by `seed`, not the global
     RNG) and normalize every split with the mean/std of what is left for training: per channel
@@ -120,4 +125,15 @@ def make_splits(
         test_x=normalize(test_x),
         test_y=test_y.to(torch.int64),
         num_classes=num_classes,
+        content_digest=content_digest,
     )
+
+
+def raw_digest(raw: RawDataset) -> str:
+    """sha256 of the dtypes, shapes and values of a dataset's tensors, and its class count."""
+    digest = hashlib.sha256(f"{raw.num_classes}".encode())
+    for tensor in raw[:4]:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy())  # the bytes, whatever the dtype
+    return digest.hexdigest()

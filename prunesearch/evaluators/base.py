@@ -13,6 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+from torch import nn
+
+from prunesearch.errors import UserError
 from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
@@ -37,11 +41,22 @@ class Result:
 
 
 class Evaluator(ABC):
-    """Scores Archs of one Space. Results are cached by Arch: asking twice costs nothing."""
+    """Scores Archs of one Space. Results are cached by Arch: asking twice costs nothing.
+    `val_x`/`val_y` are the validation examples scores are measured on (the training
+    strategies measure their networks there too, so their val_acc compares with proxies)."""
+
+    val_x: torch.Tensor
+    val_y: torch.Tensor
 
     def __init__(self, space: Space) -> None:
         self.space = space
         self._cache: dict[Arch, Result] = {}
+
+    def build(self, arch: Arch) -> nn.Module:
+        """The candidate as a real model, as it was scored (an export of a point that was not
+        fine-tuned uses it)."""
+        raise UserError(f"The {type(self).__name__} evaluator cannot build its candidates as "
+                        f"models; fine-tune the point first, then export it.")
 
     def seed_cache(self, results: Iterable[Result]) -> None:
         """Make earlier results (a resumed run's journal) known, so they are never re-run."""

@@ -8,14 +8,22 @@ it, so every candidate is recalibrated on the same fixed batches before it is sc
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from prunesearch.errors import ConfigError
 from prunesearch.evaluators.base import Evaluator
+from prunesearch.evaluators.registry import register_evaluator
 from prunesearch.models import evaluate_accuracy
+from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space, layer_densities
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
+
+if TYPE_CHECKING:
+    from prunesearch.data import DatasetSplits
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -78,3 +86,32 @@ class WeightSharingEvaluator(Evaluator):
 
     def _score(self, arch: Arch) -> float:
         return evaluate_accuracy(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
+
+
+class WeightSharingOptions(Options):
+    """The `[evaluator]` section of kind "weight-sharing"."""
+
+    calib_batches: int = Field(8, ge=1, description="training batches for adaptive BN")
+    batch_size: int = Field(256, ge=1)
+    val_images: int = Field(1000, ge=1, description="fixed validation subset for the proxy")
+
+
+def calibration_images(data: DatasetSplits, options: WeightSharingOptions,
+                       seed: int) -> torch.Tensor:
+    """The fixed training images every candidate's BatchNorm is recalibrated on."""
+    n = options.calib_batches * options.batch_size
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train_x), generator=g)[:n]
+    return data.train_x[idx.to(data.train_x.device)]
+
+
+@register_evaluator("weight-sharing", options=WeightSharingOptions)
+def build_weight_sharing(space: Space, model: nn.Module, data: DatasetSplits,
+                         options: WeightSharingOptions, seed: int) -> WeightSharingEvaluator:
+    n_val = options.val_images
+    if n_val > len(data.val_x):
+        raise ConfigError(f"evaluator.val_images ({n_val}) exceeds the validation split "
+                          f"({len(data.val_x)} examples); lower evaluator.val_images or raise "
+                          f"data.val_size.")
+    return WeightSharingEvaluator(space, model, calibration_images(data, options, seed),
+                                  data.val_x[:n_val], data.val_y[:n_val], options.batch_size)

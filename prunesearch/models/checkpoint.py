@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from prunesearch.config import ModelConfig, TrainConfig
 from prunesearch.errors import ModelError
+from prunesearch.fileio import write_torch
+from prunesearch.models.options import ModelConfig, TrainConfig
 from prunesearch.models.registry import build_model, split_input_shape
 from prunesearch.models.train import evaluate_accuracy, train_model
 
@@ -102,20 +102,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fi
     model.load_state_dict(state)
 
 
-def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers (and other workers
-    training the same key) never see a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def dense_model(
     cfg: ModelConfig,
     data: DatasetSplits,
@@ -168,7 +154,7 @@ def dense_model(
             **asdict(report), "torch_version": str(torch.__version__)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     try:
-        _save_atomic(path, {"state_dict": state, "meta": meta})
+        write_torch(path, {"state_dict": state, "meta": meta})
     except OSError as err:  # the trained model is still good: keep it, warn, go on uncached
         log.warning("could not cache the dense model in %s (%s); set PRUNESEARCH_CACHE to a "
                     "writable folder to reuse it next time", path.parent, err)

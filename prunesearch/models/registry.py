@@ -9,16 +9,15 @@ model that does not fit the data fails here with a clear message, not deep insid
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from prunesearch.errors import ModelError
+from prunesearch.plugins import accepted_kwargs, describe_error, import_factory
 
 
 class ModelFactory(Protocol):
@@ -82,36 +81,6 @@ def create_model(
                            input_size=tuple(input_size))
 
 
-def _import_factory(spec: str) -> Callable[..., Any]:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr or ":" in attr:
-        raise ModelError(f"model spec '{spec}' is not of the form 'package.module:factory'; "
-                         f"e.g. 'mynets.small:build' for the function build in mynets/small.py.")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and (module_name + ".").startswith(err.name + "."):
-            raise ModelError(f"model spec '{spec}': module '{module_name}' was not found; make "
-                             f"it importable (pip install it, or run with PYTHONPATH set to the "
-                             f"folder that contains it).") from err
-        raise ModelError(f"model spec '{spec}': importing '{module_name}' failed: {err}; "
-                         f"install what it needs.") from err
-    except Exception as err:
-        raise ModelError(f"model spec '{spec}': importing '{module_name}' raised "
-                         f"{type(err).__name__}: {err}; fix the module.") from err
-    factory = module
-    for part in attr.split("."):  # 'module:Class.method' works too
-        if not hasattr(factory, part):
-            public = sorted(n for n in dir(module) if not n.startswith("_"))
-            raise ModelError(f"model spec '{spec}': '{module_name}' has no attribute '{attr}'; "
-                             f"it defines: {', '.join(public) or '(nothing public)'}.")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ModelError(f"model spec '{spec}': '{attr}' is a {type(factory).__name__}, not a "
-                         f"function or class that returns an nn.Module.")
-    return factory
-
-
 def load_user_model(
     spec: str,
     in_chans: int,
@@ -123,15 +92,9 @@ def load_user_model(
     num_classes, width_mult and input_size that its signature names (all with **kwargs); one
     taking none of them is called with no arguments."""
     _check_sizes(in_chans, num_classes, width_mult)
-    factory = _import_factory(spec)
-    offered = {"in_chans": in_chans, "num_classes": num_classes, "width_mult": width_mult,
-               "input_size": tuple(input_size)}
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # some builtins have no signature: offer nothing
-        params = {}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
+    factory = import_factory(spec, "model", ModelError, returns="an nn.Module")
+    kwargs = accepted_kwargs(factory, {"in_chans": in_chans, "num_classes": num_classes,
+                                       "width_mult": width_mult, "input_size": tuple(input_size)})
     if width_mult != 1.0 and "width_mult" not in kwargs:
         raise ModelError(f"model spec '{spec}': width_mult={width_mult} was asked for but the "
                          f"factory takes no width_mult argument; set model.width_mult = 1.0 or "
@@ -140,7 +103,7 @@ def load_user_model(
         model = factory(**kwargs)
     except Exception as err:
         raise ModelError(f"model spec '{spec}': calling it with {sorted(kwargs) or 'no args'} "
-                         f"raised {type(err).__name__}: {err}; the factory should accept these "
+                         f"raised {describe_error(err)}; the factory should accept these "
                          f"keyword arguments (or none) and return an nn.Module.") from err
     if not isinstance(model, nn.Module):
         raise ModelError(f"model spec '{spec}' returned a {type(model).__name__}, not a "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from prunesearch.config import TrainConfig
 from prunesearch.errors import ModelError
+from prunesearch.models.options import TrainConfig
 
 if TYPE_CHECKING:
     from prunesearch.data import DatasetSplits
@@ -72,6 +72,33 @@ def random_translate(
     batch = torch.arange(n, device=x.device)[:, None, None]
     # advanced indices on dims 0, 2, 3 around a slice: the result comes out as (N, H, W, C)
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def training_tensors(data: DatasetSplits, max_images: int | None,
+                     device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split cut to its first `max_images` (smoke jobs), on `device` if given."""
+    x, y = data.train_x, data.train_y
+    if max_images is not None:
+        x, y = x[:max_images], y[:max_images]
+    return (x, y) if device is None else (x.to(device), y.to(device))
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator,
+                  augment: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of full mini-batches: the permutation is drawn from `gen` when this is called,
+    each batch's random translation (images only, when `augment`) when the batch is taken. So
+    a loop that draws from `gen` between batches (Gumbel noise, a second data stream) keeps one
+    reproducible stream of random numbers. The last partial batch is dropped."""
+    order = torch.randperm(len(x), generator=gen).to(x.device)
+    translate = augment and x.dim() == 4
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step in range(len(x) // batch_size):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            xb = x[idx]
+            yield (random_translate(xb, gen) if translate else xb), y[idx]
+
+    return batches()
 
 
 @dataclass(frozen=True)
@@ -134,11 +161,7 @@ def train_model(
     simple); a new permutation each epoch drops different images each time. `on_step(k)` is
     called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind point."""
     model.to(device)
-    x, y = data.train_x, data.train_y
-    if recipe.max_train_images is not None:
-        x, y = x[: recipe.max_train_images], y[: recipe.max_train_images]
-    x, y = x.to(device), y.to(device)
-    augment = recipe.augment and x.dim() == 4
+    x, y = training_tensors(data, recipe.max_train_images, device)
     n = len(x)
     if recipe.epochs and n < 2:
         raise ModelError(f"cannot train on {n} image(s): BatchNorm needs at least 2 per batch; "
@@ -156,14 +179,10 @@ def train_model(
     with _progress_bar(disable=not progress) as bar:
         for epoch in range(recipe.epochs):
             task = bar.add_task(f"{label} {epoch + 1}/{recipe.epochs}", total=steps, stats="")
-            order = torch.randperm(n, generator=gen).to(device)
+            batches = epoch_batches(x, y, batch_size, gen, recipe.augment)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
-            for step in range(steps):
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                if augment:
-                    xb = random_translate(xb, gen)
+            for step, (xb, yb) in enumerate(batches):
                 logits = model(xb)
                 loss = (F.cross_entropy(logits, yb) if distill is None
                         else distill.loss(logits, xb, yb))

@@ -1,9 +1,6 @@
-"""The run directory: journal, Pareto front, hypervolume, plots, resume."""
+"""The run directory: journal, finetune.csv, Pareto front, hypervolume, plots, resume, export.
 
-from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
-from prunesearch.runs.pareto import hypervolume, pareto_indices
-from prunesearch.runs.plots import PlotSeries, plot_fronts
-from prunesearch.runs.rundir import RunDir, RunView
-
-__all__ = ["Candidate", "CandidateJournal", "PlotSeries", "RunDir", "RunView", "hypervolume",
-           "pareto_indices", "plot_fronts", "read_journal"]
+Import from the submodules (`prunesearch.runs.rundir`, `.journal`, ...): this package imports
+none of them, so a strategy can use `runs.pareto` without pulling in the run directory and the
+config it reads.
+"""

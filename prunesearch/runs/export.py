@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError, UserError
-from prunesearch.runs.files import save_state, write_json
+from prunesearch.fileio import save_state, write_json
 from prunesearch.spaces import blocks_kept, shrink_to_state, truncate_depth
 
 ONNX_OPSET = 17

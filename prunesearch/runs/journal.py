@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Result
-from prunesearch.runs.files import append_row, open_journal, read_rows
+from prunesearch.fileio import append_row, open_journal, read_rows
 from prunesearch.spaces import Arch
 
 COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",

@@ -12,7 +12,7 @@ from typing import Any
 
 from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
-from prunesearch.runs.files import write_atomic, write_json
+from prunesearch.fileio import write_atomic, write_json
 from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
 from prunesearch.runs.pareto import (
     HV_OBJECTIVES,

@@ -11,7 +11,7 @@ from prunesearch.search import (  # noqa: F401
     trained,
     uniform,
 )
-from prunesearch.search.base import AskTellStrategy, Budget, SearchContext, Strategy
+from prunesearch.search.base import AskTellStrategy, Budget, SearchContext, Strategy, TrainingKit
 from prunesearch.search.registry import (
     create_strategy,
     list_strategies,
@@ -19,6 +19,5 @@ from prunesearch.search.registry import (
     strategy_trains,
 )
 
-__all__ = ["AskTellStrategy", "Budget", "SearchContext", "Strategy", "create_strategy",
-           "strategy_trains",
-           "list_strategies", "register_strategy"]
+__all__ = ["AskTellStrategy", "Budget", "SearchContext", "Strategy", "TrainingKit",
+           "create_strategy", "list_strategies", "register_strategy", "strategy_trains"]

@@ -3,21 +3,26 @@ core loop), so evaluation can be batched, cached, resumed and later farmed out."
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
+import torch
 from rich.progress import Progress
 from torch import nn
 
+from prunesearch.data import DatasetSplits
+from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result
+from prunesearch.fileio import write_json, write_torch
+from prunesearch.models.options import TrainConfig
+from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space
-
-if TYPE_CHECKING:
-    from prunesearch.search.trained import TrainingKit
 
 # Rounds in a row that bring no new candidate before a strategy is judged exhausted: a small
 # space, or a sampler that keeps proposing known archs, must end rather than spin forever.
@@ -34,23 +39,84 @@ class Budget:
 
 
 @dataclass
-class SearchContext:
-    """What a strategy may use. `evaluate` records every new result through `record`.
-    `model` is the dense model (strategies that read its weights); `training` what the
-    strategies that train networks themselves need (imp, bip, random-masks)."""
+class TrainingKit:
+    """What a training strategy needs: data, the dense recipe, a seeded fresh model."""
 
-    space: Space
-    evaluator: Evaluator
-    budget: Budget
-    seed: int
-    run_dir: Path
+    data: DatasetSplits
+    recipe: TrainConfig
+    device: torch.device
+    fresh_model: Callable[[int], nn.Module]
+    val_x: torch.Tensor  # the evaluator's validation subset: val_acc comparable to proxies
+    val_y: torch.Tensor
+
+
+@dataclass
+class _Archive:
+    """Where results go, and how many new ones went there: shared by a context and its
+    children, so a phase of a strategy counts against the same budget."""
+
     record: Callable[[Result], None]
-    n_evals: int = 0  # new evaluations so far, resumed ones included
-    started: float = field(default_factory=time.monotonic)
-    width_ratios: Sequence[float] = ()
-    model: nn.Module | None = None
-    training: TrainingKit | None = None
-    progress: Progress | None = None  # the live progress display: strategies add tasks to it
+    n_evals: int
+
+
+_STATE_TYPES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _needs_torch(obj: Any, where: str) -> bool:
+    """Whether `obj` must be saved with torch.save (it holds a tensor or an int dict key, as
+    optimizer states do) rather than JSON. TypeError unless it is made of tensors, numbers,
+    strings, lists and dicts with str or int keys only: what JSON and a weights-only
+    torch.load read back without running code."""
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str | int) for k in obj):
+            raise TypeError(f"state {where}: dict keys must be strings or integers")
+        int_keys = any(isinstance(k, int) for k in obj)
+        return any([_needs_torch(v, f"{where}.{k}") for k, v in obj.items()]) or int_keys
+    if isinstance(obj, list | tuple):
+        return any([_needs_torch(v, f"{where}[{i}]") for i, v in enumerate(obj)])
+    if not isinstance(obj, _STATE_TYPES):
+        raise TypeError(f"state {where}: {type(obj).__name__} cannot be saved; use tensors, "
+                        f"numbers, strings, lists and dicts (no live objects)")
+    return isinstance(obj, torch.Tensor)
+
+
+class SearchContext:
+    """What a strategy may use. Results enter the run only through `submit` (recorded and
+    counted once); `evaluate` scores archs and submits the new ones. Resume state goes through
+    `save_state`/`load_state` only. `model` is the dense model (strategies that read its
+    weights); `training` what the strategies that train networks themselves need;
+    `batch_size` how many candidates an ask/tell round asks for; `progress` the live display
+    (strategies add tasks to it)."""
+
+    def __init__(self, space: Space, evaluator: Evaluator, budget: Budget, seed: int,
+                 run_dir: Path, record: Callable[[Result], None], n_evals: int = 0, *,
+                 batch_size: int = 8, model: nn.Module | None = None,
+                 training: TrainingKit | None = None, progress: Progress | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.space = space
+        self.evaluator = evaluator
+        self.budget = budget
+        self.seed = seed
+        self.run_dir = run_dir
+        self.batch_size = batch_size
+        self.model = model
+        self.training = training
+        self.progress = progress
+        self.state_dir = state_dir or run_dir
+        self.started = time.monotonic()
+        self._archive = _Archive(record, n_evals)
+
+    @property
+    def n_evals(self) -> int:
+        """New evaluations so far (resumed ones included), children's too."""
+        return self._archive.n_evals
+
+    def child(self, space: Space | Any, budget: Budget, state_dir: Path) -> SearchContext:
+        """A context for one phase of a strategy: another (sub)space and budget, its own
+        state folder, the same archive, count, clock and resources."""
+        child = copy.copy(self)
+        child.space, child.budget, child.state_dir = space, budget, state_dir
+        return child
 
     def remaining(self) -> int:
         return max(0, self.budget.max_evals - self.n_evals)
@@ -62,8 +128,13 @@ class SearchContext:
     def done(self) -> bool:
         return self.remaining() == 0 or self.out_of_time()
 
+    def submit(self, result: Result) -> None:
+        """Record a new result in the run and count it against the budget."""
+        self._archive.n_evals += 1
+        self._archive.record(result)
+
     def evaluate(self, archs: Sequence[Arch]) -> list[Result]:
-        """Evaluate in order; a new (uncached) result is recorded and counted once."""
+        """Evaluate in order; a new (uncached) result is submitted once."""
         results = []
         for arch in archs:
             known = self.evaluator.cached(arch) is not None
@@ -71,8 +142,7 @@ class SearchContext:
                 break
             result = self.evaluator.evaluate([arch])[0]
             if not known:
-                self.n_evals += 1
-                self.record(result)
+                self.submit(result)
             results.append(result)
         return results
 
@@ -80,11 +150,57 @@ class SearchContext:
         """(1 - val_acc, MACs ratio): both minimized, as in the run's hypervolume."""
         return 1.0 - (result.val_acc or 0.0), result.macs / self.space.dense_macs
 
+    # --- resume state ----------------------------------------------------------------------
+    def save_state(self, name: str, obj: Any) -> Path:
+        """Persist resume state atomically: `<name>.json`, or `<name>.pt` (torch.save) when it
+        holds tensors or integer dict keys. Only tensors, numbers, strings, lists and dicts:
+        nothing a tampered file could use to run code when it is read back."""
+        tensors = _needs_torch(obj, name)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if tensors:
+            path = self.state_dir / f"{name}.pt"
+            write_torch(path, obj)
+            (self.state_dir / f"{name}.json").unlink(missing_ok=True)
+        else:
+            path = self.state_dir / f"{name}.json"
+            write_json(path, obj)
+            (self.state_dir / f"{name}.pt").unlink(missing_ok=True)
+        return path
+
+    def load_state(self, name: str) -> Any | None:
+        """What `save_state(name, ...)` saved last, or None. JSON, or torch.load with
+        weights_only=True: reading state never runs code."""
+        for suffix in (".json", ".pt"):
+            path = self.state_dir / f"{name}{suffix}"
+            if not path.exists():
+                continue
+            try:
+                if suffix == ".json":
+                    return json.loads(path.read_text())
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise UserError(f"Resume state '{path}' cannot be read ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}); it was "
+                                f"edited or corrupted. Delete it to redo that part of the "
+                                f"search, or start a new run.") from None
+        return None
+
+    def clear_state(self, name: str) -> None:
+        for suffix in (".json", ".pt"):
+            (self.state_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
 
 class Strategy(ABC):
+    """`search(ctx)` until the budget is spent. `options` is an instance of the options model
+    the strategy was registered with (None when it takes none)."""
+
     name: ClassVar[str]
+    options_model: ClassVar[type[Options] | None] = None
     trains: ClassVar[bool] = False  # trains its own networks (no fine-tuning stage after it)
     needs_training: ClassVar[bool] = False  # reads SearchContext.training (data, recipe)
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options
 
     @abstractmethod
     def search(self, ctx: SearchContext) -> None:
@@ -92,9 +208,8 @@ class Strategy(ABC):
 
 
 class AskTellStrategy(Strategy):
-    """`search` is a thin loop over `ask` and `tell`, like optuna's `optimize`."""
-
-    batch_size: int = 8
+    """`search` is a thin loop over `ask` and `tell`, like optuna's `optimize`; each round
+    asks for `ctx.batch_size` candidates."""
 
     def start(self, ctx: SearchContext) -> None:  # noqa: B027 - optional hook
         """Set up state (and restore it on resume) before the first ask."""
@@ -110,7 +225,7 @@ class AskTellStrategy(Strategy):
         self.start(ctx)
         stale = 0
         while not ctx.done() and stale < MAX_STALE_ROUNDS:
-            archs = self.ask(ctx, min(self.batch_size, ctx.remaining()))
+            archs = self.ask(ctx, min(ctx.batch_size, ctx.remaining()))
             if not archs:
                 break
             before = ctx.n_evals

@@ -20,15 +20,26 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch.func import functional_call
 
-from prunesearch.config import DassConfig
 from prunesearch.search.base import SearchContext
-from prunesearch.search.differentiable import DifferentiableStrategy, Relaxation
+from prunesearch.search.differentiable import (
+    DifferentiableOptions,
+    DifferentiableStrategy,
+    Relaxation,
+)
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Space
 from prunesearch.spaces.arch import DENSITY_PREFIX
 from prunesearch.spaces.masks import kept_weights
+
+
+class DassOptions(DifferentiableOptions):
+    """Options of the `dass` strategy (weight densities); targets are sparse-MACs ratios."""
+
+    targets: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.5],
+                                 description="sparse-MACs ratios: one search each")
 
 
 def soft_mask(weight: torch.Tensor, densities: tuple[float, ...],
@@ -69,12 +80,11 @@ class DassRelaxation(Relaxation):
         return functional_call(self.net, weights, (x,))
 
 
-@register_strategy("dass")
+@register_strategy("dass", options=DassOptions)
 class DassStrategy(DifferentiableStrategy):
     kinds = ("density",)
 
-    def __init__(self, dass: DassConfig | None = None, **_: object) -> None:
-        super().__init__(dass or DassConfig())
+    options: DassOptions
 
     def relax(self, ctx: SearchContext, dims: list[int], seed: int) -> Relaxation:
         return DassRelaxation(ctx.space, dims, seed, ctx.model)

@@ -17,25 +17,45 @@ the argmax choices to <name>_dimensions.png.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
-from prunesearch.config import DifferentiableConfig
 from prunesearch.errors import ConfigError
-from prunesearch.models.train import random_translate, recipe_optimizer
-from prunesearch.runs.files import write_atomic, write_json
+from prunesearch.models.train import epoch_batches, recipe_optimizer, training_tensors
+from prunesearch.options import Options
 from prunesearch.runs.plots import plot_dimension_history
 from prunesearch.search.base import SearchContext, Strategy
 from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
+
+
+class DifferentiableOptions(Options):
+    """Options shared by the differentiable strategies (tas, dass)."""
+
+    targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+                                 description="MACs ratios: one search each")
+    epochs: int = Field(3, ge=1)
+    tolerance: float = Field(0.05, gt=0, lt=1, description="band around each target")
+    macs_weight: float = Field(2.0, ge=0, description="weight of the MACs loss")
+    arch_lr: float = Field(1e-2, gt=0, description="Adam on the architecture logits")
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    tau_max: float = Field(10.0, gt=0)
+    tau_min: float = Field(0.1, gt=0)
+    max_train_images: int | None = Field(None, ge=2, description="search on a prefix")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < t <= 1 for t in v):
+            raise ValueError("targets must be a non-empty list of MACs ratios in (0, 1]")
+        return sorted(set(v))
 
 
 def macs_loss(expected_ratio: torch.Tensor, argmax_ratio: float, target: float,
@@ -92,16 +112,15 @@ class DifferentiableStrategy(Strategy):
     needs_training = True
     kinds: tuple[str, ...] = ()
 
-    def __init__(self, cfg: DifferentiableConfig) -> None:
-        self.cfg = cfg
+    options: DifferentiableOptions
 
     @abstractmethod
     def relax(self, ctx: SearchContext, dims: list[int], seed: int) -> Relaxation:
         """The relaxation this strategy trains, around ctx.model."""
 
     def _files(self) -> tuple[str, str, str]:
-        return (f"{self.name}_state.pt", f"{self.name}_history.json",
-                f"{self.name}_dimensions.png")
+        """Resume state of the target in progress, history per target (state), plot."""
+        return f"{self.name}_state", f"{self.name}_history", f"{self.name}_dimensions.png"
 
     def search(self, ctx: SearchContext) -> None:
         dims = [d for d, dim in enumerate(ctx.space.dims) if dim.kind in self.kinds]
@@ -110,9 +129,8 @@ class DifferentiableStrategy(Strategy):
                               f"dimensions in the space (see space.width_ratios, space.depth, "
                               f"space.densities) and the training data; run it through "
                               f"`prunesearch run`.")
-        path = ctx.run_dir / self._files()[1]
-        history = json.loads(path.read_text()) if path.exists() else {}
-        for i, target in enumerate(self.cfg.targets):
+        history = ctx.load_state(self._files()[1]) or {}
+        for i, target in enumerate(self.options.targets):
             if ctx.done():
                 break
             done = history.get(str(target), {}).get("final")
@@ -122,12 +140,10 @@ class DifferentiableStrategy(Strategy):
 
     def _search_one(self, ctx: SearchContext, dims: list[int], target: float, seed: int,
                     history: dict[str, Any]) -> Arch:
-        cfg, kit, space = self.cfg, ctx.training, ctx.space
-        state_file, history_file, plot_file = (ctx.run_dir / f for f in self._files())
+        cfg, kit, space = self.options, ctx.training, ctx.space
+        state_name, history_name, plot_file = self._files()
         relaxed = self.relax(ctx, dims, seed).to(kit.device)
-        x, y = kit.data.train_x, kit.data.train_y
-        if cfg.max_train_images is not None:
-            x, y = x[:cfg.max_train_images], y[:cfg.max_train_images]
+        x, y = training_tensors(kit.data, cfg.max_train_images)
         gen = torch.Generator().manual_seed(seed)
         halves = torch.randperm(len(x), generator=gen).to(x.device)
         xa, ya = x[halves[: len(x) // 2]], y[halves[: len(x) // 2]]
@@ -141,30 +157,26 @@ class DifferentiableStrategy(Strategy):
         record: dict[str, Any] = {"epochs": [], "final": None,
                                   "dims": [space.dims[d].name for d in dims]}
         start_epoch = 0
-        if state_file.exists():
-            saved = torch.load(state_file, map_location="cpu", weights_only=False)
-            if saved["target"] == target:
-                relaxed.load_state_dict(saved["relaxed"])
-                opt.load_state_dict(saved["opt"])
-                sched.load_state_dict(saved["sched"])
-                arch_opt.load_state_dict(saved["arch_opt"])
-                gen.set_state(saved["gen"])
-                record, start_epoch = saved["record"], saved["epoch"]
+        saved = ctx.load_state(state_name)
+        if saved is not None and saved["target"] == target:
+            relaxed.load_state_dict(saved["relaxed"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            arch_opt.load_state_dict(saved["arch_opt"])
+            gen.set_state(saved["gen"])
+            record, start_epoch = saved["record"], saved["epoch"]
         dense = space.dense_macs
-        augment = recipe.augment and x.dim() == 4
         for epoch in range(start_epoch, cfg.epochs):
             tau = cfg.tau_max * (cfg.tau_min / cfg.tau_max) ** (epoch / max(1, cfg.epochs - 1))
             task = (ctx.progress.add_task(f"{self.name} {target:.2f} epoch {epoch + 1}/"
                                           f"{cfg.epochs}", total=steps, status="")
                     if ctx.progress is not None else None)
-            order_a = torch.randperm(len(xa), generator=gen).to(x.device)
+            batches_a = epoch_batches(xa, ya, batch, gen, recipe.augment)
             order_b = torch.randint(0, len(xb), (steps * batch,), generator=gen).to(x.device)
             relaxed.train()
-            for step in range(steps):
-                ia = order_a[step * batch:(step + 1) * batch]
+            for step, (bx_a, by_a) in enumerate(batches_a):
                 ib = order_b[step * batch:(step + 1) * batch]
-                bx_a = random_translate(xa[ia], gen) if augment else xa[ia]
-                loss_w = F.cross_entropy(relaxed(bx_a, tau, gen, arch_step=False), ya[ia])
+                loss_w = F.cross_entropy(relaxed(bx_a, tau, gen, arch_step=False), by_a)
                 opt.zero_grad(set_to_none=True)
                 loss_w.backward()
                 opt.step()
@@ -189,20 +201,18 @@ class DifferentiableStrategy(Strategy):
             log.info("%s target %.2f epoch %d/%d: argmax %.3f of dense MACs, E[MACs] %.3f, "
                      "tau %.2f, weight loss %.3f", self.name, target, epoch + 1, cfg.epochs,
                      e["argmax_macs_ratio"], e["expected_macs_ratio"], tau, loss_w.item())
-            buf = io.BytesIO()
-            torch.save({"target": target, "epoch": epoch + 1, "relaxed": relaxed.state_dict(),
-                        "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "arch_opt": arch_opt.state_dict(), "gen": gen.get_state(),
-                        "record": record}, buf)
-            write_atomic(state_file, buf.getvalue())
+            ctx.save_state(state_name, {
+                "target": target, "epoch": epoch + 1, "relaxed": relaxed.state_dict(),
+                "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "arch_opt": arch_opt.state_dict(), "gen": gen.get_state(), "record": record})
         inside = [e for e in record["epochs"] if e["in_band"]]
         final = inside[-1] if inside else min(
             record["epochs"], key=lambda e: abs(e["argmax_macs_ratio"] - target))
         record["final"] = final["arch"]
         history[str(target)] = record
-        write_json(history_file, history)
-        plot_dimension_history(history, space, plot_file)
-        state_file.unlink(missing_ok=True)
+        ctx.save_state(history_name, history)
+        plot_dimension_history(history, space, ctx.run_dir / plot_file)
+        ctx.clear_state(state_name)
         return Arch.from_dict(final["arch"])
 
     def _epoch_record(self, relaxed: Relaxation, epoch: int, tau: float, loss: float,
@@ -217,4 +227,4 @@ class DifferentiableStrategy(Strategy):
                 "expected_macs_ratio": expected, "argmax_macs_ratio": ratio,
                 "arch": arch.to_dict(),
                 "entropy": {space.dims[d].name: entropy(p) for d, p in probs.items()},
-                "in_band": abs(ratio - target) <= self.cfg.tolerance}
+                "in_band": abs(ratio - target) <= self.options.tolerance}

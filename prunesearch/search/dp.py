@@ -24,24 +24,34 @@ cost budget is a multiple-choice knapsack, solved exactly by dynamic programming
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from prunesearch.config import DpConfig
 from prunesearch.errors import ConfigError
-from prunesearch.runs.files import write_json
+from prunesearch.options import Options
 from prunesearch.search.base import SearchContext, Strategy
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch, Space
 
 log = logging.getLogger("prunesearch")
-TABLE_FILE = "dp_distortion.json"
+TABLE = "dp_distortion"  # the distortion table (state reused on resume, and a result)
+
+
+class DpOptions(Options):
+    """Options of the `dp` strategy (layer-adaptive allocation)."""
+
+    cost: Literal["macs", "params"] = "macs"
+    bins: int = Field(2000, ge=10, description="budget bins of the dynamic program")
+    additivity_samples: int = Field(30, ge=0, description="random archs checking additivity")
+    targets: list[float] = Field(default_factory=list, description="cost ratios whose exact "
+                                 "allocation is evaluated first (the rest spreads on the front)")
 
 
 @dataclass(frozen=True)
@@ -102,10 +112,9 @@ def _correlations(predicted: Sequence[float], measured: Sequence[float]) -> dict
             "spearman": float(np.corrcoef(rank(p), rank(m))[0, 1])}
 
 
-@register_strategy("dp")
+@register_strategy("dp", options=DpOptions)
 class DpStrategy(Strategy):
-    def __init__(self, dp: DpConfig | None = None, **_: object) -> None:
-        self.cfg = dp or DpConfig()
+    options: DpOptions
 
     def _distortion(self, ctx: SearchContext, arch: Arch, reference: np.ndarray) -> float:
         logits = ctx.evaluator.calibration_logits(arch).double().cpu().numpy()
@@ -114,13 +123,12 @@ class DpStrategy(Strategy):
     def _measure(self, ctx: SearchContext) -> dict:
         """The distortion table and the additivity check (or the saved ones on resume)."""
         space = ctx.space
-        path = ctx.run_dir / TABLE_FILE
         names = [d.name for d in space.dims]
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved.get("dims") == names and saved.get("cost") == self.cfg.cost:
-                log.info("dp: distortion table reused from %s", path.name)
-                return saved
+        saved = ctx.load_state(TABLE)
+        if saved is not None and saved.get("dims") == names and saved.get("cost") == \
+                self.options.cost:
+            log.info("dp: distortion table reused from %s.json", TABLE)
+            return saved
         reference = ctx.evaluator.calibration_logits(space.largest()).double().cpu().numpy()
         start = time.perf_counter()
         table = []
@@ -140,17 +148,17 @@ class DpStrategy(Strategy):
         table_s = time.perf_counter() - start
         rng = np.random.default_rng(ctx.seed)
         predicted, measured = [], []
-        for _ in range(self.cfg.additivity_samples):
+        for _ in range(self.options.additivity_samples):
             genes = [int(rng.integers(len(dim.choices))) for dim in space.dims]
             predicted.append(sum(table[d][g] for d, g in enumerate(genes)))
             measured.append(self._distortion(ctx, space.decode(genes), reference))
         result = {"dims": names, "choices": [list(d.choices) for d in space.dims],
-                  "cost": self.cfg.cost, "distortion": table,
+                  "cost": self.options.cost, "distortion": table,
                   "measure": "mean squared difference of logits on the calibration images",
                   "table_seconds": table_s, "single_changes": total,
                   "additivity": {"samples": len(predicted), "sum_of_singles": predicted,
                                  "measured": measured, **_correlations(predicted, measured)}}
-        write_json(path, result)
+        ctx.save_state(TABLE, result)
         add = result["additivity"]
         log.info("dp: table of %d single changes in %.1f s; additivity on %d random archs: "
                  "pearson %.3f, spearman %.3f", total, table_s, add["samples"], add["pearson"],
@@ -158,7 +166,7 @@ class DpStrategy(Strategy):
         return result
 
     def _cost(self, space: Space, arch: Arch) -> int:
-        return space.macs(arch) if self.cfg.cost == "macs" else space.params(arch)
+        return space.macs(arch) if self.options.cost == "macs" else space.params(arch)
 
     def search(self, ctx: SearchContext) -> None:
         if not hasattr(ctx.evaluator, "calibration_logits"):
@@ -174,21 +182,22 @@ class DpStrategy(Strategy):
         above = [[max(0, max(s) - x) for x in s] for s in savings]
         floor = dense - sum(max(s) for s in savings)
         span = max(1, dense - floor)
-        unit = span / self.cfg.bins
+        unit = span / self.options.bins
         weights = [[math.ceil(a / unit - 1e-9) for a in row] for row in above]
         t = time.perf_counter()
-        solution = allocate(table["distortion"], weights, self.cfg.bins)
+        solution = allocate(table["distortion"], weights, self.options.bins)
         solve_s = time.perf_counter() - t
         t = time.perf_counter()
-        fitted = [self._fit(space, solution, t * dense, floor, unit) for t in self.cfg.targets]
+        o = self.options
+        fitted = [self._fit(space, solution, t * dense, floor, unit) for t in o.targets]
         front = self._distinct(space, solution)
-        per_budget_s = (time.perf_counter() - t) / (self.cfg.bins + 1 + len(self.cfg.targets))
+        per_budget_s = (time.perf_counter() - t) / (o.bins + 1 + len(o.targets))
         log.info("dp: table over %d budget bins solved in %.1f ms; %.0f us per budget "
-                 "(backtrack and decode); %d distinct allocations", self.cfg.bins,
+                 "(backtrack and decode); %d distinct allocations", o.bins,
                  1e3 * solve_s, 1e6 * per_budget_s, len(front))
-        write_json(ctx.run_dir / TABLE_FILE, {**table, "solve_seconds": solve_s,
-                                               "seconds_per_budget": per_budget_s,
-                                               "distinct_allocations": len(front)})
+        ctx.save_state(TABLE, {**table, "solve_seconds": solve_s,
+                               "seconds_per_budget": per_budget_s,
+                               "distinct_allocations": len(front)})
         rest = [a for a in front if a not in fitted]
         k = min(len(rest), max(0, ctx.remaining() - len(fitted)))
         spread = [rest[round(i * (len(rest) - 1) / max(1, k - 1))] for i in range(k)]

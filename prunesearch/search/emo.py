@@ -3,20 +3,21 @@
 Genes are searched as reals in [-0.5, k - 0.5) and rounded, so every one of a dimension's k
 choices owns an interval of the same width: SBX and polynomial mutation then carry no rounding
 bias toward or away from the ends. Duplicates are eliminated by the rounded genes (= by Arch).
-One generation is asked at a time, evaluated through the shared evaluator in a batch, told
-back, and the algorithm's whole state is pickled into the run directory: `--resume` continues
-from the last finished generation and, because the evaluator's cache holds every journaled
-candidate, replays nothing and loses nothing.
+One generation is asked at a time, evaluated through the shared evaluator in a batch and told
+back; the number of finished generations is the saved state (`emo_state.json`). `--resume`
+rebuilds the algorithm from its seed and replays those generations from the journal (every
+candidate is in the evaluator's cache, so nothing is evaluated again): pymoo draws from its own
+seeded generator, so the rebuilt algorithm equals the one that was interrupted, and no live
+object is ever pickled.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-from pathlib import Path
+from typing import Literal
 
-import cloudpickle  # pymoo's algorithms hold local functions that pickle refuses
 import numpy as np
+from pydantic import Field
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.duplicate import ElementwiseDuplicateElimination
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
@@ -28,17 +29,28 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.problems.static import StaticProblem
 from pymoo.util.ref_dirs import get_reference_directions
 
-from prunesearch.config import EmoConfig
-from prunesearch.errors import ConfigError
+from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators import Result
-from prunesearch.runs.files import write_atomic
+from prunesearch.options import Options
 from prunesearch.runs.pareto import hypervolume, pareto_indices
 from prunesearch.search.base import AskTellStrategy, SearchContext
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
 
 log = logging.getLogger("prunesearch")
-STATE_FILE = "emo_state.pkl"
+STATE = "emo_state"  # {"generations": finished generations}
+
+
+class EmoOptions(Options):
+    """Options of `emo` and `emo-pms` (pymoo)."""
+
+    algorithm: str = "nsga2"
+    pop_size: int = Field(40, ge=4)
+    max_generations: int | None = Field(None, ge=1, description="a budget in generations")
+    macs_min: float = Field(0.0, ge=0, le=1, description="constraint: MACs ratio >= this")
+    macs_max: float = Field(1.0, gt=0, le=1, description="constraint: MACs ratio <= this")
+    third_objective: Literal["params"] | None = None
+    seed_uniform: bool = Field(True, description="the first population holds the uniform sweep")
 
 
 class _SameArch(ElementwiseDuplicateElimination):
@@ -85,35 +97,27 @@ def make_algorithm(name: str, pop_size: int, initial: np.ndarray) -> Algorithm:
 ALGORITHMS = ("nsga2", "nsga3", "smsemoa", "agemoea2", "moead")
 
 
-@register_strategy("emo")
+@register_strategy("emo", options=EmoOptions)
 class EMOStrategy(AskTellStrategy):
     """Objectives: 1 - val_acc, MACs ratio (and params ratio if asked); the MACs-ratio range
-    is a pair of pymoo inequality constraints. A failed candidate gets the worst objectives."""
+    is a pair of pymoo inequality constraints. A failed candidate gets the worst objectives.
+    `initial` archs join the first population (emo-pms seeds its refinement with them)."""
 
-    def __init__(self, batch_size: int = 8, seed_uniform: bool = True,
-                 emo: EmoConfig | None = None, initial: list[Arch] | None = None,
-                 **_: object) -> None:
-        self.options = emo or EmoConfig()
+    options: EmoOptions
+
+    def __init__(self, options: EmoOptions, initial: list[Arch] | None = None) -> None:
+        super().__init__(options)
         self.initial = initial or []
-        if self.options.algorithm not in ALGORITHMS:
-            raise ConfigError(f"unknown search.emo.algorithm '{self.options.algorithm}'; "
+        if options.algorithm not in ALGORITHMS:
+            raise ConfigError(f"unknown search.emo.algorithm '{options.algorithm}'; "
                               f"available: {', '.join(ALGORITHMS)}.")
-        if self.options.algorithm == "moead" and (self.options.macs_min > 0
-                                                  or self.options.macs_max < 1):
+        if options.algorithm == "moead" and (options.macs_min > 0 or options.macs_max < 1):
             raise ConfigError("search.emo.algorithm = 'moead' does not handle constraints; "
                               "drop search.emo.macs_min/macs_max or choose nsga2.")
-        self.seed_uniform = seed_uniform
         self._asked: Population | None = None
-
-    def _state_path(self, ctx: SearchContext) -> Path:
-        return ctx.run_dir / STATE_FILE
+        self._generations = 0
 
     def start(self, ctx: SearchContext) -> None:
-        path = self._state_path(ctx)
-        if path.exists():
-            self.algorithm = pickle.loads(path.read_bytes())
-            log.info("emo: resumed after generation %d", self.algorithm.n_iter - 1)
-            return
         bounds = np.asarray(ctx.space.bounds(), dtype=float)
         o = self.options
         constrained = o.macs_min > 0 or o.macs_max < 1
@@ -122,15 +126,30 @@ class EMOStrategy(AskTellStrategy):
                           xl=np.full(len(bounds), -0.5), xu=bounds - 0.5 - 1e-6)
         self.algorithm = make_algorithm(o.algorithm, o.pop_size, self._initial(ctx, bounds))
         self.algorithm.setup(problem, termination=NoTermination(), seed=ctx.seed, verbose=False)
+        saved = ctx.load_state(STATE)
+        if saved is not None:
+            self._replay(ctx, int(saved["generations"]))
+
+    def _replay(self, ctx: SearchContext, generations: int) -> None:
+        """Tell the rebuilt algorithm the `generations` it had finished, from the cache."""
+        for g in range(generations):
+            pop = self.algorithm.ask()
+            results = [ctx.evaluator.cached(self._decode(ctx, x)) for x in pop.get("X")]
+            if any(r is None for r in results):
+                raise UserError(f"{ctx.state_dir / STATE}.json says {generations} generations "
+                                f"finished, but candidates of generation {g + 1} are not in "
+                                f"the run's candidates.csv: the run folder was edited. Delete "
+                                f"the state file to restart emo, or start a new run.")
+            self._tell_population(ctx, pop, results)
+        log.info("emo: resumed after generation %d (replayed from the journal)", generations)
 
     def _initial(self, ctx: SearchContext, bounds: np.ndarray) -> np.ndarray:
-        """Given archs, the uniform-width sweep (if asked) and random genes, all distinct."""
+        """Given archs, the uniform sweep (if asked) and random genes, all distinct."""
         rng = np.random.default_rng(ctx.seed)
         rows: dict[Arch, np.ndarray] = {
             arch: np.asarray(ctx.space.encode(arch), dtype=float) for arch in self.initial}
-        if self.seed_uniform:
-            for ratio in sorted(ctx.width_ratios, reverse=True):
-                arch = ctx.space.uniform(ratio)
+        if self.options.seed_uniform:
+            for arch in ctx.space.uniform_sweep():
                 rows.setdefault(arch, np.asarray(ctx.space.encode(arch), dtype=float))
         for _ in range(100 * self.options.pop_size):
             if len(rows) >= self.options.pop_size:
@@ -145,7 +164,7 @@ class EMOStrategy(AskTellStrategy):
 
     def ask(self, ctx: SearchContext, n: int) -> list[Arch]:
         max_gen = self.options.max_generations
-        if max_gen is not None and self.algorithm.n_iter > max_gen:
+        if max_gen is not None and self._generations >= max_gen:
             return []
         if self._asked is None:
             self._asked = self.algorithm.ask()
@@ -155,6 +174,12 @@ class EMOStrategy(AskTellStrategy):
         if len(results) < len(archs):
             return  # the budget ended mid-generation: that generation is not told
         pop, self._asked = self._asked, None
+        self._tell_population(ctx, pop, results)
+        ctx.save_state(STATE, {"generations": self._generations})
+        self._log_generation(ctx)
+
+    def _tell_population(self, ctx: SearchContext, pop: Population,
+                         results: list[Result]) -> None:
         o = self.options
         dense = ctx.space.dense_macs
         F, G = [], []
@@ -170,8 +195,7 @@ class EMOStrategy(AskTellStrategy):
             kwargs["G"] = np.asarray(G)
         PymooEvaluator().eval(StaticProblem(self.algorithm.problem, **kwargs), pop)
         self.algorithm.tell(infills=pop)
-        write_atomic(self._state_path(ctx), cloudpickle.dumps(self.algorithm))
-        self._log_generation(ctx)
+        self._generations += 1
 
     def _log_generation(self, ctx: SearchContext) -> None:
         done = [r for r in ctx.evaluator.results() if r.ok]
@@ -182,5 +206,5 @@ class EMOStrategy(AskTellStrategy):
         best = {t: max((a for a, m in zip(acc, macs, strict=True)
                         if m <= t * ctx.space.dense_macs), default=0.0) for t in (0.25, 0.5, 0.75)}
         log.info("emo gen %d: %d evaluations, hypervolume %.4f, best proxy acc at 25/50/75%% "
-                 "MACs: %.4f / %.4f / %.4f", self.algorithm.n_iter - 1, ctx.n_evals, hv,
+                 "MACs: %.4f / %.4f / %.4f", self._generations, ctx.n_evals, hv,
                  best[0.25], best[0.5], best[0.75])

@@ -20,15 +20,13 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
-from prunesearch.config import EmoConfig
 from prunesearch.evaluators import Result
 from prunesearch.runs.pareto import pareto_indices
 from prunesearch.search.base import Budget, SearchContext, Strategy
-from prunesearch.search.emo import EMOStrategy
+from prunesearch.search.emo import EmoOptions, EMOStrategy
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch, Space
 
@@ -75,8 +73,9 @@ class SubSpace:
         genes = self.space.encode(arch)
         return [genes[d] for d in self.idx]
 
-    def uniform(self, ratio: float) -> Arch:
-        return self.decode(self.encode(self.space.uniform(ratio)))
+    def uniform_sweep(self) -> list[Arch]:
+        """The space's uniform sweep, restricted to these dimensions."""
+        return list(dict.fromkeys(self.decode(self.encode(a)) for a in self.space.uniform_sweep()))
 
     def owns(self, arch: Arch) -> bool:
         genes = self.space.encode(arch)
@@ -92,23 +91,19 @@ class SubSpace:
         return self.space.dense_params
 
 
-@register_strategy("emo-pms")
+@register_strategy("emo-pms", options=EmoOptions)
 class EMOPMSStrategy(Strategy):
-    def __init__(self, batch_size: int = 8, seed_uniform: bool = True,
-                 emo: EmoConfig | None = None, **_: object) -> None:
-        self.options = emo or EmoConfig()
-        self.seed_uniform = seed_uniform
+    options: EmoOptions
 
     def _emo(self, ctx: SearchContext, space: Space | SubSpace, budget: int, tag: str,
              initial: list[Arch] | None = None) -> None:
-        """Run EMO on `space` until `budget` evaluations in all (a child context)."""
-        child = replace(ctx, space=space, budget=Budget(budget, ctx.budget.time_limit),
-                        run_dir=ctx.run_dir / "emo-pms" / tag)
-        child.run_dir.mkdir(parents=True, exist_ok=True)
+        """Run EMO on `space` until `budget` evaluations in all (a child context with its own
+        state folder)."""
+        child = ctx.child(space, Budget(budget, ctx.budget.time_limit),
+                          ctx.state_dir / "emo-pms" / tag)
         options = self.options.model_copy(update={"pop_size": min(self.options.pop_size,
                                                                   max(4, budget // 4))})
-        EMOStrategy(seed_uniform=self.seed_uniform, emo=options, initial=initial).search(child)
-        ctx.n_evals = child.n_evals
+        EMOStrategy(options, initial=initial).search(child)
 
     def search(self, ctx: SearchContext) -> None:
         total = ctx.budget.max_evals

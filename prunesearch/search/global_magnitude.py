@@ -11,13 +11,33 @@ lowered until the rounded arch keeps at most that density, so targets are met.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from prunesearch.config import MasksConfig
 from prunesearch.errors import ConfigError
+from prunesearch.options import Options
 from prunesearch.search.base import AskTellStrategy, SearchContext
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
 from prunesearch.spaces.masks import global_magnitude_densities
+
+
+class MaskTargetOptions(Options):
+    """Overall weight densities a mask strategy aims at (one network or first candidate each)."""
+
+    densities: list[float] = Field(default_factory=list, description="overall weight "
+                                   "densities (global-magnitude: evaluated first, then a sweep; "
+                                   "random-masks/bip: one trained network each)")
+
+    @field_validator("densities")
+    @classmethod
+    def _densities_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < d <= 1 for d in v):
+            raise ValueError("densities must be fractions of the weights in (0, 1]")
+        return sorted(set(v), reverse=True)
+
+
+class GlobalMagnitudeOptions(MaskTargetOptions):
+    min_density: float = Field(0.0, ge=0, lt=1, description="per-layer floor")
 
 
 def density_sweep(ctx: SearchContext, first: list[float]) -> list[float]:
@@ -36,23 +56,23 @@ def require_density_space(ctx: SearchContext, name: str) -> list[str]:
     return layers
 
 
-@register_strategy("global-magnitude")
+@register_strategy("global-magnitude", options=GlobalMagnitudeOptions)
 class GlobalMagnitudeStrategy(AskTellStrategy):
-    def __init__(self, masks: MasksConfig | None = None, batch_size: int = 8,
-                 **_: object) -> None:
-        self.cfg = masks or MasksConfig()
-        self.batch_size = batch_size
+    options: GlobalMagnitudeOptions
+
+    def __init__(self, options: GlobalMagnitudeOptions) -> None:
+        super().__init__(options)
         self._queue: list[Arch] = []
 
     def start(self, ctx: SearchContext) -> None:
         layers = require_density_space(ctx, self.name)
-        targets = [self._at_most(ctx, layers, d) for d in self.cfg.densities]
+        targets = [self._at_most(ctx, layers, d) for d in self.options.densities]
         sweep = [self._rounded(ctx, layers, d) for d in density_sweep(ctx, [])]
         self._queue = list(dict.fromkeys(targets + sweep))
 
     def _rounded(self, ctx: SearchContext, layers: list[str], density: float) -> Arch:
         return ctx.space.with_densities(global_magnitude_densities(
-            ctx.model, layers, density, self.cfg.min_density))
+            ctx.model, layers, density, self.options.min_density))
 
     def _at_most(self, ctx: SearchContext, layers: list[str], target: float) -> Arch:
         """The allocation of the largest global threshold density whose grid-rounded arch

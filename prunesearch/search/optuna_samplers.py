@@ -14,8 +14,10 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from pydantic import Field
 
 from prunesearch.evaluators import Result
+from prunesearch.options import Options
 from prunesearch.search.base import AskTellStrategy, SearchContext
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
@@ -27,14 +29,21 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 STUDY_FILE = "optuna.journal"
 
 
+class SamplerOptions(Options):
+    """Options of `random` and `tpe`."""
+
+    seed_uniform: bool = Field(True, description="start with the uniform sweep")
+
+
 class OptunaStrategy(AskTellStrategy):
-    """`seed_uniform` enqueues the uniform-width sweep as the first trials of a new study:
+    """`seed_uniform` enqueues the uniform sweep as the first trials of a new study:
     independent genes rarely produce wide networks (the MACs ratio is a product of widths),
     so without it the front's upper half stays empty."""
 
-    def __init__(self, batch_size: int = 8, seed_uniform: bool = True, **_: object) -> None:
-        self.batch_size = batch_size
-        self.seed_uniform = seed_uniform
+    options: SamplerOptions
+
+    def __init__(self, options: SamplerOptions) -> None:
+        super().__init__(options)
         self._pending: list[optuna.trial.Trial] = []
         self._trials: dict[Arch, list[optuna.trial.Trial]] = {}
 
@@ -47,9 +56,9 @@ class OptunaStrategy(AskTellStrategy):
         self.study = optuna.create_study(
             study_name=self.name, storage=storage, load_if_exists=True,
             directions=["minimize", "minimize"], sampler=self.make_sampler(ctx.seed))
-        if self.seed_uniform and not self.study.trials:
-            for ratio in sorted(ctx.width_ratios, reverse=True):
-                genes = ctx.space.encode(ctx.space.uniform(ratio))
+        if self.options.seed_uniform and not self.study.trials:
+            for arch in ctx.space.uniform_sweep():
+                genes = ctx.space.encode(arch)
                 self.study.enqueue_trial({d.name: g for d, g in zip(ctx.space.dims, genes,
                                                                     strict=True)},
                                          skip_if_exists=True)
@@ -78,7 +87,7 @@ class OptunaStrategy(AskTellStrategy):
                 self.study.tell(trial, state=TrialState.FAIL)
 
 
-@register_strategy("random")
+@register_strategy("random", options=SamplerOptions)
 class RandomStrategy(OptunaStrategy):
     """Uniform random genes: the baseline every other strategy must beat."""
 
@@ -86,7 +95,7 @@ class RandomStrategy(OptunaStrategy):
         return optuna.samplers.RandomSampler(seed=seed)
 
 
-@register_strategy("tpe")
+@register_strategy("tpe", options=SamplerOptions)
 class TPEStrategy(OptunaStrategy):
     """Multi-objective TPE; `constant_liar` keeps a batch of asks from piling on one point."""
 

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from prunesearch.config import TasConfig
 from prunesearch.search.base import SearchContext
-from prunesearch.search.differentiable import DifferentiableStrategy, Relaxation
+from prunesearch.search.differentiable import (
+    DifferentiableOptions,
+    DifferentiableStrategy,
+    Relaxation,
+)
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Space
 from prunesearch.spaces.supernet import Supernet
+
+
+class TasOptions(DifferentiableOptions):
+    """Options of the `tas` strategy (widths and depths)."""
+
+    n_sample: int = Field(2, ge=1, description="choices sampled per dimension per step")
 
 
 def expected_macs(space: Space, probs: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -70,12 +80,11 @@ class TasRelaxation(Relaxation):
             self.net.sample = {}
 
 
-@register_strategy("tas")
+@register_strategy("tas", options=TasOptions)
 class TasStrategy(DifferentiableStrategy):
     kinds = ("width", "depth")
 
-    def __init__(self, tas: TasConfig | None = None, **_: object) -> None:
-        super().__init__(tas or TasConfig())
+    options: TasOptions
 
     def relax(self, ctx: SearchContext, dims: list[int], seed: int) -> Relaxation:
-        return TasRelaxation(ctx.space, dims, seed, ctx.model, self.cfg.n_sample)
+        return TasRelaxation(ctx.space, dims, seed, ctx.model, self.options.n_sample)

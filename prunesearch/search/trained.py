@@ -13,29 +13,25 @@ search bar is live); each finished network is logged.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torch.func import functional_call
 
-from prunesearch.config import MasksConfig, TrainConfig
-from prunesearch.data import DatasetSplits
 from prunesearch.errors import ConfigError
 from prunesearch.evaluators import Result
-from prunesearch.finetune import read_finetuned, save_trained
 from prunesearch.models import evaluate_accuracy, train_model
-from prunesearch.models.train import random_translate, recipe_optimizer
-from prunesearch.runs.files import write_atomic
-from prunesearch.search.base import SearchContext, Strategy
-from prunesearch.search.global_magnitude import require_density_space
+from prunesearch.models.train import epoch_batches, recipe_optimizer, training_tensors
+from prunesearch.options import Options
+from prunesearch.runs.finetuned import read_finetuned, save_trained
+from prunesearch.search.base import SearchContext, Strategy, TrainingKit
+from prunesearch.search.global_magnitude import MaskTargetOptions, require_density_space
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces.masks import (
     apply_masks,
@@ -52,16 +48,26 @@ log = logging.getLogger("prunesearch")
 DEFAULT_TARGETS = (0.5, 0.2, 0.1)  # overall weight densities, one network each
 
 
-@dataclass
-class TrainingKit:
-    """What a training strategy needs: data, the dense recipe, a seeded fresh model."""
+class TrainedOptions(Options):
+    epochs: int | None = Field(None, ge=1, description="training epochs per network or round "
+                               "(default: model.train.epochs)")
 
-    data: DatasetSplits
-    recipe: TrainConfig
-    device: torch.device
-    fresh_model: Callable[[int], nn.Module]
-    val_x: torch.Tensor  # the evaluator's validation subset: val_acc comparable to proxies
-    val_y: torch.Tensor
+
+class RandomMasksOptions(TrainedOptions, MaskTargetOptions):
+    distribution: Literal["uniform", "erk"] = "uniform"
+
+
+class ImpOptions(TrainedOptions):
+    min_density: float = Field(0.0, ge=0, lt=1, description="per-layer floor")
+    prune_fraction: float = Field(0.2, gt=0, lt=1, description="of remaining, per round")
+    rewind_steps: int = Field(200, ge=0, description="optimizer steps of the checkpoint every "
+                              "round rewinds to")
+
+
+class BipOptions(TrainedOptions, MaskTargetOptions):
+    gamma: float = Field(1.0, gt=0, description="lower-level strong-convexity weight")
+    score_lr: float = Field(0.01, gt=0, description="Adam step on the mask scores (scores "
+                            "start at |weight| / std of the layer)")
 
 
 def train_masked(model: nn.Module, masks: dict[str, torch.Tensor], kit: TrainingKit,
@@ -90,9 +96,7 @@ def mask_densities(model: nn.Module, layers: list[str]) -> dict[str, float]:
 
 class TrainedStrategy(Strategy):
     trains = needs_training = True
-
-    def __init__(self, masks: MasksConfig | None = None, **_: object) -> None:
-        self.cfg = masks or MasksConfig()
+    options: TrainedOptions
 
     def _kit(self, ctx: SearchContext) -> tuple[TrainingKit, list[str]]:
         layers = require_density_space(ctx, self.name)
@@ -102,14 +106,15 @@ class TrainedStrategy(Strategy):
         return ctx.training, layers
 
     def epochs(self, kit: TrainingKit) -> int:
-        return self.cfg.epochs or kit.recipe.epochs
+        return self.options.epochs or kit.recipe.epochs
 
     def done_count(self, ctx: SearchContext) -> int:
         """Networks of this strategy already finished (a resumed run skips them)."""
         return sum(r["variant"] == self.name for r in read_finetuned(ctx.run_dir))
 
-    def submit(self, ctx: SearchContext, model: nn.Module, layers: list[str], init: str,
+    def finish(self, ctx: SearchContext, model: nn.Module, layers: list[str], init: str,
                epochs: int, seconds: float) -> Result:
+        """Submit a trained network as one evaluation and save it in finetune.csv."""
         kit = ctx.training
         model.eval()
         densities = mask_densities(model, layers)
@@ -118,8 +123,7 @@ class TrainedStrategy(Strategy):
         result = Result(ctx.space.with_densities(densities), macs, params, val_acc, seconds)
         point = {"id": ctx.n_evals, "macs": macs, "params": params,
                  "macs_ratio": macs / ctx.space.dense_macs, "val_acc": val_acc}
-        ctx.n_evals += 1
-        ctx.record(result)
+        ctx.submit(result)
         full_val = evaluate_accuracy(model, kit.data.val_x, kit.data.val_y)
         test = evaluate_accuracy(model, kit.data.test_x, kit.data.test_y)
         save_trained(ctx.run_dir, model.cpu(), point, self.name, init, False, epochs, full_val,
@@ -135,14 +139,14 @@ class TrainedStrategy(Strategy):
     def pending_targets(self, ctx: SearchContext) -> Iterator[tuple[int, float]]:
         """(index, density) of the target densities not finished yet, while budget lasts."""
         done = self.done_count(ctx)
-        for i, density in enumerate(self.cfg.densities or DEFAULT_TARGETS):
+        for i, density in enumerate(self.options.densities or DEFAULT_TARGETS):
             if ctx.done():
                 return
             if i >= done:
                 yield i, density
 
 
-@register_strategy("random-masks")
+@register_strategy("random-masks", options=RandomMasksOptions)
 class RandomMasksStrategy(TrainedStrategy):
     """Random pruning ("The Unreasonable Effectiveness of Random Pruning"): per target density,
     layer densities uniform or ERK, weights kept uniformly at random, trained from scratch."""
@@ -151,17 +155,17 @@ class RandomMasksStrategy(TrainedStrategy):
         kit, layers = self._kit(ctx)
         for i, density in self.pending_targets(ctx):
             model = kit.fresh_model(ctx.seed + i)
-            rule = erk_densities if self.cfg.distribution == "erk" else (
+            rule = erk_densities if self.options.distribution == "erk" else (
                 lambda _m, ls, d: dict.fromkeys(ls, d))
             masks = random_masks(model, rule(model, layers, density),
                                  torch.Generator().manual_seed(ctx.seed + i))
             apply_masks(model, masks)
             seconds = train_masked(model, masks, kit, self.epochs(kit), ctx.seed + i)
-            self.submit(ctx, model, layers, f"scratch-{self.cfg.distribution}",
+            self.finish(ctx, model, layers, f"scratch-{self.options.distribution}",
                         self.epochs(kit), seconds)
 
 
-@register_strategy("imp")
+@register_strategy("imp", options=ImpOptions)
 class ImpStrategy(TrainedStrategy):
     """Iterative magnitude pruning with rewinding (lottery tickets, "Stabilizing the Lottery
     Ticket Hypothesis"): train the dense network from a seeded init, saving the weights after
@@ -170,15 +174,14 @@ class ImpStrategy(TrainedStrategy):
     the full schedule. Round 0 (dense) and every round are front points; the cost of a round
     counts every epoch before it. State is saved per round (imp_state.pt) to resume."""
 
-    STATE = "imp_state.pt"
+    STATE = "imp_state"
 
     def search(self, ctx: SearchContext) -> None:
         kit, layers = self._kit(ctx)
         epochs = self.epochs(kit)
-        path = ctx.run_dir / self.STATE
         model = kit.fresh_model(ctx.seed)
-        if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = ctx.load_state(self.STATE)
+        if state is not None:
             model.load_state_dict(state["model"])
             masks = state["masks"]
         else:
@@ -186,37 +189,35 @@ class ImpStrategy(TrainedStrategy):
             masks = {}
 
             def snapshot(step: int) -> None:
-                if step == self.cfg.rewind_steps:
+                if step == self.options.rewind_steps:
                     state["rewind"] = {k: v.detach().cpu().clone()
                                        for k, v in model.state_dict().items()}
 
             state["seconds"] = train_masked(model, masks, kit, epochs, ctx.seed, snapshot)
-            self._save(path, model, masks, state)
-            self.submit(ctx, model, layers, "dense", epochs, state["seconds"])
+            self._save(ctx, model, masks, state)
+            self.finish(ctx, model, layers, "dense", epochs, state["seconds"])
         model.to(kit.device)
         while not ctx.done():
             r = state["round"] + 1
-            overall = (1 - self.cfg.prune_fraction) ** r
+            overall = (1 - self.options.prune_fraction) ** r
             densities = global_magnitude_densities(model, layers, overall,
-                                                   self.cfg.min_density)
+                                                   self.options.min_density)
             masks = magnitude_masks(model, densities)
             rewind(model, {k: v.to(kit.device) for k, v in state["rewind"].items()}, masks)
             state["seconds"] += train_masked(model, masks, kit, epochs, ctx.seed + r)
             state["round"] = r
-            self._save(path, model, masks, state)
-            self.submit(ctx, model, layers, f"rewind-{self.cfg.rewind_steps}",
+            self._save(ctx, model, masks, state)
+            self.finish(ctx, model, layers, f"rewind-{self.options.rewind_steps}",
                         epochs * (r + 1), state["seconds"])
 
-    @staticmethod
-    def _save(path: Path, model: nn.Module, masks: dict[str, torch.Tensor],
-              state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save({**state, "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "masks": {k: v.cpu() for k, v in masks.items()}}, buf)
-        write_atomic(path, buf.getvalue())
+    def _save(self, ctx: SearchContext, model: nn.Module, masks: dict[str, torch.Tensor],
+              state: dict) -> None:
+        ctx.save_state(self.STATE, {
+            **state, "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "masks": {k: v.cpu() for k, v in masks.items()}})
 
 
-@register_strategy("bip")
+@register_strategy("bip", options=BipOptions)
 class BipStrategy(TrainedStrategy):
     """BiP ("Advancing Model Pruning via Bi-level Optimization"), one run per target density,
     from the dense trained weights. Mask m = per-layer top-k of scores s (k from the target
@@ -236,7 +237,7 @@ class BipStrategy(TrainedStrategy):
             start = time.perf_counter()
             masks = self._train(model, layers, density, kit, ctx.seed + i)
             apply_masks(model, masks)
-            self.submit(ctx, model, layers, "dense-bilevel", self.epochs(kit),
+            self.finish(ctx, model, layers, "dense-bilevel", self.epochs(kit),
                         time.perf_counter() - start)
 
     def _train(self, model: nn.Module, layers: list[str], density: float, kit: TrainingKit,
@@ -256,24 +257,16 @@ class BipStrategy(TrainedStrategy):
             return out
 
         recipe = kit.recipe
-        x, y = kit.data.train_x.to(kit.device), kit.data.train_y.to(kit.device)
-        if recipe.max_train_images is not None:
-            x, y = x[: recipe.max_train_images], y[: recipe.max_train_images]
+        x, y = training_tensors(kit.data, recipe.max_train_images, kit.device)
         batch = min(recipe.batch_size, len(x))
         steps = len(x) // batch
         epochs = self.epochs(kit)
         opt, sched = recipe_optimizer(model.parameters(), recipe, epochs * steps)
-        score_opt = torch.optim.Adam(list(scores.values()), lr=self.cfg.score_lr)
+        score_opt = torch.optim.Adam(list(scores.values()), lr=self.options.score_lr)
         gen = torch.Generator().manual_seed(seed)
-        augment = recipe.augment and x.dim() == 4
         model.train()
         for _ in range(epochs):
-            order = torch.randperm(len(x), generator=gen).to(kit.device)
-            for step in range(steps):
-                idx = order[step * batch:(step + 1) * batch]
-                xb, yb = x[idx], y[idx]
-                if augment:
-                    xb = random_translate(xb, gen)
+            for xb, yb in epoch_batches(x, y, batch, gen, recipe.augment):
                 masks = masks_now()
                 z = {f"{n}.weight": (masks[n] * w).detach().requires_grad_(True)
                      for n, w in weights.items()}
@@ -284,7 +277,7 @@ class BipStrategy(TrainedStrategy):
                     for n, w in weights.items():
                         g = z[f"{n}.weight"].grad
                         w.grad = masks[n] * g
-                        scores[n].grad = w * g - masks[n] * g * g / self.cfg.gamma
+                        scores[n].grad = w * g - masks[n] * g * g / self.options.gamma
                 opt.step()
                 sched.step()
                 score_opt.step()

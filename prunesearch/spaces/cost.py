@@ -2,10 +2,11 @@
 
 Counting follows torch-pruning's `count_ops_and_params` exactly (conv/linear multiply-adds plus
 the element-wise ops it counts for norms, activations and pooling), so the analytic numbers equal
-what the exported model costs. The model is probed once: the dense forward, then one forward per
-width dimension with that dimension at its smallest choice. Every tensor's channel count is
-linear in the kept channels of the groups feeding it (identity, concat, flatten), so the probes
-give each tensor's slope per group, and a cost is a short sum over recorded layer calls.
+what the exported model costs; which rule a layer type follows is its cost kind, registered in
+`layers.py`. The model is probed once: the dense forward, then one forward per width dimension
+with that dimension at its smallest choice. Every tensor's channel count is linear in the kept
+channels of the groups feeding it (identity, concat, flatten), so the probes give each tensor's
+slope per group, and a cost is a short sum over recorded layer calls.
 """
 
 from __future__ import annotations
@@ -16,33 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
+from prunesearch.spaces.layers import CostKind, cost_kind
 from prunesearch.spaces.masks import kept_weights
-
-# torch-pruning's counting rule per layer type, by the name of its hook function.
-_KIND_OF_HOOK = {
-    "conv_flops_counter_hook": "conv",
-    "linear_flops_counter_hook": "linear",
-    "bn_flops_counter_hook": "norm",
-    "ln_flops_counter_hook": "layernorm",
-    "relu_flops_counter_hook": "act",
-    "pool_flops_counter_hook": "pool",
-}
-
-
-def _kind(module: nn.Module) -> str | None:
-    hook = op_counter.MODULES_MAPPING.get(type(module))
-    if hook is None:
-        return None
-    kind = _KIND_OF_HOOK.get(hook.__name__)
-    if kind is None or (kind == "conv" and getattr(module, "transposed", False)):
-        raise ModelError(
-            f"prunesearch cannot count the cost of {type(module).__name__} layers analytically "
-            f"yet; supported: convolutions, linear, batch/layer norm, activations, pooling."
-        )
-    return kind
 
 
 @dataclass(frozen=True)
@@ -63,7 +41,7 @@ class _Side:
 @dataclass(frozen=True)
 class _Call:
     module: str
-    kind: str
+    kind: CostKind
     block: tuple[int, int] | None  # (depth dim index, block index) if inside a droppable block
     inp: _Side
     out: _Side
@@ -116,7 +94,7 @@ def _record(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[tor
     calls: dict[str, list[tuple[torch.Size, ...]]] = {}
     handles = []
     for name, module in model.named_modules():
-        if _kind(module) is not None:
+        if cost_kind(type(module)) is not None:
             def hook(mod, args, out, name=name):
                 calls.setdefault(name, []).append((args[0].shape, out.shape))
             handles.append(module.register_forward_hook(hook))
@@ -129,7 +107,7 @@ def _record(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[tor
     return calls
 
 
-def _axis(kind: str, shapes: Sequence[torch.Size], dense: torch.Size) -> int:
+def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> int:
     changed = {a for s in shapes for a in range(len(dense)) if s[a] != dense[a]}
     if len(changed) > 1:
         raise ModelError(f"A tensor of shape {tuple(dense)} shrinks along several axes when "
@@ -174,7 +152,7 @@ class CostModel:
         modeled: set[str] = set()
         for name, shapes in dense.items():
             module = modules[name]
-            kind = _kind(module)
+            kind = cost_kind(type(module))
             assert kind is not None
             for c, (in_shape, out_shape) in enumerate(shapes):
                 sides = []
@@ -238,7 +216,8 @@ class CostModel:
         densities (`densities[d]` for density dims; kept weights taken as density x weights,
         without rounding), each droppable block weighted by the probability that it is kept
         (`block_kept[d][b]`): differentiable in all, and equal to `macs` when every
-        distribution is one-hot (up to the rounding of kept weights)."""
+        distribution is one-hot (up to the rounding of kept weights). A dimension not given
+        stays full: all its channels, all its blocks, every weight."""
         densities = densities or {}
         lost = [self._full[d] - channels[d] if d in channels else 0
                 for d in range(len(self._full))]
@@ -248,8 +227,9 @@ class CostModel:
             d = self._density_dim.get(cl.module)
             if d in densities:
                 ops = ops - cl.weights(lost, 1.0) * cl.positions * (1 - densities[d])
-            total = total + (ops if cl.block is None else ops * block_kept[cl.block[0]][
-                cl.block[1]])
+            if cl.block is not None and cl.block[0] in block_kept:  # else the block stays
+                ops = ops * block_kept[cl.block[0]][cl.block[1]]
+            total = total + ops
         return total
 
     def params(self, values: Sequence[float]) -> int:

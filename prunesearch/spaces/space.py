@@ -55,6 +55,7 @@ class Space:
         self.example = example
         self.cost: CostModel | None = None
         self.layer_weights: dict[str, int] = {}  # weights of each masked layer, dense model
+        self.width_ratios: tuple[float, ...] = DEFAULT_WIDTH_RATIOS  # what from_model was given
         self._names = [d.name for d in self.dims]
 
     @classmethod
@@ -94,6 +95,7 @@ class Space:
                              "masked layer; nothing to search. Check space.ignore, "
                              "space.width_ratios and space.densities.")
         space = cls(dims, groups, stages, graph, example)
+        space.width_ratios = tuple(width_ratios)
         space.cost = space._probe_costs(model)
         modules = dict(model.named_modules())
         space.layer_weights = {layer: modules[layer].weight.numel()
@@ -191,6 +193,15 @@ class Space:
         kind = "width" if any(d.kind == "width" for d in self.dims) else "density"
         return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == kind else d.full)
                           for d in self.dims))
+
+    def uniform_sweep(self) -> list[Arch]:
+        """`uniform(r)` over the space's width ratios, widest first, distinct; in a space
+        without width dimensions, the same density in every masked layer over its grid. The
+        uniform baseline, and the start of the sampler and evolutionary searches."""
+        ratios = self.width_ratios
+        if not any(d.kind == "width" for d in self.dims) and self.density_layers():
+            ratios = self.dims[self.density_layers()[0][0]].choices
+        return list(dict.fromkeys(self.uniform(r) for r in sorted(ratios, reverse=True)))
 
     def with_densities(self, densities: dict[str, float]) -> Arch:
         """The arch nearest to per-layer `densities` (nearest choice on a log scale; a layer

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: whole files atomically (temp + rename), journals append-only."""
+"""Crash-safe file writes: whole files atomically (temp file in the same folder, fsync, replace),
+journals append-only. Every file prunesearch writes whole goes through `write_atomic`."""
 
 from __future__ import annotations
 
@@ -66,13 +67,17 @@ def open_journal(path: Path, columns: list[str]) -> str:
     """Make `path` a CSV journal with a header and only complete lines; returns its text."""
     text = complete_lines(path) or ",".join(columns) + "\n"
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        write_atomic(path, text)  # a crash leaves the old journal, never an empty one
     return text
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """`torch.save` of `obj` (tensors, numbers, strings, lists, dicts), written atomically."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
 
 
 def save_state(path: Path, model: nn.Module) -> None:
     """Save a model's state_dict (on the CPU) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    write_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})

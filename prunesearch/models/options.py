@@ -1,0 +1,27 @@
+"""The model section of a run config: which model, and the recipe that trains it. They live here,
+beside the code that uses them, so that models/ and search/ never import the CLI's config."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from prunesearch.options import Options
+
+
+class TrainConfig(Options):
+    """Dense-training recipe: SGD with momentum, cosine schedule, light augmentation."""
+
+    epochs: int = Field(3, ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: bool = True
+    max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
+
+
+class ModelConfig(Options):
+    name: str = "resnet20"
+    width_mult: float = Field(1.0, gt=0)
+    checkpoint: str | None = None
+    train: TrainConfig = TrainConfig()

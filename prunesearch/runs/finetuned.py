@@ -1,0 +1,45 @@
+"""finetune.csv: one row per trained network (fine-tuned front points and the networks that
+training strategies train themselves), appended and never rewritten, with the weights in
+finetuned/<variant>/<id>.pt. A killed stage resumes with the next network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from prunesearch.fileio import append_row, open_journal, read_rows, save_state
+
+FINETUNE_CSV, WEIGHTS_DIR = "finetune.csv", "finetuned"
+COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_ratio",
+           "proxy_val_acc", "val_acc", "test_acc", "seconds", "weights"]
+
+
+
+def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = read_rows(run_dir / FINETUNE_CSV)
+    for r in rows:
+        for key in ("id", "epochs", "macs", "params"):
+            r[key] = int(r[key])
+        for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
+            r[key] = float(r[key])
+        r["kd"] = r["kd"] == "True"
+    return rows
+
+
+def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant: str,
+                 init: str, kd: bool, epochs: int, val_acc: float, test_acc: float,
+                 seconds: float) -> dict[str, Any]:
+    """Save a trained model's weights and append its row to finetune.csv (`point` is its
+    candidate row: id, macs, params, macs_ratio, val_acc as the proxy)."""
+    journal = run_dir / FINETUNE_CSV
+    open_journal(journal, COLUMNS)
+    weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
+    save_state(run_dir / weights, model)
+    row = {"id": point["id"], "variant": variant, "init": init, "kd": kd, "epochs": epochs,
+           "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
+           "proxy_val_acc": point["val_acc"], "val_acc": val_acc, "test_acc": test_acc,
+           "seconds": seconds, "weights": str(weights)}
+    append_row(journal, [row[c] for c in COLUMNS])
+    return row

@@ -1,0 +1,161 @@
+"""What prunesearch knows about each layer type, in one registry: how the analytic cost model
+counts it and, when its channels can be pruned, how it is sliced.
+
+`register_layer(*types, cost=..., slicer=...)` adds a type (custom layers too). Lookup is by
+exact type, as in torch-pruning's op counter, whose rule each cost kind follows:
+
+- "conv", "linear": multiply-adds of the (kept) weights, plus bias;
+- "norm", "layernorm": one op per input element, two with an affine transform;
+- "act": one op per output element; "pool": one op per input element.
+
+A slicer `fn(module, keep_out, keep_in)` cuts one module in place to the kept indices of its
+output and input channels (None keeps that side whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+from torch_pruning.utils import op_counter
+
+from prunesearch.errors import ModelError
+
+CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool"]
+Keep = torch.Tensor | None  # indices kept on one side; None keeps that side whole
+SliceFn = Callable[[nn.Module, Keep, Keep], None]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    cost: CostKind
+    slicer: SliceFn | None
+
+
+_LAYERS: dict[type[nn.Module], _Layer] = {}
+
+
+def register_layer(*types: type[nn.Module], cost: CostKind,
+                   slicer: SliceFn | None = None) -> None:
+    """Register layer types counted by the `cost` rule and, when their channels can be pruned,
+    cut by `slicer(module, keep_out, keep_in)`. A type is registered once."""
+    if cost not in get_args(CostKind):
+        raise ValueError(f"Unknown cost kind {cost!r}; one of {get_args(CostKind)}.")
+    for t in types:
+        if t in _LAYERS:
+            raise ValueError(f"Layer type {t.__name__} is already registered.")
+    for t in types:
+        _LAYERS[t] = _Layer(cost, slicer)
+
+
+def slicer_for(t: type[nn.Module]) -> SliceFn | None:
+    """The slicing function of a layer type; None if its channels cannot be pruned."""
+    layer = _LAYERS.get(t)
+    return None if layer is None else layer.slicer
+
+
+def cost_kind(t: type[nn.Module]) -> CostKind | None:
+    """How a layer type is counted; None for types torch-pruning's counter ignores too."""
+    layer = _LAYERS.get(t)
+    if layer is not None:
+        return layer.cost
+    if t in op_counter.MODULES_MAPPING:  # counted by torch-pruning, but by no rule of ours
+        raise ModelError(
+            f"prunesearch cannot count the cost of {t.__name__} layers analytically "
+            f"yet; supported: convolutions, linear, batch/layer norm, activations, pooling."
+        )
+    return None
+
+
+def side_size(m: nn.Module, side: str) -> int:
+    """Channel count of a layer's "out" or "in" side."""
+    for attr in (("out_channels", "out_features", "num_features") if side == "out"
+                 else ("in_channels", "in_features")):
+        if hasattr(m, attr):
+            return int(getattr(m, attr))
+    if isinstance(m, nn.LayerNorm):
+        return int(m.normalized_shape[-1])
+    raise ModelError(f"Layer type {type(m).__name__} has no {side}put channel count to prune.")
+
+
+def _param(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.contiguous())
+
+
+def _slice_conv(m: nn.Module, out: Keep, inn: Keep) -> None:
+    if m.groups > 1:
+        if not m.groups == m.in_channels == m.out_channels:
+            raise ModelError(f"Grouped convolutions other than depthwise (in = out = groups) are "
+                             f"not supported ({m}); list the module in space.ignore.")
+        keep = out if out is not None else inn
+        m.weight = _param(m.weight.data[keep])
+        m.groups = m.in_channels = m.out_channels = len(keep)
+    else:
+        w = m.weight.data
+        if out is not None:
+            w = w[out]
+            m.out_channels = len(out)
+        if inn is not None:
+            w = w[:, inn]
+            m.in_channels = len(inn)
+        m.weight = _param(w)
+        keep = out
+    if m.bias is not None and keep is not None:
+        m.bias = _param(m.bias.data[keep])
+
+
+def _slice_linear(m: nn.Module, out: Keep, inn: Keep) -> None:
+    w = m.weight.data
+    if out is not None:
+        w = w[out]
+        m.out_features = len(out)
+        if m.bias is not None:
+            m.bias = _param(m.bias.data[out])
+    if inn is not None:
+        w = w[:, inn]
+        m.in_features = len(inn)
+    m.weight = _param(w)
+
+
+def _slice_batchnorm(m: nn.Module, out: Keep, inn: Keep) -> None:
+    out = out if out is not None else inn  # a norm layer has one channel axis
+    if out is None:
+        return
+    if m.affine:
+        m.weight = _param(m.weight.data[out])
+        m.bias = _param(m.bias.data[out])
+    if m.running_mean is not None:
+        m.running_mean = m.running_mean[out].clone()
+        m.running_var = m.running_var[out].clone()
+    m.num_features = len(out)
+
+
+def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
+    out = out if out is not None else inn
+    if out is None:
+        return
+    if len(m.normalized_shape) != 1:
+        raise ModelError(f"LayerNorm over several dimensions cannot be pruned ({m}).")
+    if m.elementwise_affine:
+        m.weight = _param(m.weight.data[out])
+        if m.bias is not None:
+            m.bias = _param(m.bias.data[out])
+    m.normalized_shape = (len(out),)
+
+
+# The built-ins: every type torch-pruning's counter handles with one of the rules above
+# (transposed convolutions, upsampling, recurrent and attention layers are not modeled).
+register_layer(nn.Conv1d, nn.Conv2d, cost="conv", slicer=_slice_conv)
+register_layer(nn.Conv3d, cost="conv")
+register_layer(nn.Linear, cost="linear", slicer=_slice_linear)
+register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchnorm)
+register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+               nn.GroupNorm, cost="norm")
+register_layer(nn.LayerNorm, cost="layernorm", slicer=_slice_layernorm)
+register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, cost="act")
+register_layer(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+               nn.AvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, cost="pool")
