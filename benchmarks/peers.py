@@ -1,35 +1,40 @@
-"""prunesearch against what a user would pick instead, at about 50% and 25% of dense MACs.
+"""prunesearch against what a user would pick instead, at an equal training budget.
 
-One model per command, on Fashion-MNIST with the default job's data split and dense model
-(3 epochs, the checkpoint cache), four ways to a smaller network per MACs target:
+One model and one budget per command, on Fashion-MNIST with the default job's data split. The
+dense model trains `--dense-epochs` D epochs (the checkpoint cache). Every method then gets
+`--budget-epochs` F more epochs of training in all; per MACs target (`--targets`):
 
-- tp-l1: Torch-Pruning's MetaPruner, global channel pruning by group L1 magnitude
-  (GroupMagnitudeImportance p=1), stepped (400 steps to ratio 1.0, Torch-Pruning's own
-  benchmark schedule) until the MACs are at or under the target; classifier kept whole;
-- tp-taylor: the same with group Taylor importance, gradients of the cross-entropy on 256
-  random training images before every step;
 - uniform-scratch: the zoo model at the width multiplier whose MACs are nearest the target,
-  trained from scratch with labels only for the dense epochs + the fine-tuning epochs (the
-  total the others spent);
-- prunesearch: the `--strategy` search (default TAS, one search per target) on the dense
-  model, its point nearest each target built from the dense weights.
+  trained from scratch with labels only for D + F epochs (it never needed the dense model);
+- tp-l1, tp-taylor: Torch-Pruning's MetaPruner with global pruning (group L1 magnitude, group
+  Taylor on 256 random training images per step), stepped (400 steps to ratio 1.0) until the
+  MACs are at or under the target, classifier kept whole; tp-l1-local: the same with
+  Torch-Pruning's default local pruning (every layer cut by the same ratio); each then
+  fine-tuned F epochs;
+- prunesearch: the default job's search (TPE over the weight-sharing proxy) on the dense
+  weights, its best proxy point at or under the target fine-tuned F epochs from the sliced
+  weights; `prunesearch +supernet` first trains the dense model S = `--supernet-epochs` of the
+  F epochs as a supernet (sandwich rule) and fine-tunes the rest, F - S;
+- prunesearch-arch-scratch: the architecture `prunesearch +supernet` found, trained from
+  scratch like uniform-scratch (D + F epochs, labels only): is the searched shape better than
+  the uniform one when both are trained the same way ("Rethinking the Value of Network
+  Pruning")?
 
-Every pruned network (tp-l1, tp-taylor, prunesearch) is fine-tuned by the same call: the dense
-recipe for `--ft-epochs` epochs with distillation from the dense model (the default job's
-temperature and alpha). Seeds (`--seeds`) vary the fine-tuning (and uniform-scratch's init and
-training); pruning and search run once. MACs and params are counted by Torch-Pruning's
-counter on the final models; latency is the median eval-mode forward on this CPU at batch 1
-and 64, as a ratio to the dense model; test accuracy is on the 10000 test images, never used
-for any choice.
+Fine-tuning (every pruned network the same call) is the dense recipe's schedule for the epochs
+left, with distillation from the network it was cut from at the product's default settings
+(finetune.temperature and finetune.alpha). Seeds (`--seeds`) vary the fine-tuning (and the
+from-scratch networks' init and training); dense training, pruning and search run once. MACs
+and params are counted by Torch-Pruning's counter on the final models; test accuracy is on the
+10000 test images, never used for any choice. A second table puts each prunesearch row beside
+uniform-scratch trained for the same WALL time as the whole prunesearch pipeline (dense
+training, supernet, search and fine-tuning). Latency (median eval forward at batch 1 and 64, on
+the benchmark's device) is a ratio to the dense model.
 
-    python benchmarks/peers.py --model resnet20 --search-images 27500
-    python benchmarks/peers.py --model mobilenetv2_small --seeds 0 --search-images 20000
+    python benchmarks/peers.py --model resnet20 --dense-epochs 3 --budget-epochs 3
 
-are the committed runs, each under 45 minutes on 2 CPU cores (TAS on the whole training split
-made the resnet20 run take 53 minutes; a second seed adds about 10 to the mobilenetv2_small one).
-
-Each writes benchmarks/results/peers_<model>.json (rewritten after every trained network) and
-its tables in benchmarks/README.md and README.md.
+Each run adds its budget's rows to benchmarks/results/peers_<model>.json and rewrites the
+model's tables in benchmarks/README.md and README.md. Runs side by side (one per target, say, on
+a GPU) write `--part FILE` each; `--merge FILE...` then joins them.
 """
 
 from __future__ import annotations
@@ -51,31 +56,32 @@ import torch_pruning as tp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import search  # noqa: E402
+from _finetuned import searched  # noqa: E402
 from _machine import (  # noqa: E402
     PROJECT_README,
+    RESULTS,
     command_line,
     machine,
     save_results,
     write_section,
 )
 
-from prunesearch.config import load_config  # noqa: E402
+from prunesearch.config import RunConfig, load_config  # noqa: E402
 from prunesearch.data import DatasetSplits  # noqa: E402
+from prunesearch.finetune import reinitialise  # noqa: E402
 from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
-from prunesearch.pipeline import Prepared, prepare  # noqa: E402
+from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
 from prunesearch.runs.latency import measure_latency_ms  # noqa: E402
-from prunesearch.spaces import Arch  # noqa: E402
 
-TARGETS = (0.5, 0.25)
 TP_STEPS = 400
 TAYLOR_IMAGES = 256
-WIDTH_MULTS = [m / 100 for m in range(10, 101)]
+WIDTH_MULTS = [m / 100 for m in range(5, 101)]
 
 
 def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     """(MACs, params) by Torch-Pruning's counter: one neutral ruler for every method."""
-    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *shape))
+    device = next(model.parameters()).device
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *shape, device=device))
     return int(macs), int(params)
 
 
@@ -84,14 +90,15 @@ def classifier(model: nn.Module, classes: int) -> list[nn.Module]:
 
 
 def tp_prune(dense: nn.Module, data: DatasetSplits, target: float, taylor: bool,
-             seed: int) -> nn.Module:
+             global_pruning: bool, seed: int) -> nn.Module:
     """A copy of `dense` channel-pruned by Torch-Pruning until its MACs <= target x dense."""
     model = copy.deepcopy(dense).eval()
     example = data.train_x[:1]
     importance = (tp.importance.GroupTaylorImportance() if taylor
                   else tp.importance.GroupMagnitudeImportance(p=1))
-    pruner = tp.pruner.MetaPruner(model, example, importance=importance, global_pruning=True,
-                                  pruning_ratio=1.0, iterative_steps=TP_STEPS,
+    pruner = tp.pruner.MetaPruner(model, example, importance=importance,
+                                  global_pruning=global_pruning, pruning_ratio=1.0,
+                                  iterative_steps=TP_STEPS,
                                   ignored_layers=classifier(model, data.num_classes))
     limit = target * count(model, data.input_shape)[0]
     gen = torch.Generator().manual_seed(seed)
@@ -99,6 +106,7 @@ def tp_prune(dense: nn.Module, data: DatasetSplits, target: float, taylor: bool,
         if taylor:
             idx = torch.randint(len(data.train_x), (TAYLOR_IMAGES,), generator=gen)
             model.zero_grad()
+            idx = idx.to(data.train_x.device)
             F.cross_entropy(model(data.train_x[idx]), data.train_y[idx]).backward()
         pruner.step()
     model.zero_grad(set_to_none=True)
@@ -113,157 +121,254 @@ def uniform_width(name: str, data: DatasetSplits, target: float, dense_macs: int
     return min(WIDTH_MULTS, key=gap)
 
 
-def prunesearch_archs(cfg_base: list[str], strategy: str, out: Path, epochs: int,
-                      images: int | None) -> tuple[dict[float, Arch], float]:
-    """The search's point nearest each target (its arch) and the search's wall seconds."""
-    prefix = [f"search.{strategy}.max_train_images={images}"] if images else []
-    run_dir, cands, wall = search(None, cfg_base, out, f"peers-{strategy}",
-                                  f"search.strategy={strategy}",
-                                  f"search.{strategy}.targets={list(TARGETS)}",
-                                  f"search.{strategy}.epochs={epochs}", *prefix)
-    dense = json.loads((run_dir / "summary.json").read_text())["dense"]["macs"]
-    ok = [c for c in cands if c.result.ok]
-    picks = {t: min(ok, key=lambda c, t=t: abs(c.result.macs / dense - t)).result.arch
-             for t in TARGETS}
-    return picks, wall
-
-
-def measure_latency(dense: nn.Module, models: list[nn.Module], rows: list[dict[str, Any]],
-                    dense_row: dict[str, Any], shape: tuple[int, ...]) -> None:
-    """Median CPU latency at batch 1 and 64 of the dense model and each row's network (ratios),
-    all measured together after training so every figure sees the same quiet, warm machine."""
-    def ms(model: nn.Module) -> dict[int, float]:
-        return {b: measure_latency_ms(model, shape, b, repeats=200 if b == 1 else 50,
-                                      warmup=20) for b in (1, 64)}
+def latency_ratios(dense: nn.Module, models: list[nn.Module], shape: tuple[int, ...]
+                   ) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Median latency at batch 1 and 64 of the dense model and ratios of the others (keyed by
+    batch size), all measured together after training so every figure sees the same quiet,
+    warm device."""
+    def ms(model: nn.Module) -> dict[str, float]:
+        return {str(b): measure_latency_ms(model, shape, b, repeats=200 if b == 1 else 50,
+                                           warmup=20) for b in (1, 64)}
     ms(dense)  # warm the thread pool and allocator
-    dense_row["latency_ms"] = base = ms(dense)
-    for row, model in zip(rows, models, strict=True):
-        row["latency_ratio"] = {b: t / base[b] for b, t in ms(model).items()}
+    base = ms(dense)
+    return base, [{b: t / base[b] for b, t in ms(m).items()} for m in models]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20",
-                        choices=["resnet20", "mobilenetv2_small"])
-    parser.add_argument("--ft-epochs", type=int, default=1)
-    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
-    parser.add_argument("--strategy", default="tas", choices=["tas"])
-    parser.add_argument("--search-epochs", type=int, default=3,
-                        help="epochs of the differentiable search per target")
-    parser.add_argument("--search-images", type=int, default=None,
-                        help="the search trains on a prefix of the training split")
-    parser.add_argument("--max-train-images", type=int, default=None,
-                        help="train everything on a prefix (a quick check of the script only)")
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    start = time.perf_counter()
-    base = [f"model.name={args.model}"]
-    if args.max_train_images:
-        base.append(f"model.train.max_train_images={args.max_train_images}")
-        args.search_images = min(args.search_images or args.max_train_images,
-                                 args.max_train_images)
-    cfg = load_config(None, base)
-    prep: Prepared = prepare(cfg, torch.device("cpu"), progress=False)
-    data, teacher, shape = prep.data, prep.model, prep.data.input_shape
-    dense_macs, dense_params = count(teacher, shape)
-    ft_recipe = cfg.model.train.model_copy(update={"epochs": args.ft_epochs})
-    scratch_recipe = cfg.model.train.model_copy(
-        update={"epochs": cfg.model.train.epochs + args.ft_epochs})
-    distill = Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
-    dense_row = {"test_acc": prep.dense_meta.get("test_acc"), "macs": dense_macs,
-                 "params": dense_params,
-                 "epochs": cfg.model.train.epochs}
-    rows: list[dict[str, Any]] = []
-    finals: list[nn.Module] = []  # one trained network per row, timed once training is over
-    command = command_line()
+class Bench:
+    """The rows of one budget: each method's networks trained per seed and tested."""
 
-    def record(method: str, target: float, model: nn.Module, make_s: float,
-               train: Callable[[nn.Module, int], Any]) -> None:
+    def __init__(self, args: argparse.Namespace, cfg: RunConfig, prep: Prepared) -> None:
+        self.args, self.cfg = args, cfg
+        self.shape, self.data = prep.data.input_shape, prep.data
+        self.dev = prep.data.train_x.device
+        self.dense_macs = count(prep.model, self.shape)[0]
+        self.rows: list[dict[str, Any]] = []
+        self.finals: list[nn.Module] = []
+
+    def record(self, method: str, target: float, model: nn.Module, make_s: float,
+               epochs: str, train: Callable[[nn.Module, int], Any]) -> dict[str, Any]:
         """Train copies of `model` once per seed, test each; one row per method and target."""
-        macs, params = count(model, shape)
+        macs, params = count(model, self.shape)
         accs, secs = [], []
-        for seed in seeds:
+        for seed in self.args.seed_list:
             net = copy.deepcopy(model)
             report = train(net, seed)
             accs.append(report.test_acc)
             secs.append(report.seconds)
             print(f"{method} {target} seed {seed}: {100 * report.test_acc:.2f}% "
                   f"({report.seconds:.0f} s)", flush=True)
-        rows.append({"method": method, "target": target, "macs_ratio": macs / dense_macs,
-                     "params": params, "test_acc": accs, "make_s": make_s,
-                     "train_s": statistics.mean(secs)})
-        finals.append(net)
-        save()
+        row = {"method": method, "target": target, "macs_ratio": macs / self.dense_macs,
+               "params": params, "test_acc": accs, "epochs": epochs, "make_s": make_s,
+               "train_s": statistics.mean(secs)}
+        self.rows.append(row)
+        self.finals.append(net)
+        return row
 
-    def save() -> None:
-        save_results(f"peers_{args.model}",
-                     {"command": command, "machine": machine(), "dense": dense_row, "rows": rows})
+    def finetune(self, teacher: nn.Module, epochs: int) -> Callable[[nn.Module, int], Any]:
+        cfg = self.cfg
+        recipe = cfg.model.train.model_copy(update={"epochs": epochs})
+        distill = Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
 
-    def finetune(net: nn.Module, seed: int) -> Any:
-        return train_model(net, data, ft_recipe, seed=seed, device=torch.device("cpu"),
-                           progress=False, distill=distill)
-
-    def from_scratch(mult: float) -> Callable[[nn.Module, int], Any]:
-        def train(_: nn.Module, seed: int) -> Any:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                net = build_model(args.model, shape, data.num_classes, mult)
-            return train_model(net, data, scratch_recipe, seed=seed,
-                               device=torch.device("cpu"), progress=False)
+        def train(net: nn.Module, seed: int) -> Any:
+            return train_model(net, self.data, recipe, seed=seed, device=self.dev,
+                               progress=False, distill=distill)
         return train
 
-    for target in TARGETS:
-        for method, taylor in (("tp-l1", False), ("tp-taylor", True)):
+    def scratch(self, epochs: int) -> Callable[[nn.Module, int], Any]:
+        """Train the architecture of the given network from a fresh, seeded init."""
+        recipe = self.cfg.model.train.model_copy(update={"epochs": epochs})
+
+        def train(model: nn.Module, seed: int) -> Any:
+            net = reinitialise(model, seed)
+            return train_model(net, self.data, recipe, seed=seed, device=self.dev,
+                               progress=False)
+        return train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python benchmarks/peers.py --model "
+                                            "resnet20 --dense-epochs 3 --budget-epochs 3")
+    parser.add_argument("--model", default="resnet20",
+                        choices=["resnet20", "mobilenetv2_small"])
+    parser.add_argument("--dense-epochs", type=int, default=3)
+    parser.add_argument("--budget-epochs", type=int, default=3)
+    parser.add_argument("--supernet-epochs", type=int, default=1,
+                        help="of the budget, spent on supernet training (rest: fine-tuning)")
+    parser.add_argument("--targets", default="0.5,0.25,0.1")
+    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
+    parser.add_argument("--search-budget", type=int, default=240)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-train-images", type=int, default=None,
+                        help="train everything on a prefix (a quick check of the script only)")
+    parser.add_argument("--no-equal-wall", action="store_true",
+                        help="skip the equal-wall-time rows (the longest trainings)")
+    parser.add_argument("--part", help="write this run to FILE instead (runs side by side)")
+    parser.add_argument("--merge", nargs="+", metavar="FILE",
+                        help="join --part files into results and tables, train nothing")
+    args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        merge(args.model, [p for p in parts if p["model"] == args.model])
+        return
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    targets = [float(t) for t in args.targets.split(",")]
+    d_ep, f_ep, s_ep = args.dense_epochs, args.budget_epochs, args.supernet_epochs
+    if not 0 < s_ep < f_ep:
+        parser.error("--supernet-epochs must be at least 1 and leave fine-tuning epochs")
+    dev = resolve_device(args.device)
+    start = time.perf_counter()
+    base = [f"model.name={args.model}", f"model.train.epochs={d_ep}"]
+    if args.max_train_images:
+        base.append(f"model.train.max_train_images={args.max_train_images}")
+    cfg = load_config(None, base)
+    t = time.perf_counter()
+    prep = prepare(cfg, dev, progress=False)
+    dense_s = prep.dense_meta.get("seconds") or (time.perf_counter() - t)
+    bench = Bench(args, cfg, prep)
+    teacher, shape, classes = prep.model, bench.shape, prep.data.num_classes
+    label = f"D{d_ep}F{f_ep}"
+
+    for target in targets:
+        for method, taylor, glob in (("tp-l1", False, True), ("tp-taylor", True, True),
+                                     ("tp-l1-local", False, False)):
             t = time.perf_counter()
-            pruned = tp_prune(teacher, data, target, taylor, seed=0)
-            record(method, target, pruned, time.perf_counter() - t, finetune)
-        mult = uniform_width(args.model, data, target, dense_macs)
-        slim = build_model(args.model, shape, data.num_classes, mult)
-        record("uniform-scratch", target, slim, 0.0, from_scratch(mult))
+            pruned = tp_prune(teacher, prep.data, target, taylor, glob, seed=0)
+            bench.record(method, target, pruned, time.perf_counter() - t, f"ft {f_ep}",
+                         bench.finetune(teacher, f_ep))
+        mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
+        slim = build_model(args.model, shape, classes, mult).to(dev)
+        bench.record("uniform-scratch", target, slim, 0.0, f"scratch {d_ep + f_ep}",
+                     bench.scratch(d_ep + f_ep))
+
+    variants = (("prunesearch", 0), ("prunesearch +supernet", s_ep))
+    walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        archs, search_s = prunesearch_archs(base, args.strategy, Path(tmp), args.search_epochs,
-                                            args.search_images)
-    slicer = prep.space.slicer(teacher)
-    for target in TARGETS:
-        record(f"prunesearch ({args.strategy})", target, slicer.build(archs[target]),
-               search_s / len(TARGETS), finetune)
-    measure_latency(teacher, finals, rows, dense_row, shape)
-    save()
-    write_tables(args, command, dense_row, rows, seeds, time.perf_counter() - start)
+        for method, supernet_epochs in variants:
+            found = searched(base + [f"search.budget={args.search_budget}",
+                                     f"supernet.epochs={supernet_epochs}"],
+                             Path(tmp), method.replace(" +", "-"), dev)
+            slicer = found.prep.space.slicer(found.prep.model)
+            ft_epochs = f_ep - supernet_epochs
+            total_ft = 0.0
+            for target in targets:
+                arch = found.best_under(target)
+                row = bench.record(method, target, slicer.build(arch),
+                                   found.supernet_s + found.search_s,
+                                   f"supernet {supernet_epochs} + ft {ft_epochs}"
+                                   if supernet_epochs else f"ft {ft_epochs}",
+                                   bench.finetune(found.prep.model, ft_epochs))
+                row["arch"] = arch.to_dict()
+                total_ft += row["train_s"]
+            walls[method] = dense_s + found.supernet_s + found.search_s + total_ft / len(targets)
+            if supernet_epochs:
+                for target in targets:
+                    bench.record("prunesearch-arch-scratch", target,
+                                 slicer.build(found.best_under(target)), 0.0,
+                                 f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+
+    # equal wall time: uniform-scratch trained as many epochs as fit in each pipeline's time
+    uniform_rows = {r["target"]: r for r in bench.rows if r["method"] == "uniform-scratch"}
+    for method, wall in ({} if args.no_equal_wall else walls).items():
+        for target in targets:
+            ref = uniform_rows[target]
+            per_epoch = ref["train_s"] / (d_ep + f_ep)
+            epochs = max(1, round(wall / per_epoch))
+            mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
+            slim = build_model(args.model, shape, classes, mult).to(dev)
+            row = bench.record(f"uniform-scratch (= {method} wall)", target, slim, 0.0,
+                               f"scratch {epochs}", bench.scratch(epochs))
+            row["wall_of"] = {"method": method, "seconds": wall}
+    dense_lat, ratios = latency_ratios(teacher, bench.finals, shape)
+    for row, ratio in zip(bench.rows, ratios, strict=True):
+        row["latency_ratio"] = ratio
+    dense_row = {"test_acc": prep.dense_meta.get("test_acc"), "macs": bench.dense_macs,
+                 "params": count(teacher, shape)[1], "epochs": d_ep, "latency_ms": dense_lat,
+                 "train_s": dense_s}
+    run = {"command": command_line(), "machine": machine(), "dense": dense_row,
+           "dense_epochs": d_ep, "budget_epochs": f_ep, "supernet_epochs": s_ep,
+           "seeds": args.seed_list, "device": str(dev), "rows": bench.rows,
+           "total_s": time.perf_counter() - start}
+    if args.part:  # one of several processes run side by side: `--merge` joins them
+        Path(args.part).write_text(json.dumps({"model": args.model, "label": label,
+                                               "run": run}, indent=1) + "\n")
+    else:
+        merge(args.model, [{"label": label, "run": run}])
 
 
-def write_tables(args: argparse.Namespace, command: str, dense: dict[str, Any],
-                 rows: list[dict[str, Any]], seeds: list[int], total_s: float) -> None:
-    m = machine()
-    lines = [f"**{args.model}** (dense: {100 * dense['test_acc']:.2f}% test, "
-             f"{dense['macs'] / 1e6:.2f} M MACs, {dense['params'] / 1e3:.1f} k params, "
-             f"{dense['latency_ms'][1]:.2f} / {dense['latency_ms'][64]:.1f} ms at batch 1 / 64)",
-             "", "| target | method | test acc (mean +- std over seeds) | MACs ratio | params | "
-             "latency ratio b1 / b64 | prune or search s | train s per seed |",
+def merge(model: str, parts: list[dict[str, Any]]) -> None:
+    """Put runs into results/peers_<model>.json, one entry per budget (the rows of runs of the
+    same budget, e.g. one process per target, joined), and rewrite the model's tables."""
+    path = RESULTS / f"peers_{model}.json"
+    # files of the earlier protocol (no budgets) are replaced, not mixed in
+    budgets = json.loads(path.read_text()).get("budgets", {}) if path.exists() else {}
+    fresh: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        run = part["run"]
+        if part["label"] in fresh:
+            joined = fresh[part["label"]]
+            joined["rows"] += run["rows"]
+            joined["total_s"] = max(joined["total_s"], run["total_s"])
+            joined["command"] += f" & {run['command']}"
+        else:
+            fresh[part["label"]] = run
+    budgets.update(fresh)
+    save_results(f"peers_{model}", {"model": model, "budgets": budgets})
+    write_tables(model, budgets)
+
+
+def _mean(accs: list[float]) -> str:
+    text = f"{100 * statistics.mean(accs):.2f}"
+    return text + (f" +- {100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
+
+
+def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
+    m, dense, rows = run["machine"], run["dense"], run["rows"]
+    device = m["cuda"] if run["device"].startswith("cuda") else f"{m['cpu']}, {m['cores']} cores"
+    lines = [f"**{model}, D = {run['dense_epochs']}, F = {run['budget_epochs']}** (dense: "
+             f"{100 * dense['test_acc']:.2f}% test after D epochs, "
+             f"{dense['macs'] / 1e6:.2f} M MACs, {dense['params'] / 1e3:.1f} k params)", "",
+             "| target | method | training after dense | test acc % (mean +- std) | vs "
+             "uniform-scratch | MACs ratio | params | latency ratio b1 / b64 |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -r["target"]):
-        acc = [100 * a for a in r["test_acc"]]
-        best = max((x for x in rows if x["target"] == r["target"]),
-                   key=lambda x: statistics.mean(x["test_acc"]))
-        mean = f"{statistics.mean(acc):.2f}"
-        if len(acc) > 1:
-            mean += f" +- {statistics.stdev(acc):.2f}"
-        lines.append(f"| {r['target']} | {r['method']} | "
-                     f"{f'**{mean}**' if r is best else mean} | {r['macs_ratio']:.3f} | "
-                     f"{r['params']} | {r['latency_ratio'][1]:.2f} / "
-                     f"{r['latency_ratio'][64]:.2f} | {r['make_s']:.0f} | "
-                     f"{r['train_s']:.0f} |")
-    lines.append(
-        f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; "
-        f"{total_s / 60:.0f} min in all. Fine-tuning {args.ft_epochs} epoch(s) with "
-        f"distillation for every pruned network, uniform-scratch "
-        f"{dense['epochs'] + args.ft_epochs} epochs; seeds {seeds}; {args.strategy} "
-        f"{args.search_epochs} epochs per target"
-        f"{f' on {args.search_images} training images' if args.search_images else ''} (its "
-        f"search time is split over the targets).")
+    equal_time = [r for r in rows if "wall" in r["method"]]
+    for target in sorted({r["target"] for r in rows}, reverse=True):
+        at = [r for r in rows if r["target"] == target and r not in equal_time]
+        uniform = next(r for r in at if r["method"] == "uniform-scratch")
+        best = max(at, key=lambda r: statistics.mean(r["test_acc"]))
+        for r in at:
+            gap = 100 * (statistics.mean(r["test_acc"]) - statistics.mean(uniform["test_acc"]))
+            acc = _mean(r["test_acc"])
+            lines.append(f"| {target} | {r['method']} | {r['epochs']} | "
+                         f"{f'**{acc}**' if r is best else acc} | {gap:+.2f} | "
+                         f"{r['macs_ratio']:.3f} | {r['params']} | "
+                         f"{r['latency_ratio']['1']:.2f} / {r['latency_ratio']['64']:.2f} |")
+    if equal_time:
+        lines += ["", "At equal wall time (uniform-scratch trained as many epochs as the whole "
+                  "prunesearch pipeline's time allows, dense training included):", "",
+                  "| target | prunesearch row | its wall s | test acc % | uniform-scratch, "
+                  "same wall | its epochs | test acc % |", "|---|---|---|---|---|---|---|"]
+        for r in equal_time:
+            ps = next(x for x in rows if x["method"] == r["wall_of"]["method"]
+                      and x["target"] == r["target"])
+            lines.append(f"| {r['target']} | {ps['method']} | {r['wall_of']['seconds']:.0f} | "
+                         f"{_mean(ps['test_acc'])} | {r['method']} | {r['epochs']} | "
+                         f"{_mean(r['test_acc'])} |")
+    lines.append(f"\n`{run['command']}` on {m['date']}: {device}, torch {m['torch']}; "
+                 f"{run['total_s'] / 60:.0f} min in all; seeds {run['seeds']}; fine-tuning "
+                 f"with distillation from the network cut from; search: TPE, weight-sharing "
+                 f"proxy.\n")
+    return lines
+
+
+def write_tables(model: str, budgets: dict[str, dict[str, Any]]) -> None:
+    lines: list[str] = []
+    for label in sorted(budgets):
+        lines += budget_tables(model, label, budgets[label])
     table = "\n".join(lines) + "\n"
-    write_section(f"peers_{args.model}", table)
-    write_section(f"peers_{args.model}", table, PROJECT_README)
+    write_section(f"peers_{model}", table)
+    write_section(f"peers_{model}", table, PROJECT_README)
     print(table)
 
 

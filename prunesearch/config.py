@@ -70,6 +70,20 @@ class EvaluatorConfig(Options):
     kind: str = "weight-sharing"
 
 
+class SupernetConfig(Options):
+    """`[supernet]`: train the dense model further as a weight-sharing supernet over the
+    run's space (sandwich rule, in-place distillation) before the search; 0 epochs: off."""
+
+    epochs: int = Field(0, ge=0)
+    random_subnets: int = Field(2, ge=0, description="random subnetworks per step, besides "
+                                "the largest and the smallest")
+    temperature: float = Field(1.0, gt=0, description="of the in-place distillation")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: "
+                             "model.train.lr), cosine to zero over the stage")
+    max_train_images: int | None = Field(None, ge=1, description="train on a prefix "
+                                         "(default: model.train.max_train_images)")
+
+
 class FinetuneConfig(Options):
     """Which front points are trained back to strength, and how (dense recipe's schedule)."""
 
@@ -102,6 +116,7 @@ class RunConfig(Options):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     space: SpaceConfig = SpaceConfig()
+    supernet: SupernetConfig = SupernetConfig()
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     finetune: FinetuneConfig = FinetuneConfig()

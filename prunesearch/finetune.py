@@ -66,7 +66,7 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
     return sorted(unique.values(), key=lambda r: r["macs"])
 
 
-def _scratch(model: nn.Module, seed: int) -> nn.Module:
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     """The same architecture with fresh weights (the zoo's init), seeded, global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -93,7 +93,7 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
         student = slicer.build(Arch.from_dict(point["arch"]))
         masks = magnitude_masks(student, layer_densities(point["arch"]))  # found on inherited
         if ft.init == "scratch":
-            _scratch(student, cfg.seed + point["id"])
+            reinitialise(student, cfg.seed + point["id"])
         hold_masks(student, masks)
         distill = Distillation(teacher, ft.temperature, ft.alpha) if ft.kd else None
         log.info("fine-tuning #%d (%.3f of dense MACs), %s", point["id"], point["macs_ratio"],

@@ -20,7 +20,7 @@ from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
 from prunesearch.finetune import finetune_front, variant_name
-from prunesearch.models import build_model, dense_model, evaluate_accuracy
+from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
 from prunesearch.runs.export import FORMATS, build_slim, write_export
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
@@ -28,6 +28,7 @@ from prunesearch.runs.latency import measure_latency_ms
 from prunesearch.runs.rundir import RunDir, RunView
 from prunesearch.search import Budget, SearchContext, TrainingKit, create_strategy, strategy_trains
 from prunesearch.spaces import Arch, Space
+from prunesearch.supernet_training import train_supernet
 
 log = logging.getLogger("prunesearch")
 
@@ -75,13 +76,15 @@ class Prepared:
     data: DatasetSplits
     model: torch.nn.Module
     dense_meta: dict[str, Any]
+    supernet_meta: dict[str, Any] | None  # None: no supernet stage
     space: Space
     evaluator: Evaluator
     timings: dict[str, float]
 
 
 def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
-    """Load data, get the dense model (cache or train), build the space and evaluator."""
+    """Load data, get the dense model (cache or train), build the space, train the supernet
+    (when `[supernet]` asks; cached too), and the evaluator over the weights that came out."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = load_run_data(cfg, dev)
@@ -93,9 +96,17 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
     log.info("dense model: %s", {k: dense.get(k) for k in ("val_acc", "test_acc", "cached")})
     t = time.perf_counter()
     space = build_space(cfg, model, data)
-    evaluator = make_evaluator(cfg, space, model, data)
     timings["space_s"] = time.perf_counter() - t
-    return Prepared(data, model, dense, space, evaluator, timings)
+    supernet = None
+    if cfg.supernet.epochs:
+        t = time.perf_counter()
+        model, supernet = train_supernet(model, space, data, cfg.supernet, cfg.model.train,
+                                         cfg.space, seed=cfg.seed, device=dev,
+                                         cache_dir=default_cache_dir(), progress=progress)
+        timings["supernet_s"] = time.perf_counter() - t
+        log.info("supernet: %s", {k: supernet.get(k) for k in ("val_acc", "test_acc", "cached")})
+    evaluator = make_evaluator(cfg, space, model, data)
+    return Prepared(data, model, dense, supernet, space, evaluator, timings)
 
 
 def training_kit(cfg: RunConfig, prep: Prepared, dev: torch.device) -> TrainingKit:
@@ -231,7 +242,9 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
     dense_ref = {
         "macs": prep.space.dense_macs, "params": prep.space.dense_params,
         "val_acc": evaluate_accuracy(prep.model, ev.val_x, ev.val_y),
-        "val_acc_note": "the dense model itself on the evaluator's validation subset",
+        "val_acc_note": "the full network the candidates are sliced from (after the supernet "
+                        "stage, if any) on the evaluator's validation subset; test_acc is "
+                        "the dense model's before it",
         "test_acc": prep.dense_meta.get("test_acc"),
         "checkpoint": prep.dense_meta.get("checkpoint"),
         "train_seconds": prep.dense_meta.get("seconds"), "cached": prep.dense_meta.get("cached"),
@@ -241,7 +254,7 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
         "name": cfg.name, "strategy": strategy, "dataset": cfg.data.dataset,
         "model": cfg.model.name, "device": str(prep.data.train_x.device),
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
-        "sparse_macs": prep.space.masked,
+        "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,
     }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
         variant_name(cfg) if finetuned else None)
     log.info("results: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],

@@ -30,8 +30,10 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Replace every BatchNorm's running statistics by the exact average over `batches`."""
+    """Replace every BatchNorm's running statistics by the exact average over `batches`
+    (their momentum is restored after, so a model trained on later keeps its usual one)."""
     norms = [m for m in model.modules() if isinstance(m, _NORMS)]
+    momenta = [m.momentum for m in norms]
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -40,6 +42,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None
     for x in batches:
         model(x)
     model.eval()
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 class WeightSharingEvaluator(Evaluator):

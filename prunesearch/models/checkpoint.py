@@ -63,7 +63,7 @@ def checkpoint_key(
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _read_state(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, meta) of a file holding a state_dict or a dict with 'state_dict'."""
     try:
         # weights_only: a checkpoint is data, and unpickling arbitrary objects runs code
@@ -132,7 +132,7 @@ def dense_model(
                f"{cfg.width_mult} for this dataset, or remove it to train the dense model.")
         if not path.is_file():
             raise ModelError(f"model.checkpoint '{path}' does not exist. {fix}")
-        state, _ = _read_state(path, fix)
+        state, _ = read_checkpoint(path, fix)
         _load_state(model, state, path, fix)
         model.to(device)
         return model, {**described, "val_acc": evaluate_accuracy(model, data.val_x, data.val_y),
@@ -145,7 +145,7 @@ def dense_model(
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.pt"
     if path.is_file():
         fix = f"Delete '{path}' and the dense model is trained again."
-        state, meta = _read_state(path, fix)
+        state, meta = read_checkpoint(path, fix)
         _load_state(model, state, path, fix)
         return model.to(device), {**meta, "checkpoint": str(path), "cached": True}
 

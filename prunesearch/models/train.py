@@ -120,7 +120,7 @@ class Distillation:
         return self.alpha * self.temperature**2 * kl + (1 - self.alpha) * hard
 
 
-def _progress_bar(disable: bool) -> Progress:
+def progress_bar(disable: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -176,7 +176,7 @@ def train_model(
     train_loss = train_acc = None
     start = time.perf_counter()
     model.train()
-    with _progress_bar(disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         for epoch in range(recipe.epochs):
             task = bar.add_task(f"{label} {epoch + 1}/{recipe.epochs}", total=steps, stats="")
             batches = epoch_batches(x, y, batch_size, gen, recipe.augment)

@@ -61,7 +61,7 @@ class TasRelaxation(Relaxation):
     def __init__(self, space: Space, dims: list[int], seed: int, model: torch.nn.Module,
                  n_sample: int) -> None:
         super().__init__(space, dims, seed)
-        self.net = Supernet(space, model, space.graph.channel_order())
+        self.net = Supernet(space, model, space.channel_order())
         self.n_sample = n_sample
 
     def expected_macs(self) -> torch.Tensor:

@@ -57,6 +57,7 @@ class Space:
         self.layer_weights: dict[str, int] = {}  # weights of each masked layer, dense model
         self.width_ratios: tuple[float, ...] = DEFAULT_WIDTH_RATIOS  # what from_model was given
         self._names = [d.name for d in self.dims]
+        self._order: dict[str, list[int]] | None = None
 
     @classmethod
     def from_model(cls, model: nn.Module, example_input: torch.Tensor,
@@ -144,9 +145,17 @@ class Space:
         return any(dim.kind != "density" and value != dim.full
                    for dim, (_, value) in zip(self.dims, arch.values, strict=True))
 
+    def channel_order(self) -> dict[str, list[int]]:
+        """Root channels of every width group, most important first (group L1 norm of the
+        model the space was built from), computed once: every slicer and supernet of the space
+        keeps the same first-k channels, also over weights trained further (supernet stage)."""
+        if self._order is None:
+            self._order = self.graph.channel_order()
+        return self._order
+
     def slicer(self, model: nn.Module) -> Slicer:
-        """A slicer over `model`'s weights, keeping the channels of highest group L1 norm."""
-        return Slicer(self, model, self.graph.channel_order())
+        """A slicer over `model`'s weights, keeping the space's `channel_order`."""
+        return Slicer(self, model, self.channel_order())
 
     # --- genes -----------------------------------------------------------------------------
     def encode(self, arch: Arch) -> list[int]:

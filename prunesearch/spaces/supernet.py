@@ -8,6 +8,11 @@ Each depth stage's output is the weighted sum of its outputs after k blocks for 
 Mixing happens in forward hooks on the layers that produce a group's channels (its norm
 layers, or its conv/linear layers where it has no norm) and in the stages' forward, so any
 model the Space was built from works; the module tree and names are unchanged.
+
+With `hard=True` a width choice keeps its c most important channels as they are and zeroes
+the rest instead (a channel mask): the forward is then exactly the first-c subnetwork the
+Slicer builds (up to BatchNorm statistics), which is how supernet training (sandwich rule)
+trains subnetworks.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ def channel_interpolate(x: torch.Tensor, channels: int) -> torch.Tensor:
 class Supernet(nn.Module):
     """The dense model with every width and depth dimension mixed over the current sample."""
 
-    def __init__(self, space: Space, model: nn.Module,
-                 order: Mapping[str, Sequence[int]]) -> None:
+    def __init__(self, space: Space, model: nn.Module, order: Mapping[str, Sequence[int]],
+                 hard: bool = False) -> None:
         super().__init__()
         self.space = space
         self.net = copy.deepcopy(model)
@@ -59,7 +64,8 @@ class Supernet(nn.Module):
                 by_rank = sorted(zip(member.idxs, member.roots, strict=True),
                                  key=lambda ir: rank[ir[1]])
                 perm = torch.tensor([i for i, _ in by_rank], dtype=torch.long)
-                modules[member.module].register_forward_hook(self._width_hook(d, perm))
+                hook = self._mask_hook(d, perm) if hard else self._width_hook(d, perm)
+                modules[member.module].register_forward_hook(hook)
         for d, stage in space.depth_stages():
             seq = self.net.get_submodule(stage)
             seq.forward = types.MethodType(self._depth_forward(d), seq)
@@ -76,6 +82,21 @@ class Supernet(nn.Module):
             mixed = sum(w * channel_interpolate(ranked[:, :choices[g]], out.shape[1])
                         for g, w in picks)
             return torch.zeros_like(out).index_copy(1, idx, mixed)
+
+        return hook
+
+    def _mask_hook(self, d: int, perm: torch.Tensor):
+        """Zero every channel but the c most important of the sampled width (weighted)."""
+        masks = torch.zeros(len(self.space.dims[d].choices), len(perm))
+        for g, c in enumerate(self.space.dims[d].choices):
+            masks[g, perm[:c]] = 1.0
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            picks = self.sample.get(d)
+            if not picks:
+                return out
+            mask = sum(w * masks[g].to(out.device) for g, w in picks)
+            return out * mask.view(1, -1, *([1] * (out.dim() - 2)))
 
         return hook
 

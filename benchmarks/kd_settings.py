@@ -1,0 +1,94 @@
+"""Which distillation settings make fine-tuning worth its time: labels only against knowledge
+distillation at several (alpha, temperature), on the same searched architectures.
+
+resnet20 on Fashion-MNIST, the default job's dense model (`--dense-epochs`), the supernet stage
+(`--supernet-epochs`) and its TPE search; the best proxy point at or under each `--targets`
+MACs ratio is fine-tuned `--ft-epochs` from the sliced weights, once per setting and seed, with
+distillation from the full network it was cut from. Test accuracy on the 10000 test images,
+which nothing chose from.
+
+    python benchmarks/kd_settings.py
+
+writes benchmarks/results/kd_settings.json and its table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _finetuned import searched  # noqa: E402
+from _machine import command_line, machine, save_results, write_section  # noqa: E402
+
+from prunesearch.config import load_config  # noqa: E402
+from prunesearch.models import Distillation, train_model  # noqa: E402
+from prunesearch.pipeline import resolve_device  # noqa: E402
+
+SETTINGS = [("labels only", None), ("kd 0.9 / T 4", (0.9, 4.0)), ("kd 0.5 / T 4", (0.5, 4.0)),
+            ("kd 0.5 / T 1", (0.5, 1.0)), ("kd 1.0 / T 1", (1.0, 1.0))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--dense-epochs", type=int, default=3)
+    parser.add_argument("--supernet-epochs", type=int, default=1)
+    parser.add_argument("--ft-epochs", type=int, default=2)
+    parser.add_argument("--targets", default="0.25,0.1")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--search-budget", type=int, default=240)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-train-images", type=int, default=None,
+                        help="train everything on a prefix (a quick check of the script only)")
+    args = parser.parse_args()
+    dev = resolve_device(args.device)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    targets = [float(t) for t in args.targets.split(",")]
+    start = time.perf_counter()
+    base = [f"model.name={args.model}", f"model.train.epochs={args.dense_epochs}",
+            f"search.budget={args.search_budget}",
+            *([f"model.train.max_train_images={args.max_train_images}"]
+              if args.max_train_images else []), f"supernet.epochs={args.supernet_epochs}"]
+    recipe = load_config(None, base).model.train.model_copy(update={"epochs": args.ft_epochs})
+    with tempfile.TemporaryDirectory() as tmp:
+        found = searched(base, Path(tmp), "kd-settings", dev)
+    slicer = found.prep.space.slicer(found.prep.model)
+    rows = []
+    for target in targets:
+        arch = found.best_under(target)
+        macs = found.prep.space.macs(arch) / found.prep.space.dense_macs
+        for name, kd in SETTINGS:
+            distill = None if kd is None else Distillation(found.prep.model, kd[1], kd[0])
+            accs = [train_model(slicer.build(arch), found.prep.data, recipe, seed=seed,
+                                device=dev, progress=False, distill=distill).test_acc
+                    for seed in seeds]
+            rows.append({"target": target, "macs_ratio": macs, "setting": name, "test_acc": accs})
+            print(rows[-1], flush=True)
+    m = machine()
+    save_results("kd_settings", {"command": command_line(), "machine": m, "device": str(dev),
+                                 "args": vars(args), "rows": rows})
+    device = m["cuda"] if dev.type == "cuda" else f"{m['cpu']}, {m['cores']} cores"
+    lines = ["| target | MACs ratio | fine-tuning loss | test acc % (mean +- std) |",
+             "|---|---|---|---|"]
+    for r in rows:
+        accs = [100 * a for a in r["test_acc"]]
+        spread = f" +- {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        lines.append(f"| {r['target']} | {r['macs_ratio']:.3f} | {r['setting']} | "
+                     f"{statistics.mean(accs):.2f}{spread} |")
+    lines.append(f"\n`{command_line()}` on {m['date']}: {device}, torch {m['torch']}; "
+                 f"{(time.perf_counter() - start) / 60:.0f} min; {args.model}, dense "
+                 f"{args.dense_epochs} epochs, supernet {args.supernet_epochs}, fine-tuning "
+                 f"{args.ft_epochs} epochs; seeds {seeds}. alpha weighs the distillation term, "
+                 f"1 - alpha the labels.")
+    table = "\n".join(lines) + "\n"
+    write_section("kd_settings", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
