@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,17 @@ def machine() -> dict[str, object]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.date.today().isoformat(),
     }
+
+
+def device_label(m: dict[str, object], device: str) -> str:
+    """The machine a table's figures came from, in words: the GPU's name on CUDA, else the CPU."""
+    return str(m["cuda"]) if device.startswith("cuda") else f"{m['cpu']}, {m['cores']} cores"
+
+
+def mean_std(fractions: list[float]) -> str:
+    """Accuracies (fractions) as 'mean +- std' in percent; the mean alone for one value."""
+    text = f"{100 * statistics.mean(fractions):.2f}"
+    return text + (f" +- {100 * statistics.stdev(fractions):.2f}" if len(fractions) > 1 else "")
 
 
 def command_line() -> str:
@@ -57,3 +69,12 @@ def write_section(name: str, markdown: str, readme: Path = README) -> None:
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     readme.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
+
+
+def publish(name: str, lines: list[str], *readmes: Path) -> None:
+    """Write a benchmark's table (markdown lines) into its section of benchmarks/README.md and
+    of any further `readmes`, and print it."""
+    table = "\n".join(lines) + "\n"
+    for readme in (README, *readmes):
+        write_section(name, table, readme)
+    print(table)

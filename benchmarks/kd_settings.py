@@ -15,7 +15,6 @@ writes benchmarks/results/kd_settings.json and its table in benchmarks/README.md
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import searched  # noqa: E402
-from _machine import command_line, machine, save_results, write_section  # noqa: E402
+from _machine import (  # noqa: E402
+    command_line,
+    device_label,
+    machine,
+    mean_std,
+    publish,
+    save_results,
+)
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.models import Distillation, train_model  # noqa: E402
@@ -72,22 +78,18 @@ def main() -> None:
     m = machine()
     save_results("kd_settings", {"command": command_line(), "machine": m, "device": str(dev),
                                  "args": vars(args), "rows": rows})
-    device = m["cuda"] if dev.type == "cuda" else f"{m['cpu']}, {m['cores']} cores"
+    device = device_label(m, str(dev))
     lines = ["| target | MACs ratio | fine-tuning loss | test acc % (mean +- std) |",
              "|---|---|---|---|"]
     for r in rows:
-        accs = [100 * a for a in r["test_acc"]]
-        spread = f" +- {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
         lines.append(f"| {r['target']} | {r['macs_ratio']:.3f} | {r['setting']} | "
-                     f"{statistics.mean(accs):.2f}{spread} |")
+                     f"{mean_std(r['test_acc'])} |")
     lines.append(f"\n`{command_line()}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{(time.perf_counter() - start) / 60:.0f} min; {args.model}, dense "
                  f"{args.dense_epochs} epochs, supernet {args.supernet_epochs}, fine-tuning "
                  f"{args.ft_epochs} epochs; seeds {seeds}. alpha weighs the distillation term, "
                  f"1 - alpha the labels.")
-    table = "\n".join(lines) + "\n"
-    write_section("kd_settings", table)
-    print(table)
+    publish("kd_settings", lines)
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ from _machine import (  # noqa: E402
     PROJECT_README,
     RESULTS,
     command_line,
+    device_label,
     machine,
+    mean_std,
+    publish,
     save_results,
-    write_section,
 )
 
 from prunesearch.config import RunConfig, load_config  # noqa: E402
@@ -141,7 +143,7 @@ class Bench:
         self.args, self.cfg = args, cfg
         self.shape, self.data = prep.data.input_shape, prep.data
         self.dev = prep.data.train_x.device
-        self.dense_macs = count(prep.model, self.shape)[0]
+        self.dense_macs, self.dense_params = count(prep.model, self.shape)
         self.rows: list[dict[str, Any]] = []
         self.finals: list[nn.Module] = []
 
@@ -229,6 +231,7 @@ def main() -> None:
     bench = Bench(args, cfg, prep)
     teacher, shape, classes = prep.model, bench.shape, prep.data.num_classes
     label = f"D{d_ep}F{f_ep}"
+    uniform_nets: dict[float, nn.Module] = {}  # per target; recording re-initialises copies
 
     for target in targets:
         for method, taylor, glob in (("tp-l1", False, True), ("tp-taylor", True, True),
@@ -238,9 +241,9 @@ def main() -> None:
             bench.record(method, target, pruned, time.perf_counter() - t, f"ft {f_ep}",
                          bench.finetune(teacher, f_ep))
         mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
-        slim = build_model(args.model, shape, classes, mult).to(dev)
-        bench.record("uniform-scratch", target, slim, 0.0, f"scratch {d_ep + f_ep}",
-                     bench.scratch(d_ep + f_ep))
+        uniform_nets[target] = build_model(args.model, shape, classes, mult).to(dev)
+        bench.record("uniform-scratch", target, uniform_nets[target], 0.0,
+                     f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
 
     variants = (("prunesearch", 0), ("prunesearch +supernet", s_ep))
     walls: dict[str, float] = {}
@@ -252,8 +255,8 @@ def main() -> None:
             slicer = found.prep.space.slicer(found.prep.model)
             ft_epochs = f_ep - supernet_epochs
             total_ft = 0.0
-            for target in targets:
-                arch = found.best_under(target)
+            picks = {target: found.best_under(target) for target in targets}
+            for target, arch in picks.items():
                 row = bench.record(method, target, slicer.build(arch),
                                    found.supernet_s + found.search_s,
                                    f"supernet {supernet_epochs} + ft {ft_epochs}"
@@ -263,9 +266,8 @@ def main() -> None:
                 total_ft += row["train_s"]
             walls[method] = dense_s + found.supernet_s + found.search_s + total_ft / len(targets)
             if supernet_epochs:
-                for target in targets:
-                    bench.record("prunesearch-arch-scratch", target,
-                                 slicer.build(found.best_under(target)), 0.0,
+                for target, arch in picks.items():
+                    bench.record("prunesearch-arch-scratch", target, slicer.build(arch), 0.0,
                                  f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
 
     # equal wall time: uniform-scratch trained as many epochs as fit in each pipeline's time
@@ -275,16 +277,15 @@ def main() -> None:
             ref = uniform_rows[target]
             per_epoch = ref["train_s"] / (d_ep + f_ep)
             epochs = max(1, round(wall / per_epoch))
-            mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
-            slim = build_model(args.model, shape, classes, mult).to(dev)
-            row = bench.record(f"uniform-scratch (= {method} wall)", target, slim, 0.0,
-                               f"scratch {epochs}", bench.scratch(epochs))
+            row = bench.record(f"uniform-scratch (= {method} wall)", target,
+                               uniform_nets[target], 0.0, f"scratch {epochs}",
+                               bench.scratch(epochs))
             row["wall_of"] = {"method": method, "seconds": wall}
     dense_lat, ratios = latency_ratios(teacher, bench.finals, shape)
     for row, ratio in zip(bench.rows, ratios, strict=True):
         row["latency_ratio"] = ratio
     dense_row = {"test_acc": prep.dense_meta.get("test_acc"), "macs": bench.dense_macs,
-                 "params": count(teacher, shape)[1], "epochs": d_ep, "latency_ms": dense_lat,
+                 "params": bench.dense_params, "epochs": d_ep, "latency_ms": dense_lat,
                  "train_s": dense_s}
     run = {"command": command_line(), "machine": machine(), "dense": dense_row,
            "dense_epochs": d_ep, "budget_epochs": f_ep, "supernet_epochs": s_ep,
@@ -318,14 +319,9 @@ def merge(model: str, parts: list[dict[str, Any]]) -> None:
     write_tables(model, budgets)
 
 
-def _mean(accs: list[float]) -> str:
-    text = f"{100 * statistics.mean(accs):.2f}"
-    return text + (f" +- {100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
-
-
 def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
     m, dense, rows = run["machine"], run["dense"], run["rows"]
-    device = m["cuda"] if run["device"].startswith("cuda") else f"{m['cpu']}, {m['cores']} cores"
+    device = device_label(m, run["device"])
     lines = [f"**{model}, D = {run['dense_epochs']}, F = {run['budget_epochs']}** (dense: "
              f"{100 * dense['test_acc']:.2f}% test after D epochs, "
              f"{dense['macs'] / 1e6:.2f} M MACs, {dense['params'] / 1e3:.1f} k params)", "",
@@ -339,7 +335,7 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
         best = max(at, key=lambda r: statistics.mean(r["test_acc"]))
         for r in at:
             gap = 100 * (statistics.mean(r["test_acc"]) - statistics.mean(uniform["test_acc"]))
-            acc = _mean(r["test_acc"])
+            acc = mean_std(r["test_acc"])
             lines.append(f"| {target} | {r['method']} | {r['epochs']} | "
                          f"{f'**{acc}**' if r is best else acc} | {gap:+.2f} | "
                          f"{r['macs_ratio']:.3f} | {r['params']} | "
@@ -353,8 +349,8 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
             ps = next(x for x in rows if x["method"] == r["wall_of"]["method"]
                       and x["target"] == r["target"])
             lines.append(f"| {r['target']} | {ps['method']} | {r['wall_of']['seconds']:.0f} | "
-                         f"{_mean(ps['test_acc'])} | {r['method']} | {r['epochs']} | "
-                         f"{_mean(r['test_acc'])} |")
+                         f"{mean_std(ps['test_acc'])} | {r['method']} | {r['epochs']} | "
+                         f"{mean_std(r['test_acc'])} |")
     lines.append(f"\n`{run['command']}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{run['total_s'] / 60:.0f} min in all; seeds {run['seeds']}; fine-tuning "
                  f"with distillation from the network cut from; search: TPE, weight-sharing "
@@ -366,10 +362,7 @@ def write_tables(model: str, budgets: dict[str, dict[str, Any]]) -> None:
     lines: list[str] = []
     for label in sorted(budgets):
         lines += budget_tables(model, label, budgets[label])
-    table = "\n".join(lines) + "\n"
-    write_section(f"peers_{model}", table)
-    write_section(f"peers_{model}", table, PROJECT_README)
-    print(table)
+    publish(f"peers_{model}", lines, PROJECT_README)
 
 
 if __name__ == "__main__":

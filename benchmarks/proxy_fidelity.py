@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import searched  # noqa: E402
-from _machine import command_line, machine, save_results, write_section  # noqa: E402
+from _machine import command_line, device_label, machine, publish, save_results  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
 from prunesearch.evaluators import Result  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
     save_results("proxy_fidelity", {"command": command_line(), "machine": m, "device": str(dev),
                                     "args": {k: v for k, v in vars(args).items()},
                                     "variants": variants})
-    device = m["cuda"] if dev.type == "cuda" else f"{m['cpu']}, {m['cores']} cores"
+    device = device_label(m, str(dev))
     lines = ["| proxy scored on | architectures | MACs ratios | proxy range | fine-tuned test "
              "range | Kendall tau |", "|---|---|---|---|---|---|"]
     for name, v in variants.items():
@@ -128,9 +128,7 @@ def main() -> None:
                  f"{args.dense_epochs} epochs, supernet {args.supernet_epochs} epoch(s), "
                  f"fine-tuning {args.ft_epochs} epochs with distillation, at or under "
                  f"{args.max_ratio} of dense MACs.")
-    table = "\n".join(lines) + "\n"
-    write_section("proxy_fidelity", table)
-    print(table)
+    publish("proxy_fidelity", lines)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, create_model, field_validator
 from prunesearch.errors import ConfigError
 from prunesearch.models.options import ModelConfig
 from prunesearch.options import Options
+from prunesearch.plugins import describe_error
 
 
 class DataConfig(Options):
@@ -193,7 +194,7 @@ def import_plugins(plugins: Any, source: str) -> None:
             importlib.import_module(module)
         except Exception as err:
             raise ConfigError(f"Config {source}: plugin module '{module}' cannot be imported "
-                              f"({type(err).__name__}: {err}). Install it or put it on "
+                              f"({describe_error(err)}). Install it or put it on "
                               f"PYTHONPATH, or remove it from 'plugins'.") from None
 
 
