@@ -244,6 +244,32 @@ def test_random_translate_shifts_whole_images() -> None:
         assert any(torch.equal(out[i], w) for w in windows)
 
 
+def test_augmented_batches_train_a_narrow_strided_1x1_conv(tmp_path) -> None:
+    """A channels-last batch made oneDNN crash or hang in the backward pass of a stride-2 1x1
+    conv with 4 input channels (a pruned resnet shortcut); translated batches must be plain
+    NCHW. Run in a child process with a timeout: the failure is a segfault or a hang."""
+    out = random_translate(torch.randn(4, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert out.stride() == torch.empty(4, 1, 8, 8).stride()
+    script = tmp_path / "narrow.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from prunesearch.models import random_translate
+        torch.set_num_threads(1)  # one thread crashed every time, two hung now and then
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1),
+                                  torch.nn.Conv2d(4, 8, 1, stride=2, bias=False))
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            net(random_translate(torch.randn(128, 1, 28, 28), gen)).square().mean().backward()
+        print("ok")
+    """))
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():

@@ -63,7 +63,9 @@ def random_translate(
     """Shift each image of an (N, C, H, W) batch by up to `max_shift` pixels each way.
 
     Edge padding rather than zeros: the data are normalised, so zero is the mean intensity, not
-    the background of a digit or a garment."""
+    the background of a digit or a garment. The batch comes back contiguous (N, C, H, W): a
+    channels-last batch makes oneDNN (torch 2.13 CPU) hang or crash in the backward pass of a
+    strided 1x1 convolution with fewer than 8 input channels, which pruned shortcuts have."""
     n, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, mode="replicate")
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=gen).to(x.device)
@@ -71,7 +73,10 @@ def random_translate(
     cols = dx + torch.arange(w, device=x.device)
     batch = torch.arange(n, device=x.device)[:, None, None]
     # advanced indices on dims 0, 2, 3 around a slice: the result comes out as (N, H, W, C)
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    shifted = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    # clone, not .contiguous(): with one channel the permuted view already counts as
+    # contiguous, yet its strides still make convolutions pick channels-last
+    return shifted.clone(memory_format=torch.contiguous_format)
 
 
 def training_tensors(data: DatasetSplits, max_images: int | None,
