@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 
-from prunesearch.config import load_config
+from prunesearch.config import RunConfig, load_config
 from prunesearch.evaluators import Result
+from prunesearch.finetune import finetune_recipe
+from prunesearch.models.options import TrainConfig
 from prunesearch.pipeline import Prepared, finetune_run, prepare, run_job
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
@@ -32,6 +34,27 @@ def finetune(run_dir: Path, ids: list[int], *overrides: str) -> dict[int, dict[s
     """Fine-tune the candidates `ids` of a run; their finetune.csv rows by id."""
     finetune_run(run_dir, [f"finetune.ids={sorted(set(ids))}", *overrides], progress=False)
     return {r["id"]: r for r in read_finetuned(run_dir) if r["id"] in ids}
+
+
+EVERY_IMAGE = 60_000  # Fashion-MNIST's training set: a prefix this long is all of it
+
+
+def training_overrides(model: str, dense_epochs: int, max_train_images: int | None) -> list[str]:
+    """Config overrides of a benchmark's jobs: the default job on `model` with D dense epochs,
+    and every training stage on the same images (all, or the `--max-train-images` prefix), so
+    a supernet epoch is a whole epoch like every other row's, whatever prefix the default job
+    trains its supernet on."""
+    images = max_train_images or EVERY_IMAGE
+    return [f"model.name={model}", f"model.train.epochs={dense_epochs}",
+            *([f"model.train.max_train_images={max_train_images}"] if max_train_images else []),
+            f"supernet.max_train_images={images}"]
+
+
+def full_finetune_recipe(cfg: RunConfig, epochs: int) -> TrainConfig:
+    """The product's fine-tuning recipe (learning rate and all) for `epochs`, on every training
+    image the dense model saw, however cheaply the job itself fine-tunes its front."""
+    return finetune_recipe(cfg).model_copy(update={
+        "epochs": epochs, "max_train_images": cfg.model.train.max_train_images})
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Which distillation settings make fine-tuning worth its time: labels only against knowledge
-distillation at several (alpha, temperature), on the same searched architectures.
+distillation at several (alpha, temperature), and one at a fifth of the recipe's learning rate
+(inherited weights may not want the dense schedule's restart), on the same searched
+architectures.
 
 resnet20 on Fashion-MNIST, the default job's dense model (`--dense-epochs`), the supernet stage
 (`--supernet-epochs`) and its TPE search; the best proxy point at or under each `--targets`
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import searched  # noqa: E402
+from _finetuned import searched, training_overrides  # noqa: E402
 from _machine import (  # noqa: E402
     command_line,
     device_label,
@@ -35,8 +37,10 @@ from prunesearch.config import load_config  # noqa: E402
 from prunesearch.models import Distillation, train_model  # noqa: E402
 from prunesearch.pipeline import resolve_device  # noqa: E402
 
-SETTINGS = [("labels only", None), ("kd 0.9 / T 4", (0.9, 4.0)), ("kd 0.5 / T 4", (0.5, 4.0)),
-            ("kd 0.5 / T 1", (0.5, 1.0)), ("kd 1.0 / T 1", (1.0, 1.0))]
+# (name, (alpha, temperature) or None for labels only, learning rate as a share of the recipe's)
+SETTINGS = [("labels only", None, 1.0), ("kd 0.9 / T 4", (0.9, 4.0), 1.0),
+            ("kd 0.5 / T 4", (0.5, 4.0), 1.0), ("kd 0.5 / T 1", (0.5, 1.0), 1.0),
+            ("kd 1.0 / T 1", (1.0, 1.0), 1.0), ("kd 0.5 / T 4, lr x0.2", (0.5, 4.0), 0.2)]
 
 
 def main() -> None:
@@ -56,10 +60,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     targets = [float(t) for t in args.targets.split(",")]
     start = time.perf_counter()
-    base = [f"model.name={args.model}", f"model.train.epochs={args.dense_epochs}",
+    base = [*training_overrides(args.model, args.dense_epochs, args.max_train_images),
             f"search.budget={args.search_budget}",
-            *([f"model.train.max_train_images={args.max_train_images}"]
-              if args.max_train_images else []), f"supernet.epochs={args.supernet_epochs}"]
+            f"supernet.epochs={args.supernet_epochs}"]
     recipe = load_config(None, base).model.train.model_copy(update={"epochs": args.ft_epochs})
     with tempfile.TemporaryDirectory() as tmp:
         found = searched(base, Path(tmp), "kd-settings", dev)
@@ -68,9 +71,10 @@ def main() -> None:
     for target in targets:
         arch = found.best_under(target)
         macs = found.prep.space.macs(arch) / found.prep.space.dense_macs
-        for name, kd in SETTINGS:
+        for name, kd, lr_share in SETTINGS:
             distill = None if kd is None else Distillation(found.prep.model, kd[1], kd[0])
-            accs = [train_model(slicer.build(arch), found.prep.data, recipe, seed=seed,
+            tuned = recipe.model_copy(update={"lr": recipe.lr * lr_share})
+            accs = [train_model(slicer.build(arch), found.prep.data, tuned, seed=seed,
                                 device=dev, progress=False, distill=distill).test_acc
                     for seed in seeds]
             rows.append({"target": target, "macs_ratio": macs, "setting": name, "test_acc": accs})

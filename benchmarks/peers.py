@@ -20,15 +20,16 @@ dense model trains `--dense-epochs` D epochs (the checkpoint cache). Every metho
   the uniform one when both are trained the same way ("Rethinking the Value of Network
   Pruning")?
 
-Fine-tuning (every pruned network the same call) is the dense recipe's schedule for the epochs
-left, with distillation from the network it was cut from at the product's default settings
-(finetune.temperature and finetune.alpha). Seeds (`--seeds`) vary the fine-tuning (and the
-from-scratch networks' init and training); dense training, pruning and search run once. MACs
-and params are counted by Torch-Pruning's counter on the final models; test accuracy is on the
-10000 test images, never used for any choice. A second table puts each prunesearch row beside
-uniform-scratch trained for the same WALL time as the whole prunesearch pipeline (dense
-training, supernet, search and fine-tuning). Latency (median eval forward at batch 1 and 64, on
-the benchmark's device) is a ratio to the dense model.
+Fine-tuning (every pruned network the same call) is the product's default fine-tuning for the
+epochs left (finetune.kd, its temperature and alpha, finetune.lr; distillation from the network
+cut from when kd is on), on all training images. Seeds
+(`--seeds`) vary the fine-tuning (and the from-scratch networks' init and training); dense
+training, pruning and search run once. MACs and params are counted by Torch-Pruning's counter
+on the final models; test accuracy is on the 10000 test images, never used for any choice. A
+second table puts each prunesearch row beside uniform-scratch trained for the same WALL time as
+the whole prunesearch pipeline (dense training, supernet, search and fine-tuning). Latency
+(median eval forward at batch 1 and 64, on the benchmark's device) is a ratio to the dense
+model.
 
     python benchmarks/peers.py --model resnet20 --dense-epochs 3 --budget-epochs 3
 
@@ -56,7 +57,7 @@ import torch_pruning as tp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import searched  # noqa: E402
+from _finetuned import full_finetune_recipe, searched, training_overrides  # noqa: E402
 from _machine import (  # noqa: E402
     PROJECT_README,
     RESULTS,
@@ -75,6 +76,8 @@ from prunesearch.models import Distillation, build_model, train_model  # noqa: E
 from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
 from prunesearch.runs.latency import measure_latency_ms  # noqa: E402
 
+METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
+           "prunesearch +supernet", "prunesearch-arch-scratch"]
 TP_STEPS = 400
 TAYLOR_IMAGES = 256
 WIDTH_MULTS = [m / 100 for m in range(5, 101)]
@@ -168,8 +171,9 @@ class Bench:
 
     def finetune(self, teacher: nn.Module, epochs: int) -> Callable[[nn.Module, int], Any]:
         cfg = self.cfg
-        recipe = cfg.model.train.model_copy(update={"epochs": epochs})
-        distill = Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
+        recipe = full_finetune_recipe(cfg, epochs)
+        distill = (Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
+                   if cfg.finetune.kd else None)
 
         def train(net: nn.Module, seed: int) -> Any:
             return train_model(net, self.data, recipe, seed=seed, device=self.dev,
@@ -206,6 +210,8 @@ def main() -> None:
                         help="train everything on a prefix (a quick check of the script only)")
     parser.add_argument("--no-equal-wall", action="store_true",
                         help="skip the equal-wall-time rows (the longest trainings)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of the rows (a part of a split run)")
     parser.add_argument("--part", help="write this run to FILE instead (runs side by side)")
     parser.add_argument("--merge", nargs="+", metavar="FILE",
                         help="join --part files into results and tables, train nothing")
@@ -215,15 +221,19 @@ def main() -> None:
         merge(args.model, [p for p in parts if p["model"] == args.model])
         return
     args.seed_list = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"unknown --methods {sorted(unknown)}; choose from {METHODS}")
+    if "prunesearch-arch-scratch" in methods and "prunesearch +supernet" not in methods:
+        parser.error("prunesearch-arch-scratch trains the architecture prunesearch +supernet "
+                     "finds: name both")
     targets = [float(t) for t in args.targets.split(",")]
     d_ep, f_ep, s_ep = args.dense_epochs, args.budget_epochs, args.supernet_epochs
     if not 0 < s_ep < f_ep:
         parser.error("--supernet-epochs must be at least 1 and leave fine-tuning epochs")
     dev = resolve_device(args.device)
     start = time.perf_counter()
-    base = [f"model.name={args.model}", f"model.train.epochs={d_ep}"]
-    if args.max_train_images:
-        base.append(f"model.train.max_train_images={args.max_train_images}")
+    base = training_overrides(args.model, d_ep, args.max_train_images)
     cfg = load_config(None, base)
     t = time.perf_counter()
     prep = prepare(cfg, dev, progress=False)
@@ -236,16 +246,20 @@ def main() -> None:
     for target in targets:
         for method, taylor, glob in (("tp-l1", False, True), ("tp-taylor", True, True),
                                      ("tp-l1-local", False, False)):
+            if method not in methods:
+                continue
             t = time.perf_counter()
             pruned = tp_prune(teacher, prep.data, target, taylor, glob, seed=0)
             bench.record(method, target, pruned, time.perf_counter() - t, f"ft {f_ep}",
                          bench.finetune(teacher, f_ep))
         mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
         uniform_nets[target] = build_model(args.model, shape, classes, mult).to(dev)
-        bench.record("uniform-scratch", target, uniform_nets[target], 0.0,
-                     f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+        if "uniform-scratch" in methods:
+            bench.record("uniform-scratch", target, uniform_nets[target], 0.0,
+                         f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
 
-    variants = (("prunesearch", 0), ("prunesearch +supernet", s_ep))
+    variants = [(m, e) for m, e in (("prunesearch", 0), ("prunesearch +supernet", s_ep))
+                if m in methods]
     walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, supernet_epochs in variants:
@@ -265,14 +279,14 @@ def main() -> None:
                 row["arch"] = arch.to_dict()
                 total_ft += row["train_s"]
             walls[method] = dense_s + found.supernet_s + found.search_s + total_ft / len(targets)
-            if supernet_epochs:
+            if supernet_epochs and "prunesearch-arch-scratch" in methods:
                 for target, arch in picks.items():
                     bench.record("prunesearch-arch-scratch", target, slicer.build(arch), 0.0,
                                  f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
 
     # equal wall time: uniform-scratch trained as many epochs as fit in each pipeline's time
     uniform_rows = {r["target"]: r for r in bench.rows if r["method"] == "uniform-scratch"}
-    for method, wall in ({} if args.no_equal_wall else walls).items():
+    for method, wall in ({} if args.no_equal_wall or not uniform_rows else walls).items():
         for target in targets:
             ref = uniform_rows[target]
             per_epoch = ref["train_s"] / (d_ep + f_ep)
@@ -290,6 +304,9 @@ def main() -> None:
     run = {"command": command_line(), "machine": machine(), "dense": dense_row,
            "dense_epochs": d_ep, "budget_epochs": f_ep, "supernet_epochs": s_ep,
            "seeds": args.seed_list, "device": str(dev), "rows": bench.rows,
+           "finetune_loss": ("with distillation from the network cut from (alpha "
+                             f"{cfg.finetune.alpha}, T {cfg.finetune.temperature})"
+                             if cfg.finetune.kd else "on labels only"),
            "total_s": time.perf_counter() - start}
     if args.part:  # one of several processes run side by side: `--merge` joins them
         Path(args.part).write_text(json.dumps({"model": args.model, "label": label,
@@ -331,13 +348,16 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
     equal_time = [r for r in rows if "wall" in r["method"]]
     for target in sorted({r["target"] for r in rows}, reverse=True):
         at = [r for r in rows if r["target"] == target and r not in equal_time]
-        uniform = next(r for r in at if r["method"] == "uniform-scratch")
+        uniform = next((r for r in at if r["method"] == "uniform-scratch"), None)
         best = max(at, key=lambda r: statistics.mean(r["test_acc"]))
         for r in at:
-            gap = 100 * (statistics.mean(r["test_acc"]) - statistics.mean(uniform["test_acc"]))
+            gap = "-"
+            if uniform is not None:
+                diff = statistics.mean(r["test_acc"]) - statistics.mean(uniform["test_acc"])
+                gap = f"{100 * diff:+.2f}"
             acc = mean_std(r["test_acc"])
             lines.append(f"| {target} | {r['method']} | {r['epochs']} | "
-                         f"{f'**{acc}**' if r is best else acc} | {gap:+.2f} | "
+                         f"{f'**{acc}**' if r is best else acc} | {gap} | "
                          f"{r['macs_ratio']:.3f} | {r['params']} | "
                          f"{r['latency_ratio']['1']:.2f} / {r['latency_ratio']['64']:.2f} |")
     if equal_time:
@@ -353,8 +373,8 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
                          f"{mean_std(r['test_acc'])} |")
     lines.append(f"\n`{run['command']}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{run['total_s'] / 60:.0f} min in all; seeds {run['seeds']}; fine-tuning "
-                 f"with distillation from the network cut from; search: TPE, weight-sharing "
-                 f"proxy.\n")
+                 f"{run.get('finetune_loss', 'with distillation from the network cut from')}; "
+                 f"search: TPE, weight-sharing proxy.\n")
     return lines
 
 

@@ -5,8 +5,9 @@ same architectures reach once fine-tuned, with and without the supernet stage.
 resnet20 on Fashion-MNIST, the default job's dense model (`--dense-epochs`) and TPE search; per
 variant, `--points` architectures at or under `--max-ratio` of dense MACs, spread evenly by
 MACs over the search's proxy front there (topped up from the best remaining candidates when the
-front is shorter). Each is fine-tuned `--ft-epochs` with distillation from the network it was
-cut from, then tested on the 10000 test images, which nothing chose from.
+front is shorter). Each is fine-tuned `--ft-epochs` the way the product fine-tunes by default
+(finetune.kd: labels only, or distillation from the network it was cut from), then tested on
+the 10000 test images, which nothing chose from.
 
     python benchmarks/proxy_fidelity.py
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import searched  # noqa: E402
+from _finetuned import full_finetune_recipe, searched, training_overrides  # noqa: E402
 from _machine import command_line, device_label, machine, publish, save_results  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
@@ -83,19 +84,18 @@ def main() -> None:
     args = parser.parse_args()
     dev = resolve_device(args.device)
     start = time.perf_counter()
-    base = ["model.name=resnet20", f"model.train.epochs={args.dense_epochs}",
-            f"search.budget={args.search_budget}",
-            *([f"model.train.max_train_images={args.max_train_images}"]
-              if args.max_train_images else [])]
+    base = [*training_overrides("resnet20", args.dense_epochs, args.max_train_images),
+            f"search.budget={args.search_budget}"]
     cfg = load_config(None, base)
-    recipe = cfg.model.train.model_copy(update={"epochs": args.ft_epochs})
+    recipe = full_finetune_recipe(cfg, args.ft_epochs)
     variants: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, epochs in (("dense weights", 0), ("supernet", args.supernet_epochs)):
             found = searched(base + [f"supernet.epochs={epochs}"], Path(tmp),
                              f"fidelity-{epochs}", dev)
             slicer = found.prep.space.slicer(found.prep.model)
-            distill = Distillation(found.prep.model, cfg.finetune.temperature, cfg.finetune.alpha)
+            distill = (Distillation(found.prep.model, cfg.finetune.temperature,
+                                    cfg.finetune.alpha) if cfg.finetune.kd else None)
             points = []
             limit = args.max_ratio * found.prep.space.dense_macs
             for r in spread(found.results, limit, args.points):
@@ -126,7 +126,8 @@ def main() -> None:
     lines.append(f"\n`{command_line()}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{(time.perf_counter() - start) / 60:.0f} min; resnet20, dense "
                  f"{args.dense_epochs} epochs, supernet {args.supernet_epochs} epoch(s), "
-                 f"fine-tuning {args.ft_epochs} epochs with distillation, at or under "
+                 f"fine-tuning {args.ft_epochs} epochs on "
+                 f"{'distillation' if cfg.finetune.kd else 'labels'}, at or under "
                  f"{args.max_ratio} of dense MACs.")
     publish("proxy_fidelity", lines)
 

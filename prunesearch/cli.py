@@ -83,13 +83,13 @@ def _print_front(run_dir: Path) -> None:
 def finetune(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a finished search.")],
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override finetune.* keys, e.g. --set finetune.kd=false.")] = None,
+        "--set", help="Override finetune.* keys, e.g. --set finetune.kd=true.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Fine-tune a run's chosen front points (again, or another way), resumable per model.
 
-    Example: prunesearch finetune runs/default --set finetune.kd=false
+    Example: prunesearch finetune runs/default --set finetune.kd=true
     """
     from prunesearch.pipeline import finetune_run
 

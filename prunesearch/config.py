@@ -95,8 +95,14 @@ class FinetuneConfig(Options):
     ids: list[int] = Field(default_factory=list, description="instead: these candidate ids "
                            "(any candidate, on the front or not)")
     epochs: int | None = Field(None, ge=1, description="default: model.train.epochs")
+    lr: float | None = Field(None, gt=0, description="peak learning rate, cosine to zero "
+                             "(default: model.train.lr)")
+    max_train_images: int | None = Field(None, ge=1, description="train on a prefix: cheap "
+                                         "fine-tuning of many points (default: "
+                                         "model.train.max_train_images)")
     init: Literal["inherit", "scratch"] = "inherit"
-    kd: bool = True
+    kd: bool = Field(False, description="distil from the network the point was cut from "
+                     "(labels only by default: measured better, benchmarks/kd_settings.py)")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
 

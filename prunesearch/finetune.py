@@ -22,6 +22,7 @@ from prunesearch.config import FinetuneConfig, RunConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
+from prunesearch.models.options import TrainConfig
 from prunesearch.runs.finetuned import read_finetuned, save_trained
 from prunesearch.spaces import Arch, layer_densities
 from prunesearch.spaces.masks import hold_masks, magnitude_masks, release_masks
@@ -37,11 +38,24 @@ def variant_name(cfg: RunConfig) -> str:
     if strategy_trains(cfg.search.strategy):
         return cfg.search.strategy
     ft = cfg.finetune
-    return f"{ft.init}-{'kd' if ft.kd else 'ce'}-e{epochs_of(cfg)}"
+    name = f"{ft.init}-{'kd' if ft.kd else 'ce'}-e{epochs_of(cfg)}"
+    if ft.lr is not None:
+        name += f"-lr{ft.lr:g}"
+    if ft.max_train_images is not None:
+        name += f"-n{ft.max_train_images}"
+    return name
 
 
 def epochs_of(cfg: RunConfig) -> int:
     return cfg.finetune.epochs or cfg.model.train.epochs
+
+
+def finetune_recipe(cfg: RunConfig) -> TrainConfig:
+    """The dense recipe with the fine-tuning stage's epochs, learning rate and images."""
+    ft, dense = cfg.finetune, cfg.model.train
+    return dense.model_copy(update={
+        "epochs": epochs_of(cfg), "lr": ft.lr or dense.lr,
+        "max_train_images": ft.max_train_images or dense.max_train_images})
 
 
 def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[str, Any]]:
@@ -84,7 +98,7 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
     finished yet; returns this variant's rows, old and new."""
     ft, variant = cfg.finetune, variant_name(cfg)
     done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
-    recipe = cfg.model.train.model_copy(update={"epochs": epochs_of(cfg)})
+    recipe = finetune_recipe(cfg)
     rows = []
     for point in choose_points(front, ft):
         if point["id"] in done:

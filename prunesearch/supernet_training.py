@@ -65,7 +65,12 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def supernet_key(dense: nn.Module, space: SpaceConfig, options: SupernetConfig,
-                 recipe: TrainConfig, data_fingerprint: str, seed: int) -> str:
+                 recipe: TrainConfig, data_fingerprint: str, images: int, seed: int) -> str:
+    """The cache name of a stage: what it starts from and how it trains. `images` is the count
+    it trains on, in place of the prefix options that chose it (a prefix as long as the data,
+    or none, is the same stage)."""
+    options = options.model_copy(update={"max_train_images": images})
+    recipe = recipe.model_copy(update={"max_train_images": images})
     made_of = {"format": FORMAT, "dense": weights_fingerprint(dense),
                "space": space.model_dump(mode="json"), "options": options.model_dump(mode="json"),
                "recipe": recipe.model_dump(mode="json"), "data": data_fingerprint, "seed": seed}
@@ -124,7 +129,8 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
                    progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """A copy of `model` trained `options.epochs` epochs as a supernet over `space` (from the
     cache when it was trained before), in eval mode, and a JSON-able dict describing it."""
-    key = supernet_key(model, space_cfg, options, recipe, data.fingerprint(), seed)
+    x, y = training_tensors(data, options.max_train_images or recipe.max_train_images)
+    key = supernet_key(model, space_cfg, options, recipe, data.fingerprint(), len(x), seed)
     final, partial = cache_dir / f"supernet-{key}.pt", cache_dir / f"supernet-{key}.partial.pt"
     if final.is_file():
         state, meta = read_checkpoint(final, f"Delete '{final}' and the supernet stage runs "
@@ -134,7 +140,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
         return trained.to(device).eval(), {**meta, "checkpoint": str(final), "cached": True}
 
     net = Supernet(space, model, space.channel_order(), hard=True).to(device)
-    x, y = training_tensors(data, options.max_train_images or recipe.max_train_images, device)
+    x, y = x.to(device), y.to(device)
     batch_size = max(2, min(recipe.batch_size, len(x)))
     steps = len(x) // batch_size
     if steps == 0:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import prunesearch
 from prunesearch.config import load_config
-from prunesearch.finetune import choose_points
+from prunesearch.finetune import choose_points, finetune_recipe, variant_name
 from prunesearch.models import Distillation
 from prunesearch.pipeline import export_run, finetune_run, prepare, run_job
 from prunesearch.spaces import Arch
@@ -57,6 +57,19 @@ def test_choose_points_takes_the_best_proxy_point_under_each_target():
     assert [p["id"] for p in spread] == [0, 2, 4]
 
 
+def test_finetune_recipe_overrides_only_what_is_set_and_names_the_variant_by_it():
+    cfg = load_config(TINY, ["model.train.lr=0.2", "model.train.max_train_images=500"])
+    recipe = finetune_recipe(cfg)
+    assert (recipe.lr, recipe.max_train_images) == (0.2, 500)
+    assert recipe.batch_size == cfg.model.train.batch_size
+    plain = variant_name(cfg)
+    cheap = load_config(TINY, ["finetune.lr=0.02", "finetune.max_train_images=64",
+                               "finetune.epochs=1"])
+    recipe = finetune_recipe(cheap)
+    assert (recipe.lr, recipe.max_train_images, recipe.epochs) == (0.02, 64, 1)
+    assert variant_name(cheap) == "inherit-ce-e1-lr0.02-n64" != plain
+
+
 def test_exported_model_equals_the_in_search_subnetwork(searched, tmp_path):
     folder = export_run(searched, None, 0.6, ["pt", "ts", "onnx"], tmp_path / "exp",
                         progress=False)
@@ -94,15 +107,15 @@ def test_export_errors_exit_2(searched, cli_env):
 def test_finetune_is_resumable_per_model_and_variants_add_up(searched):
     finetune_run(searched, [], device="cpu", progress=False)
     rows = _finetune_rows(searched)
-    assert rows and {r["variant"] for r in rows} == {"inherit-kd-e2"}
+    assert rows and {r["variant"] for r in rows} == {"inherit-ce-e2"}
     for r in rows:
         assert (searched / r["weights"]).exists()
     finetune_run(searched, [], device="cpu", progress=False)  # everything done: nothing new
     assert _finetune_rows(searched) == rows
-    finetune_run(searched, ["finetune.kd=false", "finetune.init=scratch"], device="cpu",
+    finetune_run(searched, ["finetune.kd=true", "finetune.init=scratch"], device="cpu",
                  progress=False)
     variants = {r["variant"] for r in _finetune_rows(searched)}
-    assert variants == {"inherit-kd-e2", "scratch-ce-e2"}
+    assert variants == {"inherit-ce-e2", "scratch-kd-e2"}
     summary = json.loads((searched / "summary.json").read_text())
     for name in variants:
         v = summary["finetune"]["variants"][name]
