@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import prunesearch.supernet_training as stage
-from prunesearch.config import SpaceConfig, SupernetConfig, load_config
+from prunesearch.config import RunConfig, SpaceConfig, SupernetConfig, load_config
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
@@ -65,7 +65,7 @@ def _space(model: nn.Module, data: DatasetSplits) -> Space:
 
 
 def _options(epochs: int = 1, **kw) -> SupernetConfig:
-    return SupernetConfig(epochs=epochs, random_subnets=1, max_train_images=64, **kw)
+    return SupernetConfig(**{"epochs": epochs, "random_subnets": 1, "max_train_images": 64, **kw})
 
 
 def _run(model, space, data, cache: Path, *, epochs: int = 1, seed: int = 0):
@@ -202,20 +202,24 @@ def test_stage_trains_a_copy_caches_it_and_is_deterministic(data, tmp_path):
 def test_supernet_key_follows_weights_options_recipe_space_and_seed(data):
     model = _dense(data)
     fp = data.fingerprint()
-    key = supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 0)
-    assert supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 0) == key
+    key = supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 64, 0)
+    assert supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 64, 0) == key
     changed = _dense(data)
     with torch.no_grad():
         next(changed.parameters()).view(-1)[0] += 1e-3
-    keys = [supernet_key(changed, SPACE_CFG, _options(), RECIPE, fp, 0),
-            supernet_key(model, SPACE_CFG, _options(epochs=2), RECIPE, fp, 0),
-            supernet_key(model, SPACE_CFG, _options(temperature=2.0), RECIPE, fp, 0),
-            supernet_key(model, SpaceConfig(), _options(), RECIPE, fp, 0),
+    keys = [supernet_key(changed, SPACE_CFG, _options(), RECIPE, fp, 64, 0),
+            supernet_key(model, SPACE_CFG, _options(epochs=2), RECIPE, fp, 64, 0),
+            supernet_key(model, SPACE_CFG, _options(temperature=2.0), RECIPE, fp, 64, 0),
+            supernet_key(model, SpaceConfig(), _options(), RECIPE, fp, 64, 0),
             supernet_key(model, SPACE_CFG, _options(), RECIPE.model_copy(update={"lr": 0.1}),
-                         fp, 0),
-            supernet_key(model, SPACE_CFG, _options(), RECIPE, "0" * 16, 0),
-            supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 1)]
+                         fp, 64, 0),
+            supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 65, 0),
+            supernet_key(model, SPACE_CFG, _options(), RECIPE, "0" * 16, 64, 0),
+            supernet_key(model, SPACE_CFG, _options(), RECIPE, fp, 64, 1)]
     assert len({key, *keys}) == 1 + len(keys)
+    # the images trained on name the stage, not the prefix option that chose them
+    assert supernet_key(model, SPACE_CFG, _options(max_train_images=None), RECIPE, fp, 64,
+                        0) == key
 
 
 def test_interrupted_stage_resumes_to_the_uninterrupted_weights(data, tmp_path, monkeypatch):
@@ -253,7 +257,7 @@ def test_interrupted_stage_resumes_to_the_uninterrupted_weights(data, tmp_path, 
 def test_corrupt_resume_file_is_refused_with_what_to_do(data, tmp_path):
     model = _dense(data)
     space = _space(model, data)
-    key = supernet_key(model, SPACE_CFG, _options(), RECIPE, data.fingerprint(), 0)
+    key = supernet_key(model, SPACE_CFG, _options(), RECIPE, data.fingerprint(), 64, 0)
     partial = tmp_path / f"supernet-{key}.partial.pt"
     partial.write_bytes(b"not a torch file at all")
     with pytest.raises(UserError, match="delete it") as err:
@@ -267,7 +271,8 @@ def test_corrupt_resume_file_is_refused_with_what_to_do(data, tmp_path):
 # --- configuration and pipeline -------------------------------------------------------------
 
 def test_supernet_section_is_validated():
-    assert load_config(None).supernet.epochs == 0  # off by default
+    assert RunConfig().supernet.epochs == 0  # off unless a config asks for it
+    assert load_config(None).supernet.epochs == 1  # the embedded default job asks
     cfg = load_config(None, ["supernet.epochs=3", "supernet.lr=0.02"])
     assert cfg.supernet.epochs == 3 and cfg.supernet.lr == 0.02
     for bad, named in [("supernet.epochs=-1", "supernet.epochs"),
