@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ def finetune(run_dir: Path, ids: list[int], *overrides: str) -> dict[int, dict[s
 
 
 EVERY_IMAGE = 60_000  # Fashion-MNIST's training set: a prefix this long is all of it
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark that runs the default job's search shares."""
+    parser.add_argument("--dense-epochs", type=int, default=3)
+    parser.add_argument("--search-budget", type=int, default=240)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-train-images", type=int, default=None,
+                        help="train everything on a prefix (a quick check of the script only)")
 
 
 def training_overrides(model: str, dense_epochs: int, max_train_images: int | None) -> list[str]:

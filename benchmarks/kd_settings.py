@@ -23,7 +23,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import searched, training_overrides  # noqa: E402
+from _finetuned import (  # noqa: E402
+    add_job_arguments,
+    full_finetune_recipe,
+    searched,
+    training_overrides,
+)
 from _machine import (  # noqa: E402
     command_line,
     device_label,
@@ -46,15 +51,11 @@ SETTINGS = [("labels only", None, 1.0), ("kd 0.9 / T 4", (0.9, 4.0), 1.0),
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--dense-epochs", type=int, default=3)
+    add_job_arguments(parser)
     parser.add_argument("--supernet-epochs", type=int, default=1)
     parser.add_argument("--ft-epochs", type=int, default=2)
     parser.add_argument("--targets", default="0.25,0.1")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--search-budget", type=int, default=240)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-train-images", type=int, default=None,
-                        help="train everything on a prefix (a quick check of the script only)")
     args = parser.parse_args()
     dev = resolve_device(args.device)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -63,7 +64,7 @@ def main() -> None:
     base = [*training_overrides(args.model, args.dense_epochs, args.max_train_images),
             f"search.budget={args.search_budget}",
             f"supernet.epochs={args.supernet_epochs}"]
-    recipe = load_config(None, base).model.train.model_copy(update={"epochs": args.ft_epochs})
+    recipe = full_finetune_recipe(load_config(None, base), args.ft_epochs)
     with tempfile.TemporaryDirectory() as tmp:
         found = searched(base, Path(tmp), "kd-settings", dev)
     slicer = found.prep.space.slicer(found.prep.model)

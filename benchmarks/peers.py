@@ -57,7 +57,12 @@ import torch_pruning as tp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import full_finetune_recipe, searched, training_overrides  # noqa: E402
+from _finetuned import (  # noqa: E402
+    add_job_arguments,
+    full_finetune_recipe,
+    searched,
+    training_overrides,
+)
 from _machine import (  # noqa: E402
     PROJECT_README,
     RESULTS,
@@ -198,16 +203,12 @@ def main() -> None:
                                             "resnet20 --dense-epochs 3 --budget-epochs 3")
     parser.add_argument("--model", default="resnet20",
                         choices=["resnet20", "mobilenetv2_small"])
-    parser.add_argument("--dense-epochs", type=int, default=3)
+    add_job_arguments(parser)
     parser.add_argument("--budget-epochs", type=int, default=3)
     parser.add_argument("--supernet-epochs", type=int, default=1,
                         help="of the budget, spent on supernet training (rest: fine-tuning)")
     parser.add_argument("--targets", default="0.5,0.25,0.1")
     parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
-    parser.add_argument("--search-budget", type=int, default=240)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-train-images", type=int, default=None,
-                        help="train everything on a prefix (a quick check of the script only)")
     parser.add_argument("--no-equal-wall", action="store_true",
                         help="skip the equal-wall-time rows (the longest trainings)")
     parser.add_argument("--methods", default=",".join(METHODS),

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _finetuned import full_finetune_recipe, searched, training_overrides  # noqa: E402
+from _finetuned import (  # noqa: E402
+    add_job_arguments,
+    full_finetune_recipe,
+    searched,
+    training_overrides,
+)
 from _machine import command_line, device_label, machine, publish, save_results  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
@@ -72,15 +77,11 @@ def spread(results: list[Result], limit: int, n: int) -> list[Result]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dense-epochs", type=int, default=3)
+    add_job_arguments(parser)
     parser.add_argument("--supernet-epochs", type=int, default=1)
     parser.add_argument("--ft-epochs", type=int, default=2)
     parser.add_argument("--points", type=int, default=12)
     parser.add_argument("--max-ratio", type=float, default=0.5)
-    parser.add_argument("--search-budget", type=int, default=240)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-train-images", type=int, default=None,
-                        help="train everything on a prefix (a quick check of the script only)")
     args = parser.parse_args()
     dev = resolve_device(args.device)
     start = time.perf_counter()
