@@ -10,8 +10,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def load(path: Any) -> nn.Module:
-    """An exported subnetwork (folder written by `prunesearch export`) as an nn.Module."""
+def load(path: Any, trust_code: bool = False) -> nn.Module:
+    """An exported subnetwork (folder written by `prunesearch export`) as an nn.Module. A zoo
+    model needs no trust; one built by the user's `module:factory` code loads only with
+    `trust_code=True` (loading imports and calls that code)."""
     from prunesearch.runs.export import load as load_export
 
-    return load_export(path)
+    return load_export(path, trust_code)

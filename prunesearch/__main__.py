@@ -1,3 +1,3 @@
-from prunesearch.cli import main
+from prunesearch._entry import main
 
 main()

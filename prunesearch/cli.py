@@ -16,11 +16,26 @@ from rich.table import Table
 from prunesearch.config import load_config
 from prunesearch.errors import UserError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Search-based network pruning: find the accuracy-vs-FLOPs Pareto front "
-                       "of a PyTorch network.")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def options(
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads for torch (default: one per core). On a machine shared with "
+                    "other busy processes, 1 keeps a job from fighting them for cores.")] = None,
+) -> None:
+    """Search-based network pruning: find the accuracy-vs-FLOPs Pareto front of a PyTorch
+    network.
+
+    Example: prunesearch --threads 1 run configs/smoke.toml
+    """
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 ConfigArg = Annotated[str | None, typer.Argument(
     help="TOML job config; omit it to run the embedded default job.", show_default=False)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -114,9 +115,13 @@ class FinetuneConfig(Options):
         return sorted(set(v))
 
 
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
 class RunConfig(Options):
-    name: str = "run"
-    seed: int = 0
+    name: str = Field("run", description="the run folder's name under --out: letters, digits, "
+                      "'.', '_', '-' (one path part, so never outside --out)")
+    seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch seeds take 32 bits")
     plugins: list[str] = Field(default_factory=list, description="modules imported before the "
                                "config is read: they register strategies, evaluators, datasets, "
                                "layer types")
@@ -127,6 +132,15 @@ class RunConfig(Options):
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_part(cls, v: str) -> str:
+        if not re.fullmatch(RUN_NAME, v):
+            raise ValueError("a run name is one folder name of at most 100 letters, digits, "
+                             "'.', '_' or '-', starting with a letter or digit (no '/', '..' "
+                             "or empty name: the run stays inside --out)")
+        return v
 
 
 DEFAULT_CONFIG = "default.toml"
@@ -141,8 +155,12 @@ def _set_dotted(tree: dict[str, Any], dotted: str, raw: str) -> None:
             raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section.")
     try:
         value: Any = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # a bare word such as random: keep it as a string
+    except tomllib.TOMLDecodeError as err:
+        if not re.fullmatch(r"[\w.:/+-]+", raw):  # not a bare word: a broken TOML value
+            raise ConfigError(f"--set {dotted}={raw}: the value is not valid TOML ({err}). "
+                              f"Quote strings whole (--set name='\"x\"'), write lists as "
+                              f"[1, 2], or give a bare word without quotes.") from None
+        value = raw  # a bare word such as random or runs/x: keep it as a string
     node[keys[-1]] = value
 
 
@@ -243,11 +261,20 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         if not p.is_file():
             raise ConfigError(f"Config file '{p}' does not exist; pass the path of a TOML file "
                               f"such as configs/smoke.toml, or no argument for the default job.")
-        text, source = p.read_text(), f"'{p}'"
+        source = f"'{p}'"
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"Config {source} is not UTF-8 text ({err.reason} at byte "
+                              f"{err.start}); TOML files are UTF-8: save it as UTF-8.") from None
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"Config {source} is not valid TOML: {err}. Fix the syntax.") from None
+    if not tree:
+        raise ConfigError(f"Config {source} sets nothing (an empty file would silently run the "
+                          f"whole default job). Give at least a name and the sections you "
+                          f"mean, or run `prunesearch run` with no config for the default job.")
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
     return config_from_dict(tree, source)

@@ -8,11 +8,16 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from prunesearch.errors import UserError
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -63,6 +68,30 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text))) if text else []
 
 
+def cell(row: dict[str, str], column: str, convert: Callable[[str], T]) -> T:
+    """`convert(row[column])`; a missing column or bad value raises ValueError naming it."""
+    if row.get(column) is None:
+        raise ValueError(f"column '{column}' is missing")
+    try:
+        return convert(row[column])
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"column '{column}' holds {row[column]!r} ({err})") from None
+
+
+def parse_rows(path: Path, parse: Callable[[dict[str, str]], T]) -> list[T]:
+    """The complete rows of a CSV journal, each through `parse` (which reads them with `cell`);
+    a row that does not parse is a UserError naming the file, line and column."""
+    out = []
+    for line, row in enumerate(read_rows(path), start=2):  # line 1 is the header
+        try:
+            out.append(parse(row))
+        except ValueError as err:
+            raise UserError(f"{path}, line {line}: {err}. The file was edited or corrupted; "
+                            f"restore it from a backup, delete that line (its work is redone "
+                            f"on --resume), or start a new run.") from None
+    return out
+
+
 def open_journal(path: Path, columns: list[str]) -> str:
     """Make `path` a CSV journal with a header and only complete lines; returns its text."""
     text = complete_lines(path) or ",".join(columns) + "\n"
@@ -76,6 +105,14 @@ def write_torch(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_atomic(path, buf.getvalue())
+
+
+def load_error_reason(err: BaseException) -> str:
+    """Why a `torch.load` failed, in one line: torch's weights_only refusal is a page long, and
+    its 'Unpickler error' line is the cause."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+    reason = next((line for line in lines if "Unpickler error" in line), lines[0])
+    return f"{type(err).__name__}: {reason}"
 
 
 def save_state(path: Path, model: nn.Module) -> None:

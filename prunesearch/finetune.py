@@ -20,6 +20,7 @@ from torch import nn
 
 from prunesearch.config import FinetuneConfig, RunConfig
 from prunesearch.data import DatasetSplits
+from prunesearch.errors import UserError
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
 from prunesearch.models.options import TrainConfig
@@ -61,7 +62,8 @@ def finetune_recipe(cfg: RunConfig) -> TrainConfig:
 def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[str, Any]]:
     """Front rows to fine-tune: the best proxy point at or under each MACs-ratio target, or
     `top_k` points spread evenly along the front (by MACs), or the rows of `ids` (then
-    `front` holds those candidates' rows). Distinct, in MACs order."""
+    `front` holds those candidates' rows). Distinct, in MACs order. Targets that all fall
+    below the front are a UserError (there would be nothing to train)."""
     rows = sorted(front, key=lambda r: r["macs"])
     if not rows:
         return []
@@ -76,6 +78,11 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
             under = [r for r in rows if r["macs_ratio"] <= target]
             if under:
                 picks.append(max(under, key=lambda r: (r["val_acc"], -r["macs"])))
+        if not picks:
+            smallest = rows[0]["macs_ratio"]
+            raise UserError(f"finetune.targets {ft.targets} are all below the smallest front "
+                            f"point's MACs ratio ({smallest:.3f}): nothing to fine-tune. Raise "
+                            f"a target to at least {smallest:.3f}, or set finetune.top_k.")
     unique = {r["id"]: r for r in picks}
     return sorted(unique.values(), key=lambda r: r["macs"])
 

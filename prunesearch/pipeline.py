@@ -19,9 +19,15 @@ from prunesearch.config import RunConfig
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
-from prunesearch.finetune import finetune_front, variant_name
+from prunesearch.finetune import choose_points, finetune_front, variant_name
 from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
-from prunesearch.runs.export import FORMATS, build_slim, write_export
+from prunesearch.runs.export import (
+    FORMATS,
+    build_slim,
+    check_export_folder,
+    check_onnx_installed,
+    write_export,
+)
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
 from prunesearch.runs.latency import measure_latency_ms
@@ -161,12 +167,16 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
     console = console or Console(stderr=True)
     dev = resolve_device(device)
     strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))
-    run = RunDir.open(out, cfg, resume)
-    with _logging_to(run, console if progress else None):
+    with RunDir.open(out, cfg, resume) as run, _logging_to(run, console if progress else None):
         t0 = time.perf_counter()
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
-        prep = prepare(cfg, dev, progress)
+        try:
+            prep = prepare(cfg, dev, progress)
+        except BaseException:
+            if run.created:  # bad data or model: leave nothing that blocks a re-run
+                run.discard()
+            raise
         journal = run.journal(prep.space.dense_macs)
         prep.evaluator.seed_cache(c.result for c in journal.candidates)
         log.info("space: %d dimensions, dense %d MACs, %d params; %d candidates already in "
@@ -193,7 +203,8 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         if strategy.trains:
             log.info("%s trained its networks itself: no fine-tuning stage", strategy.name)
         elif cfg.finetune.enabled:
-            summary = _finetune_and_write(cfg, run, prep, dev, progress, t0)
+            front = finetune_inputs(cfg, run.path)
+            summary = _finetune_and_write(cfg, run, prep, dev, progress, t0, front)
         return JobOutcome(run.path, summary)
 
 
@@ -216,17 +227,28 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
         raise UserError(f"'{run_dir}' has no pareto.json: finish its search first with "
                         f"`prunesearch run CONFIG --resume`.")
     dev = resolve_device(device)
-    run = RunDir(run_dir)
-    with _logging_to(run, (console or Console(stderr=True)) if progress else None):
+    with (RunDir.existing(run_dir) as run,
+          _logging_to(run, (console or Console(stderr=True)) if progress else None)):
         t0 = time.perf_counter()
+        front = finetune_inputs(cfg, run.path)  # before any training: bad input fails at once
         prep = prepare(cfg, dev, progress)
-        return JobOutcome(run.path, _finetune_and_write(cfg, run, prep, dev, progress, t0))
+        return JobOutcome(run.path, _finetune_and_write(cfg, run, prep, dev, progress, t0,
+                                                        front))
+
+
+def finetune_inputs(cfg: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """The front rows fine-tuning chooses from, with the run's files it reads checked: a
+    tampered journal or finetune.csv, or targets that choose nothing, are UserErrors."""
+    view = RunView.load(run_dir)
+    front = view.candidate_rows(cfg.finetune.ids) if cfg.finetune.ids else view.front
+    choose_points(front, cfg.finetune)
+    read_finetuned(run_dir)
+    return front
 
 
 def _finetune_and_write(cfg: RunConfig, run: RunDir, prep: Prepared, dev: torch.device,
-                        progress: bool, t0: float) -> dict[str, Any]:
-    view = RunView.load(run.path)
-    front = view.candidate_rows(cfg.finetune.ids) if cfg.finetune.ids else view.front
+                        progress: bool, t0: float, front: list[dict[str, Any]]
+                        ) -> dict[str, Any]:
     t = time.perf_counter()
     finetune_front(cfg, run.path, front, prep.space.slicer(prep.model), prep.model, prep.data, dev,
                    progress)
@@ -295,8 +317,12 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise UserError(f"--format takes a comma list of {', '.join(FORMATS)}; got {formats}.")
+    if "onnx" in formats:
+        check_onnx_installed()
     view = RunView.load(run_dir)
     point = choose_export_point(view, point_id, max_ratio)
+    folder = out if out is not None else run_dir / "export" / str(point["id"])
+    check_export_folder(folder)
     cfg = load_config(run_dir / "config.toml")
     prep = prepare(cfg, torch.device("cpu"), progress)
     spec = {"model": cfg.model.name, "width_mult": cfg.model.width_mult,
@@ -329,6 +355,5 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
                     "model": latency, "dense": dense_latency,
                     "ratio_to_dense": {k: latency[k] / dense_latency[k] for k in latency}},
     }
-    folder = out if out is not None else run_dir / "export" / str(point["id"])
     write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu())
     return folder

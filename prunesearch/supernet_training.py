@@ -35,7 +35,7 @@ from prunesearch.config import SpaceConfig, SupernetConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.errors import ModelError, UserError
 from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
-from prunesearch.fileio import write_torch
+from prunesearch.fileio import load_error_reason, write_torch
 from prunesearch.models.checkpoint import read_checkpoint
 from prunesearch.models.options import TrainConfig
 from prunesearch.models.train import (
@@ -119,7 +119,7 @@ def _read_partial(path: Path) -> dict[str, Any]:
         return state
     except Exception as err:
         raise UserError(f"The supernet stage's resume file '{path}' cannot be read "
-                        f"({type(err).__name__}: {err}); delete it and the stage starts "
+                        f"({load_error_reason(err)}); delete it and the stage starts "
                         f"again from the dense model.") from None
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError
-from prunesearch.fileio import write_torch
+from prunesearch.fileio import load_error_reason, write_torch
 from prunesearch.models.options import ModelConfig, TrainConfig
 from prunesearch.models.registry import build_model, split_input_shape
 from prunesearch.models.train import evaluate_accuracy, train_model
@@ -69,10 +69,7 @@ def read_checkpoint(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict
         # weights_only: a checkpoint is data, and unpickling arbitrary objects runs code
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        # torch's weights_only message is a page long; its 'Unpickler error' line is the cause
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
-        reason = next((line for line in lines if "Unpickler error" in line), lines[0])
-        raise ModelError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {reason}); "
+        raise ModelError(f"checkpoint '{path}' cannot be read ({load_error_reason(err)}); "
                          f"it must be a torch.save'd state_dict. {fix}") from err
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj:

@@ -9,23 +9,39 @@ from typing import Any
 
 from torch import nn
 
-from prunesearch.fileio import append_row, open_journal, read_rows, save_state
+from prunesearch.fileio import append_row, cell, open_journal, parse_rows, save_state
 
 FINETUNE_CSV, WEIGHTS_DIR = "finetune.csv", "finetuned"
 COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_ratio",
            "proxy_val_acc", "val_acc", "test_acc", "seconds", "weights"]
 
 
-
 def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = read_rows(run_dir / FINETUNE_CSV)
-    for r in rows:
-        for key in ("id", "epochs", "macs", "params"):
-            r[key] = int(r[key])
-        for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
-            r[key] = float(r[key])
-        r["kd"] = r["kd"] == "True"
-    return rows
+    return parse_rows(run_dir / FINETUNE_CSV, _trained)
+
+
+def _trained(row: dict[str, str]) -> dict[str, Any]:
+    typed: dict[str, Any] = {c: cell(row, c, str) for c in COLUMNS}
+    for key in ("id", "epochs", "macs", "params"):
+        typed[key] = cell(row, key, int)
+    for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
+        typed[key] = cell(row, key, float)
+    typed["kd"] = cell(row, "kd", _bool)
+    typed["weights"] = cell(row, "weights", _inside_run)
+    return typed
+
+
+def _inside_run(text: str) -> str:
+    path = Path(text)
+    if path.is_absolute() or ".." in path.parts or path.parts[:1] != (WEIGHTS_DIR,):
+        raise ValueError(f"expected a path under {WEIGHTS_DIR}/ in the run directory")
+    return text
+
+
+def _bool(text: str) -> bool:
+    if text not in ("True", "False"):
+        raise ValueError("expected True or False")
+    return text == "True"
 
 
 def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant: str,

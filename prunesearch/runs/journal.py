@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prunesearch.errors import UserError
 from prunesearch.evaluators import Result
-from prunesearch.fileio import append_row, open_journal, read_rows
+from prunesearch.fileio import append_row, cell, open_journal, parse_rows
 from prunesearch.spaces import Arch
 
 COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
@@ -28,18 +27,16 @@ class Candidate:
 
 
 def read_journal(path: Path) -> list[Candidate]:
-    rows = read_rows(path)
-    out = []
-    for row in rows:
-        try:
-            acc = float(row["val_acc"]) if row["val_acc"] else None
-            result = Result(Arch.from_json(row["arch"]), int(row["macs"]), int(row["params"]),
-                            acc, float(row["seconds"]), row["status"], row["error"])
-            out.append(Candidate(int(row["id"]), row["strategy"], row["stage"], result))
-        except (KeyError, ValueError, TypeError) as err:
-            raise UserError(f"{path} has a malformed row ({row}): {err}. The run's journal was "
-                            f"edited or corrupted; restore it or start a new run.") from None
-    return out
+    return parse_rows(path, _candidate)
+
+
+def _candidate(row: dict[str, str]) -> Candidate:
+    acc = cell(row, "val_acc", lambda v: float(v) if v else None)
+    result = Result(cell(row, "arch", Arch.from_json), cell(row, "macs", int),
+                    cell(row, "params", int), acc, cell(row, "seconds", float),
+                    cell(row, "status", str), cell(row, "error", str))
+    return Candidate(cell(row, "id", int), cell(row, "strategy", str), cell(row, "stage", str),
+                     result)
 
 
 class CandidateJournal:

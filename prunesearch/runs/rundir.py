@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
@@ -25,9 +28,20 @@ from prunesearch.runs.plots import PlotSeries, plot_fronts, plot_hv_histories
 
 CONFIG, CANDIDATES, SUMMARY = "config.toml", "candidates.csv", "summary.json"
 PARETO_CSV, PARETO_JSON, PLOT, LOG = "pareto.csv", "pareto.json", "pareto.png", "log.txt"
-HV_CSV, HV_PLOT = "hv_history.csv", "hv_history.png"
+HV_CSV, HV_PLOT, LOCK = "hv_history.csv", "hv_history.png", ".lock"
 # Keys a resumed run may change: extending the budget is the point of resuming.
 RESUMABLE_CHANGES = {"search.budget", "search.time_limit"}
+
+
+def _check_resumable(path: Path, cfg: RunConfig) -> None:
+    before = _flat(load_config(path / CONFIG).model_dump())
+    after = _flat(cfg.model_dump())
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise UserError(f"--resume of '{path}' with a different config ({', '.join(changed)} "
+                        f"changed); only {sorted(RESUMABLE_CHANGES)} may change. Use the same "
+                        f"config, or start a new run with another name.")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -39,14 +53,24 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class RunDir:
-    """Creates or resumes `out/<name>`; writes every file of the contract."""
+    """Creates or resumes `out/<name>`; writes every file of the contract. While open it holds
+    an exclusive lock on the folder (`.lock`, released by the kernel if the process dies), so
+    a second process cannot run, resume or fine-tune the same run at the same time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, created: bool = False) -> None:
         self.path = path
+        self.created = created  # this call made the run (a failed start is undone)
+        self._lock: IO[str] | None = None
 
     @classmethod
     def open(cls, out: Path, cfg: RunConfig, resume: bool) -> RunDir:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out '{out}' is a file; pass the folder that holds run "
+                            f"directories (it is created if missing).")
         path = out / cfg.name
+        if path.exists() and not path.is_dir():
+            raise UserError(f"'{path}' is a file, not a run directory; choose another name "
+                            f"with --set name=NEW or another --out DIR.")
         saved_cfg = path / CONFIG
         if saved_cfg.exists() and not resume:
             raise UserError(f"Run directory '{path}' already exists. Pass --resume to continue "
@@ -55,18 +79,59 @@ class RunDir:
             raise UserError(f"Nothing to resume: '{path}' has no {CONFIG}. Run without --resume "
                             f"to start it.")
         if resume:
-            before = _flat(load_config(saved_cfg).model_dump())
-            after = _flat(cfg.model_dump())
-            changed = sorted(k for k in before.keys() | after.keys()
-                             if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
-            if changed:
-                raise UserError(f"--resume of '{path}' with a different config "
-                                f"({', '.join(changed)} changed); only "
-                                f"{sorted(RESUMABLE_CHANGES)} may change. Use the same config, "
-                                f"or start a new run with another name.")
+            _check_resumable(path, cfg)
+        run = cls(path, created=not resume)
         path.mkdir(parents=True, exist_ok=True)
-        write_atomic(saved_cfg, config_to_toml(cfg))
-        return cls(path)
+        run.lock()
+        try:
+            write_atomic(saved_cfg, config_to_toml(cfg))
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    @classmethod
+    def existing(cls, path: Path) -> RunDir:
+        """A finished run's folder, locked (for `prunesearch finetune`)."""
+        run = cls(path)
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        handle = (self.path / LOCK).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(f"Run directory '{self.path}' is in use by another prunesearch "
+                            f"process (pid {holder}). Wait for it to finish (or stop it), then "
+                            f"run again with --resume.") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def discard(self) -> None:
+        """Undo a failed start: remove what this run wrote, and the folder if it is empty
+        (anything else found there is left alone)."""
+        self.close()
+        for name in (CONFIG, LOG, LOCK):
+            (self.path / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def attach_log(self) -> logging.Handler:
         handler = logging.FileHandler(self.path / LOG)

@@ -19,7 +19,7 @@ from torch import nn
 from prunesearch.data import DatasetSplits
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result
-from prunesearch.fileio import write_json, write_torch
+from prunesearch.fileio import load_error_reason, write_json, write_torch
 from prunesearch.models.options import TrainConfig
 from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space
@@ -179,8 +179,8 @@ class SearchContext:
                     return json.loads(path.read_text())
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:
-                raise UserError(f"Resume state '{path}' cannot be read ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0] if str(err) else ''}); it was "
+                raise UserError(f"Resume state '{path}' cannot be read "
+                                f"({load_error_reason(err)}); it was "
                                 f"edited or corrupted. Delete it to redo that part of the "
                                 f"search, or start a new run.") from None
         return None

@@ -83,6 +83,8 @@ class DassRelaxation(Relaxation):
 @register_strategy("dass", options=DassOptions)
 class DassStrategy(DifferentiableStrategy):
     kinds = ("density",)
+    space_hint = ("add weight-density choices, e.g. space.densities = [1.0, 0.5, 0.25, 0.1] "
+                  "(see configs/masks.toml).")
 
     options: DassOptions
 

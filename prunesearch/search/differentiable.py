@@ -48,7 +48,8 @@ class DifferentiableOptions(Options):
     arch_weight_decay: float = Field(1e-3, ge=0)
     tau_max: float = Field(10.0, gt=0)
     tau_min: float = Field(0.1, gt=0)
-    max_train_images: int | None = Field(None, ge=2, description="search on a prefix")
+    max_train_images: int | None = Field(None, ge=2, description="search on a prefix "
+                                         "(default: model.train.max_train_images)")
 
     @field_validator("targets")
     @classmethod
@@ -114,6 +115,8 @@ class DifferentiableStrategy(Strategy):
 
     options: DifferentiableOptions
 
+    space_hint = "keep space.width_ratios with more than one choice, or space.depth = true."
+
     @abstractmethod
     def relax(self, ctx: SearchContext, dims: list[int], seed: int) -> Relaxation:
         """The relaxation this strategy trains, around ctx.model."""
@@ -124,11 +127,13 @@ class DifferentiableStrategy(Strategy):
 
     def search(self, ctx: SearchContext) -> None:
         dims = [d for d, dim in enumerate(ctx.space.dims) if dim.kind in self.kinds]
-        if not dims or ctx.training is None or ctx.model is None:
-            raise ConfigError(f"search.strategy = '{self.name}' needs {' or '.join(self.kinds)} "
-                              f"dimensions in the space (see space.width_ratios, space.depth, "
-                              f"space.densities) and the training data; run it through "
-                              f"`prunesearch run`.")
+        if ctx.training is None or ctx.model is None:
+            raise ConfigError(f"search.strategy = '{self.name}' trains the dense model: give its "
+                              f"SearchContext `model` and `training` (prunesearch run does).")
+        if not dims:
+            raise ConfigError(f"search.strategy = '{self.name}' searches "
+                              f"{' or '.join(self.kinds)} dimensions and this run's space has "
+                              f"none: {self.space_hint}")
         history = ctx.load_state(self._files()[1]) or {}
         for i, target in enumerate(self.options.targets):
             if ctx.done():
@@ -143,12 +148,12 @@ class DifferentiableStrategy(Strategy):
         cfg, kit, space = self.options, ctx.training, ctx.space
         state_name, history_name, plot_file = self._files()
         relaxed = self.relax(ctx, dims, seed).to(kit.device)
-        x, y = training_tensors(kit.data, cfg.max_train_images)
+        recipe = kit.recipe
+        x, y = training_tensors(kit.data, cfg.max_train_images or recipe.max_train_images)
         gen = torch.Generator().manual_seed(seed)
         halves = torch.randperm(len(x), generator=gen).to(x.device)
         xa, ya = x[halves[: len(x) // 2]], y[halves[: len(x) // 2]]
         xb, yb = x[halves[len(x) // 2:]], y[halves[len(x) // 2:]]
-        recipe = kit.recipe
         batch = min(recipe.batch_size, len(xa))
         steps = len(xa) // batch
         opt, sched = recipe_optimizer(relaxed.weight_parameters(), recipe, cfg.epochs * steps)
