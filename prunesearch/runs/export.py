@@ -8,6 +8,7 @@ leaves the previous one (or none), never a mix; meta.json, written last, marks i
 
 from __future__ import annotations
 
+import glob
 import json
 import pickle
 import shutil
@@ -116,6 +117,9 @@ def write_export(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], o
     check_export_folder(out)
     model = model.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".tmp", ".old"):  # folders a killed export of this folder left (mkdtemp)
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.{'?' * 8}{suffix}"):
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         meta = _write_files(model, spec, meta, staging, formats, example)
