@@ -326,15 +326,30 @@ def merge(model: str, parts: list[dict[str, Any]]) -> None:
     for part in parts:
         run = part["run"]
         if part["label"] in fresh:
-            joined = fresh[part["label"]]
-            joined["rows"] += run["rows"]
-            joined["total_s"] = max(joined["total_s"], run["total_s"])
-            joined["command"] += f" & {run['command']}"
+            join_run(fresh[part["label"]], run)
         else:
             fresh[part["label"]] = run
     budgets.update(fresh)
     save_results(f"peers_{model}", {"model": model, "budgets": budgets})
     write_tables(model, budgets)
+
+
+def join_run(joined: dict[str, Any], run: dict[str, Any]) -> None:
+    """Add a part's rows to `joined`: a row of a method and target already there (another
+    seed of the same networks: dense model, pruning and search do not depend on the seed)
+    gains the part's test accuracies; other rows are appended."""
+    index = {(r["method"], r["target"]): r for r in joined["rows"]}
+    for row in run["rows"]:
+        same = index.get((row["method"], row["target"]))
+        if same is None:
+            joined["rows"].append(row)
+            continue
+        n_old, n_new = len(same["test_acc"]), len(row["test_acc"])
+        same["train_s"] = (same["train_s"] * n_old + row["train_s"] * n_new) / (n_old + n_new)
+        same["test_acc"] = same["test_acc"] + row["test_acc"]
+    joined["seeds"] = sorted(set(joined["seeds"]) | set(run["seeds"]))
+    joined["total_s"] += run["total_s"]
+    joined["command"] += f" & {run['command']}"
 
 
 def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
