@@ -367,3 +367,14 @@ def test_an_export_replaces_its_folder_whole_and_load_needs_meta(tmp_path, finis
     (folder / "meta.json").unlink()  # as a killed export would leave it
     with pytest.raises(UserError, match="not a complete export"):
         prunesearch.load(folder)
+
+
+def test_onnx_export_without_the_extra_says_which_extra_before_any_work(tmp_path, finished_run,
+                                                                        monkeypatch):
+    from prunesearch.errors import UserError
+    from prunesearch.pipeline import export_run
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    with pytest.raises(UserError, match=re.escape("pip install 'prunesearch[onnx]'")):
+        export_run(finished_run, 0, None, ["pt", "onnx"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from prunesearch.fileio import write_atomic  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,12 @@ class PlotSeries:
 
 
 def _save(fig: plt.Figure, out: Path) -> list[Path]:
-    """Write `out` (.png) and the same name with .svg, each beside then renamed."""
+    """Write `out` (.png) and the same name with .svg, each atomically."""
     png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
-    out.parent.mkdir(parents=True, exist_ok=True)
     for path in (png, svg):
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:])
+        write_atomic(path, buf.getvalue())
     plt.close(fig)
     return [png, svg]
 
