@@ -8,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -190,16 +189,17 @@ def space(
 
     Example: prunesearch space resnet20
     """
+    import torch
+
     from prunesearch.models import build_model
-    from prunesearch.spaces import Space
+    from prunesearch.pipeline import load_run_data, space_of
 
+    width_mult = 1.0
     if model_or_config.endswith(".toml"):
-        from prunesearch.pipeline import load_run_data
-
         cfg = load_config(model_or_config)
         data = load_run_data(cfg)
         shape, classes, name = data.input_shape, data.num_classes, cfg.model.name
-        space_cfg = cfg.space
+        space_cfg, width_mult = cfg.space, cfg.model.width_mult
     else:
         try:
             shape = tuple(int(s) for s in input_shape.split(","))
@@ -210,9 +210,8 @@ def space(
         from prunesearch.config import SpaceConfig
 
         space_cfg = SpaceConfig()
-    model = build_model(name, shape, classes).eval()
-    sp = Space.from_model(model, torch.zeros(1, *shape), space_cfg.width_ratios,
-                          space_cfg.depth, space_cfg.ignore, space_cfg.densities)
+    model = build_model(name, shape, classes, width_mult).eval()
+    sp = space_of(space_cfg, model, torch.zeros(1, *shape))
     table = Table(title=f"search space of {name} on input {tuple(shape)}")
     for col in ("#", "dimension", "kind", "full", "choices"):
         table.add_column(col)

@@ -36,6 +36,8 @@ class SpaceConfig(Options):
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
     densities: list[float] = Field(default_factory=list, description="weight-density choices "
                                    "per conv/linear layer (e.g. 1.0 down to 0.02); empty: none")
+    round_to: int = Field(1, ge=1, description="channel counts in multiples of this (e.g. 8: "
+                          "widths hardware runs fast); a group narrower than it stays whole")
 
     @field_validator("width_ratios")
     @classmethod

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunesearch.config import RunConfig
+from prunesearch.config import RunConfig, SpaceConfig
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
@@ -58,9 +58,13 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None) -> DatasetSpl
 
 
 def build_space(cfg: RunConfig, model: torch.nn.Module, data: DatasetSplits) -> Space:
-    example = data.train_x[:1]
-    return Space.from_model(model, example, cfg.space.width_ratios, cfg.space.depth,
-                            cfg.space.ignore, cfg.space.densities)
+    return space_of(cfg.space, model, data.train_x[:1])
+
+
+def space_of(space_cfg: SpaceConfig, model: torch.nn.Module, example: torch.Tensor) -> Space:
+    """The `[space]` section's Space over `model` (every place that builds one calls this)."""
+    return Space.from_model(model, example, space_cfg.width_ratios, space_cfg.depth,
+                            space_cfg.ignore, space_cfg.densities, space_cfg.round_to)
 
 
 def make_evaluator(cfg: RunConfig, space: Space, model: torch.nn.Module,

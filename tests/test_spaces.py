@@ -150,6 +150,21 @@ def test_width_choices_never_below_one_channel_and_include_full():
     assert width_choices(16, [0.25, 0.5, 1.0]) == (4, 8, 16)
 
 
+def test_round_to_gives_multiples_and_the_cost_model_still_matches_the_built_network():
+    assert width_choices(64, [0.25, 0.3, 0.375, 1.0], round_to=8) == (16, 24, 64)
+    assert width_choices(6, [0.25, 0.5], round_to=8) == (6,)  # narrower than N: stays whole
+    model = create_model("resnet20", 1, 10).eval()
+    example = torch.zeros(1, 1, 28, 28)
+    space = Space.from_model(model, example, round_to=8)
+    for dim in space.dims:
+        if dim.kind == "width":
+            assert all(c % 8 == 0 or c == dim.full for c in dim.choices), dim
+    slicer = space.slicer(model)
+    arch = space.sample(np.random.default_rng(5))
+    assert (space.macs(arch), space.params(arch)) == tp.utils.count_ops_and_params(
+        slicer.build(arch).eval(), example)
+
+
 def test_encode_decode_round_trip_and_validation():
     model = create_model("vgg_small", 1, 10).eval()
     space = Space.from_model(model, torch.zeros(1, 1, 28, 28))

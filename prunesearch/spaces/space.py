@@ -29,9 +29,14 @@ DEFAULT_WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 DEFAULT_DENSITIES = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
-def width_choices(size: int, ratios: Sequence[float]) -> tuple[int, ...]:
-    """Channel counts of a group for the ratio grid; never below 1, the full width always in."""
-    return tuple(sorted({max(1, round(r * size)) for r in ratios} | {size}))
+def width_choices(size: int, ratios: Sequence[float], round_to: int = 1) -> tuple[int, ...]:
+    """Channel counts of a group for the ratio grid; never below 1, the full width always in.
+    With `round_to` N > 1 every count is the nearest multiple of N (at least N, at most the
+    full width): hardware runs such widths faster than odd ones."""
+    def rounded(count: int) -> int:
+        return min(size, max(round_to, round_to * round(count / round_to)))
+
+    return tuple(sorted({rounded(max(1, round(r * size))) for r in ratios} | {size}))
 
 
 def _splits_branches(group: ChannelGroup) -> bool:
@@ -62,18 +67,20 @@ class Space:
     @classmethod
     def from_model(cls, model: nn.Module, example_input: torch.Tensor,
                    width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, depth: bool = True,
-                   ignore: Sequence[str] = (), densities: Sequence[float] = ()) -> Space:
+                   ignore: Sequence[str] = (), densities: Sequence[float] = (),
+                   round_to: int = 1) -> Space:
         """Find the coupled channel groups (torch-pruning's DependencyGraph) of `model`, make
         one width dimension per group, when the model offers `depth_stages()` one depth
         dimension per stage, and given `densities` one density dimension per conv/linear
-        layer; then probe the model once for the analytic cost model."""
+        layer; then probe the model once for the analytic cost model. `round_to`: channel
+        counts in multiples of it (see `width_choices`)."""
         example = example_input[:1]
         graph = ModelGraph(model, example, list(ignore))
         dims: list[Dimension] = []
         groups: list[ChannelGroup | None] = []
         stages: list[str | None] = []
         for group in graph.groups:
-            choices = width_choices(group.size, width_ratios)
+            choices = width_choices(group.size, width_ratios, round_to)
             if len(choices) > 1 and not _splits_branches(group):
                 dims.append(Dimension(WIDTH_PREFIX + group.name, "width", choices, group.size))
                 groups.append(group)
