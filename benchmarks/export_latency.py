@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine, write_section  # noqa: E402
 
+from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
 from prunesearch.models import create_model  # noqa: E402
-from prunesearch.runs.latency import measure_latency_ms  # noqa: E402
 from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Space  # noqa: E402
 
 SHAPE = (1, 28, 28)

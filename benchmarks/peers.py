@@ -77,9 +77,9 @@ from _machine import (  # noqa: E402
 from prunesearch.config import RunConfig, load_config  # noqa: E402
 from prunesearch.data import DatasetSplits  # noqa: E402
 from prunesearch.finetune import reinitialise  # noqa: E402
+from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
 from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
 from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
-from prunesearch.runs.latency import measure_latency_ms  # noqa: E402
 
 METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
            "prunesearch +supernet", "prunesearch-arch-scratch"]

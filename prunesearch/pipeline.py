@@ -20,6 +20,7 @@ from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
 from prunesearch.finetune import choose_points, finetune_front, variant_name
+from prunesearch.latency.measure import measure_latency_ms
 from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
 from prunesearch.runs.export import (
     FORMATS,
@@ -30,7 +31,6 @@ from prunesearch.runs.export import (
 )
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
-from prunesearch.runs.latency import measure_latency_ms
 from prunesearch.runs.rundir import RunDir, RunView
 from prunesearch.search import Budget, SearchContext, TrainingKit, create_strategy, strategy_trains
 from prunesearch.spaces import Arch, Space

@@ -89,8 +89,10 @@ class _Call:
         return 0
 
 
-def _record(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[torch.Size, ...]]]:
-    """(input shape, output shape) of every call of every counted layer."""
+def record_calls(model: nn.Module, example: torch.Tensor
+                 ) -> dict[str, list[tuple[torch.Size, ...]]]:
+    """(input shape, output shape) of every call of every counted layer, in the order of
+    `CostModel.calls` (module registration order, then call order)."""
     calls: dict[str, list[tuple[torch.Size, ...]]] = {}
     handles = []
     for name, module in model.named_modules():
@@ -145,8 +147,8 @@ class CostModel:
               density_dims: dict[str, int]) -> CostModel:
         """`width_probes[d] = (channels removed, model with only dim d at its smallest)`;
         `density_dims[layer] = d`: the dimension holding that conv/linear layer's density."""
-        dense = _record(model, example)
-        probes = {d: (lost, _record(m, example)) for d, (lost, m) in width_probes.items()}
+        dense = record_calls(model, example)
+        probes = {d: (lost, record_calls(m, example)) for d, (lost, m) in width_probes.items()}
         modules = dict(model.named_modules())
         calls: list[_Call] = []
         modeled: set[str] = set()
@@ -231,6 +233,13 @@ class CostModel:
                 ops = ops * block_kept[cl.block[0]][cl.block[1]]
             total = total + ops
         return total
+
+    def call_channels(self, values: Sequence[float]) -> list[tuple[int, int, int]]:
+        """(index in `calls`, input channels, output channels) of every call an arch keeps."""
+        lost, kept = self._lost_and_kept(values)
+        return [(i, cl.inp.channels(lost), cl.out.channels(lost))
+                for i, cl in enumerate(self.calls)
+                if cl.block is None or cl.block[1] < kept[cl.block[0]]]
 
     def params(self, values: Sequence[float]) -> int:
         """Parameters; a masked layer counts only its kept weights."""

@@ -242,6 +242,11 @@ class Space:
     def params(self, arch: Arch) -> int:
         return self.cost.params(self._values(arch))
 
+    def call_channels(self, arch: Arch) -> list[tuple[int, int, int]]:
+        """(cost-model call index, input channels, output channels) of each layer call the
+        arch keeps: what a latency table looks up."""
+        return self.cost.call_channels(self._values(arch))
+
     def weight_density(self, arch: Arch) -> float:
         """Fraction of the masked layers' weights an arch keeps (its overall weight density,
         1 - sparsity), counted on the dense layer shapes."""

@@ -1,0 +1,223 @@
+"""Predicted forward latency of any Arch of a space, in microseconds, with no model built.
+
+Once-for-All / nn-Meter style: every layer call the cost model records (conv, linear, norm,
+activation, pooling) is timed alone, as a fresh layer of the same type and settings, at every
+(input, output) channel count the space can give it, on the target device at the target batch
+size; identical layers share their entries. A subnetwork's table sum misses what the layers do
+not show (residual adds, framework overhead per call), so the prediction is calibrated on a
+few built subnetworks: latency = a * table sum + b * kept calls + c, non-negative least squares.
+Tables are cached on disk by (device, torch version, threads, batch, the space's structure).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+from torch import nn
+
+from prunesearch.fileio import write_json
+from prunesearch.latency.measure import measure_latency_ms, median_seconds
+from prunesearch.spaces import Arch, Space
+from prunesearch.spaces.cost import record_calls
+
+log = logging.getLogger("prunesearch")
+FORMAT = 1
+CALIBRATION_ARCHS = 12
+MAX_COMBOS = 256  # channel pairs per layer call; more (wide concats) are scaled from dense
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One layer call: how to rebuild it at other channel counts, and its dense input."""
+
+    module: nn.Module
+    kind: str
+    in_shape: tuple[int, ...]  # dense input, batch of one
+    template: str  # everything but the channel counts: identical layers share entries
+
+    def replica(self, cin: int, cout: int) -> nn.Module:
+        m = self.module
+        if self.kind == "conv":
+            groups = cin if m.groups == m.in_channels and m.groups > 1 else m.groups
+            return type(m)(cin, cout, m.kernel_size, stride=m.stride, padding=m.padding,
+                           dilation=m.dilation, groups=groups, bias=m.bias is not None,
+                           padding_mode=m.padding_mode)
+        if self.kind == "linear":
+            return nn.Linear(cin, cout, bias=m.bias is not None)
+        if self.kind == "norm":
+            return type(m)(cin, eps=m.eps, affine=m.affine,
+                           track_running_stats=m.track_running_stats)
+        if self.kind == "layernorm":
+            return nn.LayerNorm(cin, eps=m.eps, elementwise_affine=m.elementwise_affine)
+        return copy.deepcopy(m)  # activations and pooling hold no per-channel state
+
+    def input(self, cin: int, batch: int, device: torch.device) -> torch.Tensor:
+        shape = [batch, *self.in_shape[1:]]
+        if len(shape) > 1:
+            shape[-1 if self.kind in ("linear", "layernorm") else 1] = cin
+        return torch.zeros(shape, device=device)
+
+
+def device_fingerprint(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"cpu:{cpu}:{torch.get_num_threads()} threads"
+
+
+class LatencyModel:
+    """`predict(arch)`: microseconds of one forward of `batch` examples on the table's
+    device; `meta` says how the table was made and how well the calibration fit."""
+
+    def __init__(self, space: Space, templates: list[str], entries: dict[str, float],
+                 coef: list[float], meta: dict[str, Any]) -> None:
+        self.space = space
+        self._templates = templates
+        self._entries = entries
+        self.coef = coef
+        self.meta = meta
+
+    def table_sum(self, arch: Arch) -> tuple[float, int]:
+        """(sum of the kept calls' table entries in microseconds, number of kept calls)."""
+        calls = self.space.call_channels(arch)
+        total = sum(self._entries[f"{self._templates[i]}|{cin}|{cout}"]
+                    for i, cin, cout in calls)
+        return total, len(calls)
+
+    def predict(self, arch: Arch) -> float:
+        total, n = self.table_sum(arch)
+        a, b, c = self.coef
+        return a * total + b * n + c
+
+    def ratio(self, arch: Arch) -> float:
+        """Predicted latency as a fraction of the full network's."""
+        return self.predict(arch) / self.predict(self.space.largest())
+
+
+def _layers(space: Space, model: nn.Module, batch: int) -> list[_Layer]:
+    modules = dict(model.named_modules())
+    shapes = [(name, s) for name, calls in record_calls(model, space.example).items()
+              for s in calls]
+    layers = []
+    for call, (name, (in_shape, _)) in zip(space.cost.calls, shapes, strict=True):
+        module = modules[name]
+        settings = {k: v for k, v in vars(module).items()
+                    if not k.startswith("_") and k not in ("training", "in_channels",
+                                                           "out_channels", "in_features",
+                                                           "out_features", "num_features",
+                                                           "normalized_shape")}
+        template = json.dumps([type(module).__name__, call.kind, list(in_shape[2:]),
+                               len(in_shape), repr(sorted(settings.items())), batch])
+        layers.append(_Layer(module, call.kind, tuple(in_shape), template))
+    return layers
+
+
+def _channel_pairs(space: Space, index: int) -> set[tuple[int, int]]:
+    """Every (input, output) channel count of one call over the choices of the width
+    dimensions it depends on (cost-model slopes)."""
+    call = space.cost.calls[index]
+    dims = sorted({d for d, _ in call.inp.slopes} | {d for d, _ in call.out.slopes})
+    choices = [space.dims[d].choices for d in dims]
+    if np.prod([len(c) for c in choices]) > MAX_COMBOS:
+        return set()
+    pairs = set()
+    for values in itertools.product(*choices):
+        lost = [0] * len(space.dims)
+        for d, v in zip(dims, values, strict=True):
+            lost[d] = space.dims[d].full - v
+        pairs.add((call.inp.channels(lost), call.out.channels(lost)))
+    return pairs
+
+
+def _time_layer(layer: _Layer, cin: int, cout: int, batch: int, device: torch.device,
+                repeats: int) -> float:
+    module = layer.replica(cin, cout).to(device).eval()
+    x = layer.input(cin, batch, device)
+    return 1e6 * median_seconds(lambda: module(x), device, repeats, warmup=3,
+                                min_sample_s=2e-4)
+
+
+def calibration_archs(space: Space, seed: int) -> list[Arch]:
+    rng = np.random.default_rng(seed)
+    archs = [space.largest(), space.smallest(), *space.uniform_sweep()]
+    while len(set(archs)) < CALIBRATION_ARCHS:
+        archs.append(space.sample(rng))
+    return list(dict.fromkeys(archs))[:CALIBRATION_ARCHS]
+
+
+def cache_key(space: Space, layers: list[_Layer], device: torch.device, batch: int) -> str:
+    made_of = {"format": FORMAT, "device": device_fingerprint(device),
+               "torch": torch.__version__, "batch": batch,
+               "dims": [[d.name, list(d.choices)] for d in space.dims if d.kind != "density"],
+               "layers": [layer.template for layer in layers]}
+    canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def build_latency_model(space: Space, model: nn.Module, batch: int, device: torch.device,
+                        cache_dir: Path | None = None, repeats: int = 7,
+                        seed: int = 0) -> LatencyModel:
+    """The latency table of `space` over `model` for `batch` on `device`: from the cache, or
+    measured (layers, then the calibration subnetworks) and cached. Weights do not matter,
+    only the layers' types, settings and shapes."""
+    from prunesearch.models.checkpoint import default_cache_dir
+
+    model = model.eval()
+    layers = _layers(space, model, batch)
+    templates = [layer.template for layer in layers]
+    key = cache_key(space, layers, device, batch)
+    path = (cache_dir or default_cache_dir().parent / "latency") / f"{key}.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            return LatencyModel(space, templates, saved["entries"], saved["coef"],
+                                {**saved["meta"], "cached": True})
+        except (ValueError, KeyError):
+            log.warning("latency table %s is unreadable; measuring it again", path)
+    start = time.perf_counter()
+    entries: dict[str, float] = {}
+    for i, layer in enumerate(layers):
+        pairs = _channel_pairs(space, i)
+        call = space.cost.calls[i]
+        dense = (call.inp.full, call.out.full)
+        for cin, cout in sorted(pairs | {dense}):
+            entry = f"{layer.template}|{cin}|{cout}"
+            if entry not in entries:
+                entries[entry] = _time_layer(layer, cin, cout, batch, device, repeats)
+    table_s = time.perf_counter() - start
+    slicer = space.slicer(model)
+    rows, measured = [], []
+    for arch in calibration_archs(space, seed):
+        net = slicer.build(arch).to(device)
+        measured.append(1000 * measure_latency_ms(net, tuple(space.example.shape[1:]), batch,
+                                                  repeats=15, warmup=3))
+        rows.append(arch)
+    partial = LatencyModel(space, templates, entries, [1.0, 0.0, 0.0], {})
+    features = np.array([[*partial.table_sum(a), 1.0] for a in rows])
+    coef, _ = nnls(features, np.array(measured))
+    fitted = features @ coef
+    meta = {"device": device_fingerprint(device), "batch": batch, "torch": torch.__version__,
+            "entries": len(entries), "calibration_archs": len(rows),
+            "calibration_median_abs_error": float(np.median(np.abs(fitted / measured - 1))),
+            "table_s": table_s, "total_s": time.perf_counter() - start, "key": key,
+            "cached": False}
+    write_json(path, {"entries": entries, "coef": coef.tolist(), "meta": meta})
+    log.info("latency table for batch %d: %d entries, %.0f s", batch, len(entries),
+             meta["total_s"])
+    return LatencyModel(space, templates, entries, coef.tolist(), meta)
