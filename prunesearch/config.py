@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, create_model, field_validator
 from prunesearch.errors import ConfigError
 from prunesearch.models.options import ModelConfig
 from prunesearch.options import Options
-from prunesearch.plugins import describe_error
+from prunesearch.plugins import describe_error, refuse_code_inside
 
 
 class DataConfig(Options):
@@ -210,12 +210,15 @@ def run_config_model(evaluator_kind: str = "weight-sharing") -> type[RunConfig]:
 _MODELS: dict[tuple[Any, ...], type[RunConfig]] = {}
 
 
-def import_plugins(plugins: Any, source: str) -> None:
-    """Import the modules a config names in `plugins` (they register what they define)."""
+def import_plugins(plugins: Any, source: str, run_dir: Path | None = None) -> None:
+    """Import the modules a config names in `plugins` (they register what they define); for
+    a config read back from `run_dir`, never one that lies inside that folder."""
     if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
         raise ConfigError(f"Invalid config {source}: 'plugins' must be a list of module names, "
                           f"e.g. plugins = [\"mypackage.strategies\"]; got {plugins!r}.")
     for module in plugins:
+        if run_dir is not None:
+            refuse_code_inside(module, run_dir, f"Config {source}")
         try:
             importlib.import_module(module)
         except Exception as err:
@@ -224,13 +227,14 @@ def import_plugins(plugins: Any, source: str) -> None:
                               f"PYTHONPATH, or remove it from 'plugins'.") from None
 
 
-def config_from_dict(tree: dict[str, Any], source: str) -> RunConfig:
-    import_plugins(tree.get("plugins", []), source)
+def config_from_dict(tree: dict[str, Any], source: str,
+                     run_dir: Path | None = None) -> RunConfig:
+    import_plugins(tree.get("plugins", []), source, run_dir)
     evaluator = tree.get("evaluator", {})
     kind = evaluator.get("kind", "weight-sharing") if isinstance(evaluator, dict) else None
     try:
         model = run_config_model(kind if isinstance(kind, str) else "weight-sharing")
-        return model.model_validate(tree)
+        cfg = model.model_validate(tree)
     except ConfigError as err:
         raise ConfigError(f"Invalid config {source}: {err}") from None
     except ValidationError as err:
@@ -245,6 +249,11 @@ def config_from_dict(tree: dict[str, Any], source: str) -> RunConfig:
             else:
                 problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
         raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
+    if run_dir is not None:
+        for name in (cfg.model.name, cfg.data.dataset):
+            if ":" in name:
+                refuse_code_inside(name, run_dir, f"Config {source}")
+    return cfg
 
 
 def _strategy_sections() -> list[str]:
@@ -253,8 +262,10 @@ def _strategy_sections() -> list[str]:
     return list(strategy_options())
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a TOML config (the embedded default job when `path` is None) and apply overrides."""
+def load_config(path: str | Path | None, overrides: list[str] = (),
+                run_dir: Path | None = None) -> RunConfig:
+    """Read a TOML config (the embedded default job when `path` is None) and apply overrides.
+    `run_dir`: the config is a run folder's own, read back (code inside it is refused)."""
     if path is None:
         text = resources.files("prunesearch.configs").joinpath(DEFAULT_CONFIG).read_text()
         source = "(embedded default job)"
@@ -279,7 +290,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
                           f"mean, or run `prunesearch run` with no config for the default job.")
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
-    return config_from_dict(tree, source)
+    return config_from_dict(tree, source, run_dir)
 
 
 def config_to_toml(cfg: RunConfig) -> str:

@@ -222,7 +222,7 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
     if bad:
         raise UserError(f"prunesearch finetune only accepts finetune.* overrides, got {bad}; "
                         f"other keys would change what was searched.")
-    cfg = load_config(run_dir / "config.toml", overrides)
+    cfg = load_config(run_dir / "config.toml", overrides, run_dir)
     if strategy_trains(cfg.search.strategy):
         raise UserError(f"'{run_dir}' was searched by {cfg.search.strategy}, which trains its "
                         f"networks itself (see its finetune.csv); fine-tune the front of a "
@@ -327,7 +327,7 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
     point = choose_export_point(view, point_id, max_ratio)
     folder = out if out is not None else run_dir / "export" / str(point["id"])
     check_export_folder(folder)
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
     prep = prepare(cfg, torch.device("cpu"), progress)
     spec = {"model": cfg.model.name, "width_mult": cfg.model.width_mult,
             "input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,

@@ -4,8 +4,10 @@ calling it with the keyword arguments it accepts, every failure a one-paragraph 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from prunesearch.errors import UserError
@@ -14,6 +16,25 @@ from prunesearch.errors import UserError
 def describe_error(err: BaseException) -> str:
     """'Type: message' on one line, for quoting an exception inside a one-paragraph message."""
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def refuse_code_inside(module: str, root: Path, source: str) -> None:
+    """A run folder is data: refuse the user code a config read back from it names
+    (`module` or 'module:factory') when that code lies inside the folder. Otherwise a folder
+    someone sent, opened as the working directory, could carry the module its config.toml
+    imports. Finding a top-level module does not run it."""
+    top = module.partition(":")[0].split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top) if top else None
+    except (ImportError, ValueError):
+        return  # not importable at all: the import itself will say so
+    places = [spec.origin, *(spec.submodule_search_locations or [])] if spec else []
+    inside = [p for p in places if p and Path(p).resolve().is_relative_to(root.resolve())]
+    if inside:
+        raise UserError(f"{source} names code '{module}' found inside the run folder itself "
+                        f"({inside[0]}); a run folder is data and prunesearch does not run "
+                        f"code from it. Install that module elsewhere (or put it on "
+                        f"PYTHONPATH outside the folder) if you trust it.")
 
 
 def import_factory(

@@ -378,3 +378,24 @@ def test_onnx_export_without_the_extra_says_which_extra_before_any_work(tmp_path
     with pytest.raises(UserError, match=re.escape("pip install 'prunesearch[onnx]'")):
         export_run(finished_run, 0, None, ["pt", "onnx"], tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace('plugins = []', 'plugins = ["carried"]'),
+    lambda text: text.replace('name = "resnet20"', 'name = "carried:factory"'),
+])
+def test_a_run_folder_never_runs_code_it_carries(tmp_path, finished_run, monkeypatch, edit):
+    from prunesearch.errors import UserError
+    from prunesearch.pipeline import finetune_run
+
+    run = tmp_path / "sent"
+    shutil.copytree(finished_run, run)
+    marker = tmp_path / "code-ran"
+    (run / "carried.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                    f"def factory(**kwargs):\n    raise SystemExit\n")
+    config = run / "config.toml"
+    config.write_text(edit(config.read_text()))
+    monkeypatch.syspath_prepend(str(run))  # as `python -m prunesearch` run from inside it
+    with pytest.raises(UserError, match="inside the run folder"):
+        finetune_run(run, [], progress=False)
+    assert not marker.exists()

@@ -34,7 +34,7 @@ RESUMABLE_CHANGES = {"search.budget", "search.time_limit"}
 
 
 def _check_resumable(path: Path, cfg: RunConfig) -> None:
-    before = _flat(load_config(path / CONFIG).model_dump())
+    before = _flat(load_config(path / CONFIG, run_dir=path).model_dump())
     after = _flat(cfg.model_dump())
     changed = sorted(k for k in before.keys() | after.keys()
                      if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)

@@ -62,6 +62,8 @@ class ImpOptions(TrainedOptions):
     prune_fraction: float = Field(0.2, gt=0, lt=1, description="of remaining, per round")
     rewind_steps: int = Field(200, ge=0, description="optimizer steps of the checkpoint every "
                               "round rewinds to")
+    rounds: int | None = Field(None, ge=1, description="pruning rounds after the dense one "
+                               "(default: as many as the budget allows)")
 
 
 class BipOptions(TrainedOptions, MaskTargetOptions):
@@ -197,7 +199,8 @@ class ImpStrategy(TrainedStrategy):
             self._save(ctx, model, masks, state)
             self.finish(ctx, model, layers, "dense", epochs, state["seconds"])
         model.to(kit.device)
-        while not ctx.done():
+        rounds = self.options.rounds
+        while not ctx.done() and (rounds is None or state["round"] < rounds):
             r = state["round"] + 1
             overall = (1 - self.options.prune_fraction) ** r
             densities = global_magnitude_densities(model, layers, overall,
