@@ -36,3 +36,17 @@ def test_table_predicts_every_subnetwork_and_is_cached(name, tmp_path):
     other_batch = build_latency_model(space, model, 3, CPU, cache_dir=tmp_path, repeats=1)
     assert other_batch.meta["key"] != table.meta["key"]
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_calls_with_too_many_channel_pairs_are_scaled_from_their_dense_entry(tmp_path,
+                                                                              monkeypatch):
+    from prunesearch.latency import table as latency_table
+
+    monkeypatch.setattr(latency_table, "MAX_COMBOS", 1)  # every multi-choice call: dense only
+    model = build_model("resnet20", (1, 28, 28), 10, 0.5).eval()
+    space = space_of(SpaceConfig(), model, torch.zeros(1, 1, 28, 28))
+    table = build_latency_model(space, model, 1, CPU, cache_dir=tmp_path, repeats=1)
+    assert table.meta["entries"] <= len(space.cost.calls)
+    archs = [space.sample(np.random.default_rng(i)) for i in range(5)]
+    assert all(math.isfinite(table.predict(a)) for a in archs)
+    assert table.table_sum(space.smallest())[0] < table.table_sum(space.largest())[0]

@@ -96,9 +96,20 @@ class LatencyModel:
     def table_sum(self, arch: Arch) -> tuple[float, int]:
         """(sum of the kept calls' table entries in microseconds, number of kept calls)."""
         calls = self.space.call_channels(arch)
-        total = sum(self._entries[f"{self._templates[i]}|{cin}|{cout}"]
-                    for i, cin, cout in calls)
-        return total, len(calls)
+        return sum(self._entry(i, cin, cout) for i, cin, cout in calls), len(calls)
+
+    def _entry(self, index: int, cin: int, cout: int) -> float:
+        """The timed entry of one call at (cin, cout); a call with more channel pairs than
+        MAX_COMBOS was timed dense only, and its entry is scaled by the work it keeps."""
+        entry = self._entries.get(f"{self._templates[index]}|{cin}|{cout}")
+        if entry is not None:
+            return entry
+        call = self.space.cost.calls[index]
+        dense = self._entries[f"{self._templates[index]}|{call.inp.full}|{call.out.full}"]
+        kept = cout / call.out.full
+        if call.kind in ("conv", "linear") and not call.depthwise:
+            kept *= cin / call.inp.full
+        return dense * kept
 
     def predict(self, arch: Arch) -> float:
         total, n = self.table_sum(arch)
