@@ -73,16 +73,22 @@ def _print_front(run_dir: Path) -> None:
 
     view = RunView.load(run_dir)
     dense = view.summary["dense"]
-    table = Table(title=f"Pareto front of {run_dir}: proxy accuracy on validation; test accuracy "
-                        f"after fine-tuning where a point was fine-tuned")
-    for col in ("id", "strategy", "FLOPs (MACs)", "MACs ratio", "params", "val acc (proxy)",
-                "test acc (fine-tuned)"):
+    latency = dense.get("latency_us")  # predicted, when the run has a latency table
+    table = Table(title=f"Pareto front of {run_dir} on {view.axis().label}: proxy accuracy on "
+                        f"validation; test accuracy after fine-tuning where a point was "
+                        f"fine-tuned")
+    columns = ["id", "strategy", "FLOPs (MACs)", "MACs ratio"]
+    columns += ["predicted latency", "latency ratio"] if latency else []
+    for col in (*columns, "params", "val acc (proxy)", "test acc (fine-tuned)"):
         table.add_column(col, justify="right")
     for row in view.front:
         test = row.get("test_acc")
-        table.add_row(str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
-                      f"{row['macs_ratio']:.3f}", f"{row['params'] / 1e3:.1f}k",
-                      f"{row['val_acc']:.4f}", "" if test is None else f"{test:.4f}")
+        cells = [str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
+                 f"{row['macs_ratio']:.3f}"]
+        if latency:
+            cells += [f"{row['latency_us'] / 1e3:.3f} ms", f"{row['latency_us'] / latency:.3f}"]
+        table.add_row(*cells, f"{row['params'] / 1e3:.1f}k", f"{row['val_acc']:.4f}",
+                      "" if test is None else f"{test:.4f}")
     out_console.print(table)
     for name, variant in (view.summary.get("finetune") or {}).get("variants", {}).items():
         points = ", ".join(f"#{p['id']} {p['macs_ratio']:.2f} MACs: {p['test_acc']:.4f}"
@@ -90,7 +96,8 @@ def _print_front(run_dir: Path) -> None:
         out_console.print(f"fine-tuned {name}: {points}; test-accuracy hypervolume "
                           f"{variant['hypervolume']['value']:.4f}, {variant['seconds']:.0f} s")
     out_console.print(f"dense: {dense['macs'] / 1e6:.2f}M MACs, {dense['params'] / 1e3:.1f}k "
-                      f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}")
+                      f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}"
+                      + (f", predicted latency {latency / 1e3:.3f} ms" if latency else ""))
 
 
 @app.command()
@@ -118,6 +125,9 @@ def export(
     max_flops: Annotated[float | None, typer.Option(
         help="Instead of --id: the best front point with at most this ratio of dense MACs.")]
     = None,
+    max_latency: Annotated[float | None, typer.Option(
+        help="Instead of --id: the best front point with at most this ratio of the dense "
+             "model's predicted latency (runs searched with a latency table).")] = None,
     format_: Annotated[str, typer.Option("--format", help="Comma list of pt, ts, onnx.")]
     = "pt,ts,onnx",
     output: Annotated[Path | None, typer.Option(
@@ -133,7 +143,12 @@ def export(
     from prunesearch.pipeline import export_run
 
     formats = [f.strip() for f in format_.split(",") if f.strip()]
-    folder = export_run(run_dir, id_, max_flops, formats, output, progress=not quiet)
+    limits = [(name, ratio) for name, ratio in (("macs", max_flops), ("latency", max_latency))
+              if ratio is not None]
+    if len(limits) > 1:
+        raise UserError("Pass only one of --max-flops and --max-latency.")
+    folder = export_run(run_dir, id_, limits[0] if limits else None, formats, output,
+                        progress=not quiet)
     meta = json.loads((folder / "meta.json").read_text())
     lat = meta["latency"]
     out_console.print(
@@ -160,17 +175,24 @@ def plot(
     run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file (an SVG is written "
                                          "beside it).")] = Path("pareto.png"),
+    x: Annotated[str | None, typer.Option(
+        "--x", help="Cost axis: macs, params or latency (predicted; runs that recorded it). "
+                    "Default: the first run's search.objective.")] = None,
 ) -> None:
     """Overlay the Pareto fronts of several runs in one plot, and their hypervolume-versus-
     evaluations curves in a second one (FILE_hv.png).
 
-    Example: prunesearch plot runs/a runs/b -o compare.png
+    Example: prunesearch plot runs/a runs/b -o compare.png --x latency
     """
+    from prunesearch.objective import OBJECTIVES
     from prunesearch.runs.plots import plot_fronts, plot_hv_histories
     from prunesearch.runs.rundir import RunView
 
+    if x is not None and x not in OBJECTIVES:
+        raise UserError(f"--x takes one of {', '.join(OBJECTIVES)}; got '{x}'.")
     views = [RunView.load(p) for p in run_dirs]
-    files = plot_fronts([v.series() for v in views], output,
+    axis = x or views[0].axis().name
+    files = plot_fronts([v.series(axis) for v in views], output,
                         " vs ".join(v.path.name for v in views))
     files += plot_hv_histories([(v.path.name, v.hv_history()) for v in views],
                                output.with_name(output.stem + "_hv.png"))

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, create_model, field_validator
 
 from prunesearch.errors import ConfigError
 from prunesearch.models.options import ModelConfig
+from prunesearch.objective import Objective
 from prunesearch.options import Options
 from prunesearch.plugins import describe_error, refuse_code_inside
 
@@ -62,6 +63,16 @@ class SearchConfig(Options):
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
     time_limit: float | None = Field(None, gt=0, description="seconds of search wall time")
     batch_size: int = Field(8, ge=1, description="candidates asked per ask/tell round")
+    objective: Objective = Field("macs", description="the cost traded against accuracy: MACs, "
+                                 "params, or latency predicted by a table measured on this "
+                                 "machine's device")
+    latency_batch: int = Field(1, ge=1, description="batch size latency is predicted for")
+    max_latency: float | None = Field(None, gt=0, le=1, description="no candidate over this "
+                                      "ratio of the dense model's predicted latency")
+
+    @property
+    def predicts_latency(self) -> bool:
+        return self.objective == "latency" or self.max_latency is not None
 
     def options_of(self, strategy: str) -> Options | None:
         """The validated `[search.<strategy>]` section (None: the strategy has no options)."""
@@ -93,7 +104,8 @@ class FinetuneConfig(Options):
 
     enabled: bool = True
     targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
-                                 description="MACs ratios: the best proxy point under each")
+                                 description="cost ratios on search.objective's axis (MACs "
+                                 "by default): the best proxy point under each")
     top_k: int | None = Field(None, ge=1, description="instead: K points spread on the front")
     ids: list[int] = Field(default_factory=list, description="instead: these candidate ids "
                            "(any candidate, on the front or not)")
@@ -113,7 +125,7 @@ class FinetuneConfig(Options):
     @classmethod
     def _targets_in_range(cls, v: list[float]) -> list[float]:
         if any(not 0 < t <= 1 for t in v):
-            raise ValueError("targets must be MACs ratios in (0, 1]")
+            raise ValueError("targets must be cost ratios in (0, 1]")
         return sorted(set(v))
 
 

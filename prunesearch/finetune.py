@@ -60,11 +60,11 @@ def finetune_recipe(cfg: RunConfig) -> TrainConfig:
 
 
 def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[str, Any]]:
-    """Front rows to fine-tune: the best proxy point at or under each MACs-ratio target, or
-    `top_k` points spread evenly along the front (by MACs), or the rows of `ids` (then
-    `front` holds those candidates' rows). Distinct, in MACs order. Targets that all fall
-    below the front are a UserError (there would be nothing to train)."""
-    rows = sorted(front, key=lambda r: r["macs"])
+    """Front rows to fine-tune: the best proxy point at or under each cost-ratio target (the
+    run's axis: `cost_ratio`), or `top_k` points spread evenly along the front (by cost), or
+    the rows of `ids` (then `front` holds those candidates' rows). Distinct, in cost order.
+    Targets that all fall below the front are a UserError (there would be nothing to train)."""
+    rows = sorted(front, key=lambda r: r["cost_ratio"])
     if not rows:
         return []
     if ft.ids:
@@ -75,16 +75,16 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
     else:
         picks = []
         for target in ft.targets:
-            under = [r for r in rows if r["macs_ratio"] <= target]
+            under = [r for r in rows if r["cost_ratio"] <= target]
             if under:
-                picks.append(max(under, key=lambda r: (r["val_acc"], -r["macs"])))
+                picks.append(max(under, key=lambda r: (r["val_acc"], -r["cost_ratio"])))
         if not picks:
-            smallest = rows[0]["macs_ratio"]
+            smallest = rows[0]["cost_ratio"]
             raise UserError(f"finetune.targets {ft.targets} are all below the smallest front "
-                            f"point's MACs ratio ({smallest:.3f}): nothing to fine-tune. Raise "
+                            f"point's cost ratio ({smallest:.3f}): nothing to fine-tune. Raise "
                             f"a target to at least {smallest:.3f}, or set finetune.top_k.")
     unique = {r["id"]: r for r in picks}
-    return sorted(unique.values(), key=lambda r: r["macs"])
+    return sorted(unique.values(), key=lambda r: r["cost_ratio"])
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:

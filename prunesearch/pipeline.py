@@ -21,7 +21,9 @@ from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
 from prunesearch.finetune import choose_points, finetune_front, variant_name
 from prunesearch.latency.measure import measure_latency_ms
+from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
+from prunesearch.objective import CostAxis
 from prunesearch.runs.export import (
     FORMATS,
     build_slim,
@@ -90,6 +92,18 @@ class Prepared:
     space: Space
     evaluator: Evaluator
     timings: dict[str, float]
+    latency: LatencyModel | None = None  # when the run predicts latency (search.objective)
+
+    def cost_axis(self, objective: str) -> CostAxis:
+        """The cost `objective` names, priced on this job's space (latency: its table)."""
+        if objective == "params":
+            return CostAxis("params", self.space.dense_params, self.space.params)
+        if objective == "latency":
+            if self.latency is None:
+                raise ValueError("no latency table was built for this job")
+            dense = round(self.latency.predict(self.space.largest()), 3)
+            return CostAxis("latency", dense, self.latency.predict)
+        return CostAxis("macs", self.space.dense_macs, self.space.macs)
 
 
 def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
@@ -116,7 +130,24 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
         timings["supernet_s"] = time.perf_counter() - t
         log.info("supernet: %s", {k: supernet.get(k) for k in ("val_acc", "test_acc", "cached")})
     evaluator = make_evaluator(cfg, space, model, data)
-    return Prepared(data, model, dense, supernet, space, evaluator, timings)
+    latency = None
+    if cfg.search.predicts_latency:
+        t = time.perf_counter()
+        latency = build_latency_model(space, model, cfg.search.latency_batch, dev)
+        evaluator.predict_latency = latency.predict
+        timings["latency_table_s"] = time.perf_counter() - t
+        log.info("latency table (batch %d, %s): %d entries, calibration error %.1f%%%s",
+                 cfg.search.latency_batch, latency.meta["device"], latency.meta["entries"],
+                 100 * latency.meta["calibration_median_abs_error"],
+                 " (cached)" if latency.meta.get("cached") else "")
+    return Prepared(data, model, dense, supernet, space, evaluator, timings, latency)
+
+
+def _latency_limit(cfg: RunConfig, prep: Prepared) -> float | None:
+    """search.max_latency in microseconds of the job's latency table."""
+    if cfg.search.max_latency is None:
+        return None
+    return cfg.search.max_latency * prep.cost_axis("latency").dense
 
 
 def training_kit(cfg: RunConfig, prep: Prepared, dev: torch.device) -> TrainingKit:
@@ -171,6 +202,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
     console = console or Console(stderr=True)
     dev = resolve_device(device)
     strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))
+    check_objective(cfg, strategy.axes)
     with RunDir.open(out, cfg, resume) as run, _logging_to(run, console if progress else None):
         t0 = time.perf_counter()
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
@@ -192,12 +224,14 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
             journal.append(result, strategy.name)
             bar.update(result)
 
+        axis = prep.cost_axis(cfg.search.objective)
         ctx = SearchContext(prep.space, prep.evaluator,
                             Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
                             run.path, record, n_evals=len(journal.candidates),
                             batch_size=cfg.search.batch_size, model=prep.model,
                             training=training_kit(cfg, prep, dev),
-                            progress=bar.progress if progress else None)
+                            progress=bar.progress if progress else None, axis=axis,
+                            max_latency_us=_latency_limit(cfg, prep))
         t = time.perf_counter()
         with bar.progress:
             strategy.search(ctx)
@@ -210,6 +244,19 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
             front = finetune_inputs(cfg, run.path)
             summary = _finetune_and_write(cfg, run, prep, dev, progress, t0, front)
         return JobOutcome(run.path, summary)
+
+
+def check_objective(cfg: RunConfig, axes: tuple[str, ...]) -> None:
+    """Refuse, before any work, an objective or latency limit the strategy cannot search."""
+    wanted = [cfg.search.objective] + (["latency"] if cfg.search.max_latency else [])
+    for name in wanted:
+        if name not in axes:
+            raise UserError(
+                f"search.strategy = '{cfg.search.strategy}' trades accuracy against "
+                f"{' or '.join(axes)} only, so search.objective = '{cfg.search.objective}'"
+                f"{' with search.max_latency' if cfg.search.max_latency else ''} cannot be "
+                f"searched with it; use tpe, random, emo, emo-pms or dp for latency or params, "
+                f"or search.objective = 'macs' without search.max_latency.")
 
 
 def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
@@ -274,6 +321,7 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
         "test_acc": prep.dense_meta.get("test_acc"),
         "checkpoint": prep.dense_meta.get("checkpoint"),
         "train_seconds": prep.dense_meta.get("seconds"), "cached": prep.dense_meta.get("cached"),
+        "latency_us": prep.cost_axis("latency").dense if prep.latency else None,
     }
     prep.timings["total_s"] = time.perf_counter() - t0
     summary = run.write_results(candidates, dense_ref, {
@@ -281,39 +329,54 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
         "model": cfg.model.name, "device": str(prep.data.train_x.device),
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
         "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,
+        "latency_table": prep.latency.meta if prep.latency else None,
     }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
-        variant_name(cfg) if finetuned else None)
+        variant_name(cfg) if finetuned else None, prep.cost_axis(cfg.search.objective))
     log.info("results: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],
              summary["front_size"], summary["hypervolume"]["value"], prep.timings["total_s"])
     return summary
 
 
 def choose_export_point(view: RunView, point_id: int | None,
-                        max_ratio: float | None) -> dict[str, Any]:
+                        limit: tuple[str, float] | None) -> dict[str, Any]:
     """The candidate to export: by id (any successful candidate), or the most accurate front
-    point (test accuracy when fine-tuned, else proxy) at or under a MACs ratio."""
-    if (point_id is None) == (max_ratio is None):
-        raise UserError("Pass exactly one of --id N or --max-flops RATIO.")
+    point (test accuracy when fine-tuned, else proxy) at or under `limit`, a (cost axis,
+    ratio of the dense model's) pair: ("macs", 0.5) is --max-flops 0.5."""
+    if (point_id is None) == (limit is None):
+        raise UserError("Pass exactly one of --id N, --max-flops RATIO or --max-latency RATIO.")
     if point_id is not None:
         match = [c for c in view.candidates if c.id == point_id and c.result.ok]
         if not match:
             raise UserError(f"Run '{view.path}' has no successful candidate with id {point_id} "
                             f"(ids 0..{len(view.candidates) - 1}; see candidates.csv or "
                             f"`prunesearch show`).")
-        r = match[0].result
         test = {p["id"]: p["test_acc"] for p in view.final_points}
-        return {"id": point_id, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
-                "macs_ratio": r.macs / view.summary["dense"]["macs"], "val_acc": r.val_acc,
-                "test_acc": test.get(point_id)}
-    under = [r for r in view.front if r["macs_ratio"] <= max_ratio]
+        return {**view.candidate_rows([point_id])[0], "test_acc": test.get(point_id)}
+    name, max_ratio = limit
+    axis = view.axis(name)
+    under = [r for r in view.front if axis.ratio(r) <= max_ratio]
     if not under:
-        smallest = min((r["macs_ratio"] for r in view.front), default=None)
+        smallest = min((axis.ratio(r) for r in view.front), default=None)
+        option = "--max-flops" if name == "macs" else f"--max-{name}"
         raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
-                        f"MACs (the smallest has {smallest}); raise --max-flops.")
+                        f"model's {axis.label} (the smallest has {smallest:.3f}); raise "
+                        f"{option}.")
     return max(under, key=lambda r: (r["test_acc"] is not None, r["test_acc"] or r["val_acc"]))
 
 
-def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
+def _predicted_latency(view: RunView, point: dict[str, Any],
+                       cfg: RunConfig) -> dict[str, Any] | None:
+    """What the run's latency table predicted for the point (None: the run predicted none);
+    the table's device may differ from the CPU the export measures on."""
+    dense = view.summary["dense"].get("latency_us")
+    if point.get("latency_us") is None or not dense:
+        return None
+    table = view.summary.get("latency_table") or {}
+    return {f"batch_{cfg.search.latency_batch}_ms": point["latency_us"] / 1000,
+            "ratio_to_dense": point["latency_us"] / dense, "table_device": table.get("device")}
+
+
+def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | None,
                formats: list[str], out: Path | None, progress: bool = True) -> Path:
     """`prunesearch export`: the chosen point as files (on the CPU), with checks and latency."""
     from prunesearch.config import load_config
@@ -324,7 +387,7 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
     if "onnx" in formats:
         check_onnx_installed()
     view = RunView.load(run_dir)
-    point = choose_export_point(view, point_id, max_ratio)
+    point = choose_export_point(view, point_id, limit)
     folder = out if out is not None else run_dir / "export" / str(point["id"])
     check_export_folder(folder)
     cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
@@ -357,7 +420,8 @@ def export_run(run_dir: Path, point_id: int | None, max_ratio: float | None,
         "dense": {"macs": prep.space.dense_macs, "test_acc": prep.dense_meta.get("test_acc")},
         "latency": {"device": "cpu", "threads": threads, "statistic": "median after warm-up",
                     "model": latency, "dense": dense_latency,
-                    "ratio_to_dense": {k: latency[k] / dense_latency[k] for k in latency}},
+                    "ratio_to_dense": {k: latency[k] / dense_latency[k] for k in latency},
+                    "predicted": _predicted_latency(view, point, cfg)},
     }
     write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu())
     return folder

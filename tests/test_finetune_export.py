@@ -48,13 +48,18 @@ def test_distillation_loss_reduces_to_its_parts():
 
 
 def test_choose_points_takes_the_best_proxy_point_under_each_target():
-    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "val_acc": a}
+    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "cost_ratio": m / 100, "val_acc": a}
              for i, (m, a) in enumerate([(10, 0.3), (20, 0.5), (45, 0.7), (70, 0.8), (90, 0.9)])]
     cfg = load_config(TINY)
     picked = choose_points(front, cfg.finetune.model_copy(update={"targets": [0.25, 0.5, 0.75]}))
     assert [p["id"] for p in picked] == [1, 2, 3]
     spread = choose_points(front, cfg.finetune.model_copy(update={"top_k": 3}))
     assert [p["id"] for p in spread] == [0, 2, 4]
+    # a run searched on latency: targets are latency ratios, whatever the MACs say
+    latency = [0.3, 0.4, 0.6, 0.45, 0.9]  # #3 is faster than #2 although it has more MACs
+    by_latency = [{**r, "cost_ratio": c} for r, c in zip(front, latency, strict=True)]
+    picked = choose_points(by_latency, cfg.finetune.model_copy(update={"targets": [0.5]}))
+    assert [p["id"] for p in picked] == [3]
 
 
 def test_finetune_recipe_overrides_only_what_is_set_and_names_the_variant_by_it():
@@ -71,7 +76,7 @@ def test_finetune_recipe_overrides_only_what_is_set_and_names_the_variant_by_it(
 
 
 def test_exported_model_equals_the_in_search_subnetwork(searched, tmp_path):
-    folder = export_run(searched, None, 0.6, ["pt", "ts", "onnx"], tmp_path / "exp",
+    folder = export_run(searched, None, ("macs", 0.6), ["pt", "ts", "onnx"], tmp_path / "exp",
                         progress=False)
     meta = json.loads((folder / "meta.json").read_text())
     assert "not fine-tuned" in meta["source"]

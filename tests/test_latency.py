@@ -4,6 +4,7 @@ How well it predicts is measured in benchmarks/latency_model.py, never timed her
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,62 @@ def test_calls_with_too_many_channel_pairs_are_scaled_from_their_dense_entry(tmp
     archs = [space.sample(np.random.default_rng(i)) for i in range(5)]
     assert all(math.isfinite(table.predict(a)) for a in archs)
     assert table.table_sum(space.smallest())[0] < table.table_sum(space.largest())[0]
+
+
+TINY = Path(__file__).parent / "configs" / "tiny.toml"
+
+
+def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
+    """search.objective = latency: candidates record the table's prediction, none over
+    search.max_latency is recorded (the dense arch of the uniform sweep is refused), the front,
+    fine-tuning targets and `export --max-latency` are latency ratios, and the plot draws
+    either axis."""
+    import json
+
+    from prunesearch.config import load_config
+    from prunesearch.pipeline import export_run, run_job
+    from prunesearch.runs.journal import read_journal
+    from prunesearch.runs.rundir import RunView
+
+    cfg = load_config(TINY, ["search.objective=latency", "search.max_latency=0.8",
+                             "finetune.targets=[0.7]", "finetune.epochs=1"])
+    run = run_job(cfg, tmp_path / "runs", progress=False).run_dir
+    summary = json.loads((run / "summary.json").read_text())
+    dense = summary["dense"]["latency_us"]
+    assert summary["objective"] == "latency" and dense > 0
+    assert summary["latency_table"]["batch"] == 1
+    results = [c.result for c in read_journal(run / "candidates.csv")]
+    assert results and all(r.latency_us is not None for r in results)
+    assert max(r.latency_us for r in results) <= 0.8 * dense
+    assert all(r.macs < summary["dense"]["macs"] for r in results)  # the full width refused
+    view = RunView.load(run)
+    costs = [row["cost_ratio"] for row in view.front]
+    assert costs == sorted(costs) and all(c == pytest.approx(row["latency_us"] / dense, abs=1e-5)
+                                          for c, row in zip(costs, view.front, strict=True))
+    tuned = view.final_points
+    assert len(tuned) == 1
+    chosen = next(row for row in view.front if row["id"] == tuned[0]["id"])
+    assert chosen["cost_ratio"] <= 0.7
+    assert view.series("macs").axis == "macs" and view.series().axis == "latency"
+
+    folder = export_run(run, None, ("latency", 0.75), ["pt"], tmp_path / "exp", progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    predicted = meta["latency"]["predicted"]
+    assert predicted["ratio_to_dense"] <= 0.75 and "batch_1_ms" in predicted
+    assert meta["latency"]["model"]["batch_1_ms"] > 0  # measured beside the prediction
+
+
+def test_a_macs_run_has_no_latency_axis_and_tas_cannot_search_latency(tmp_path):
+    from prunesearch.config import load_config
+    from prunesearch.errors import UserError
+    from prunesearch.pipeline import run_job
+    from prunesearch.runs.rundir import RunView
+
+    run = run_job(load_config(TINY, ["finetune.enabled=false"]), tmp_path / "runs",
+                  progress=False).run_dir
+    with pytest.raises(UserError, match="recorded no predicted latency"):
+        RunView.load(run).series("latency")
+    cfg = load_config(TINY, ["name=t", "search.strategy=tas", "search.objective=latency"])
+    with pytest.raises(UserError, match="'tas' trades accuracy against macs only"):
+        run_job(cfg, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs" / "t").exists()

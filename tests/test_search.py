@@ -225,3 +225,40 @@ def test_emo_pms_splits_resnet_by_stage_and_spends_the_budget_in_phases(space, t
     assert all(any(o) for o in owners[1:24])
     # combination and refinement change several sub-networks at once
     assert sum(not any(o) for o in owners[24:]) >= 6
+
+
+def _stand_in_latency(space: Space):
+    """A deterministic stand-in for a measured latency table (ranks archs unlike MACs do):
+    a per-network overhead plus the kept parameters."""
+    return lambda arch: 1000.0 + space.params(arch)
+
+
+LATENCY_STRATEGIES = [n for n in CONTRACT if "latency" in strategy_class(n).axes]
+
+
+@pytest.mark.parametrize("name", LATENCY_STRATEGIES)
+def test_strategy_searches_latency_and_keeps_the_latency_limit(space, name, tmp_path):
+    from prunesearch.objective import CostAxis
+
+    recorded: list[Result] = []
+    evaluator = CostProxyEvaluator(space)
+    evaluator.predict_latency = _stand_in_latency(space)
+    dense = evaluator.predict_latency(space.largest())
+    axis = CostAxis("latency", dense, evaluator.predict_latency)
+    ctx = SearchContext(space, evaluator, Budget(20), 0, tmp_path, recorded.append,
+                        batch_size=4, model=MODEL, training=KIT, axis=axis,
+                        max_latency_us=0.5 * dense)
+    strategy_options = OPTIONS.get(name, {})
+    create_strategy(name, strategy_options if strategy_class(name).options_model else None
+                    ).search(ctx)
+    assert recorded and len({r.arch for r in recorded}) == len(recorded)
+    assert all(r.latency_us == pytest.approx(evaluator.predict_latency(r.arch), abs=1e-3)
+               for r in recorded)
+    assert max(r.latency_us for r in recorded) <= 0.5 * dense  # the dense arch was refused
+    assert ctx.objectives(recorded[0])[1] == pytest.approx(recorded[0].latency_us / dense)
+
+
+def test_differentiable_and_training_strategies_do_not_claim_latency():
+    assert "latency" not in strategy_class("tas").axes
+    assert "latency" not in strategy_class("imp").axes
+    assert "latency" in strategy_class("tpe").axes

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -34,6 +34,7 @@ class Result:
     status: Literal["ok", "failed"] = "ok"
     error: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    latency_us: float | None = None  # predicted by the run's latency table, when it has one
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,15 @@ class Evaluator(ABC):
     def __init__(self, space: Space) -> None:
         self.space = space
         self._cache: dict[Arch, Result] = {}
+        # Set by the pipeline when the run has a latency table: every result records it.
+        self.predict_latency: Callable[[Arch], float] | None = None
+
+    def with_latency(self, result: Result) -> Result:
+        """`result` with its predicted latency filled in (when the run predicts latency), in
+        the precision candidates.csv keeps, so a resumed run sees the same numbers."""
+        if self.predict_latency is None or result.latency_us is not None:
+            return result
+        return replace(result, latency_us=round(self.predict_latency(result.arch), 3))
 
     def build(self, arch: Arch) -> nn.Module:
         """The candidate as a real model, as it was scored (an export of a point that was not
@@ -87,6 +97,7 @@ class Evaluator(ABC):
                             f"{type(err).__name__}: {err}")
         else:
             result = Result(arch, macs, params, val_acc, time.perf_counter() - start)
+        result = self.with_latency(result)
         self._cache[arch] = result
         return result
 

@@ -15,7 +15,7 @@ from prunesearch.fileio import append_row, cell, open_journal, parse_rows
 from prunesearch.spaces import Arch
 
 COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
-           "seconds", "status", "error"]
+           "seconds", "status", "error", "latency_us"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,11 @@ def read_journal(path: Path) -> list[Candidate]:
 
 def _candidate(row: dict[str, str]) -> Candidate:
     acc = cell(row, "val_acc", lambda v: float(v) if v else None)
+    latency = (cell(row, "latency_us", lambda v: float(v) if v else None)
+               if row.get("latency_us") is not None else None)  # journals from before latency
     result = Result(cell(row, "arch", Arch.from_json), cell(row, "macs", int),
                     cell(row, "params", int), acc, cell(row, "seconds", float),
-                    cell(row, "status", str), cell(row, "error", str))
+                    cell(row, "status", str), cell(row, "error", str), latency_us=latency)
     return Candidate(cell(row, "id", int), cell(row, "strategy", str), cell(row, "stage", str),
                      result)
 
@@ -53,7 +55,8 @@ class CandidateJournal:
         row = [cand.id, strategy, result.arch.to_json(), result.macs, result.params,
                f"{result.macs / self.dense_macs:.6f}",
                "" if result.val_acc is None else f"{result.val_acc:.6f}", stage,
-               f"{result.seconds:.4f}", result.status, result.error]
+               f"{result.seconds:.4f}", result.status, result.error,
+               "" if result.latency_us is None else f"{result.latency_us:.3f}"]
         append_row(self.path, row)
         self.candidates.append(cand)
         return cand

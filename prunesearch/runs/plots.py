@@ -14,17 +14,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from prunesearch.fileio import write_atomic  # noqa: E402
 
+# Per cost axis: the unit its values are drawn in, and the x label.
+_UNITS = {"macs": (1e6, "FLOPs (MACs, millions per example)"),
+          "params": (1e3, "parameters (thousands)"),
+          "latency": (1e3, "predicted latency (ms per batch)")}
+
 
 @dataclass(frozen=True)
 class PlotSeries:
+    """One run against one cost axis (`axis`: macs, params or latency, in their units)."""
+
     label: str
-    macs: Sequence[float]
+    axis: str
+    cost: Sequence[float]
     acc: Sequence[float]
-    front_macs: Sequence[float]
+    front_cost: Sequence[float]
     front_acc: Sequence[float]
-    dense_macs: float
+    dense_cost: float
     dense_acc: float | None
-    final_macs: Sequence[float] = ()  # fine-tuned models: test accuracy
+    final_cost: Sequence[float] = ()  # fine-tuned models: test accuracy
     final_acc: Sequence[float] = ()
     dense_test_acc: float | None = None
     sparse: bool = False  # MACs count only the non-zero weights of masked layers
@@ -41,13 +49,14 @@ def _save(fig: plt.Figure, out: Path) -> list[Path]:
     return [png, svg]
 
 
-def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Path) -> list[Path]:
+def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Path,
+                      cost_label: str = "MACs") -> list[Path]:
     """Hypervolume against evaluations, one line per run: strategies on the same axes."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, hv in histories:
         ax.plot(range(1, len(hv) + 1), hv, label=label)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("hypervolume (1 - val acc, MACs ratio; ref. (1, 1))")
+    ax.set_ylabel(f"hypervolume (1 - val acc, {cost_label} ratio; ref. (1, 1))")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -55,35 +64,41 @@ def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Pat
 
 
 def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Path]:
-    """Draw to `out` (.png) and the same name with .svg; returns the files written."""
+    """Draw to `out` (.png) and the same name with .svg; returns the files written. Every
+    series must be on the same cost axis."""
+    axes = {s.axis for s in series}
+    if len(axes) != 1:
+        raise ValueError(f"series on different cost axes: {sorted(axes)}")
+    unit, xlabel = _UNITS[series[0].axis]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, s in enumerate(series):
         color = colors[k % len(colors)]
-        ax.scatter([m / 1e6 for m in s.macs], [100 * a for a in s.acc], s=9, alpha=0.35,
-                   color=color, label=f"{s.label}: candidates ({len(s.macs)})")
-        ax.step([m / 1e6 for m in s.front_macs], [100 * a for a in s.front_acc], where="post",
+        ax.scatter([m / unit for m in s.cost], [100 * a for a in s.acc], s=9, alpha=0.35,
+                   color=color, label=f"{s.label}: candidates ({len(s.cost)})")
+        ax.step([m / unit for m in s.front_cost], [100 * a for a in s.front_acc], where="post",
                 marker="o", ms=4, color=color, label=f"{s.label}: proxy front (val)")
-        if s.final_macs:
-            ax.plot([m / 1e6 for m in s.final_macs], [100 * a for a in s.final_acc], marker="D",
+        if s.final_cost:
+            ax.plot([m / unit for m in s.final_cost], [100 * a for a in s.final_acc], marker="D",
                     ms=7, ls="--", color=color, markeredgecolor="black",
                     label=f"{s.label}: fine-tuned (test)", zorder=4)
     dense = series[0]
     if dense.dense_acc is not None:
-        ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_acc], marker="*", s=160,
+        ax.scatter([dense.dense_cost / unit], [100 * dense.dense_acc], marker="*", s=160,
                    color="black", zorder=5, label="dense model (val)")
-    if dense.dense_test_acc is not None and any(s.final_macs for s in series):
-        ax.scatter([dense.dense_macs / 1e6], [100 * dense.dense_test_acc], marker="D", s=50,
+    if dense.dense_test_acc is not None and any(s.final_cost for s in series):
+        ax.scatter([dense.dense_cost / unit], [100 * dense.dense_test_acc], marker="D", s=50,
                    color="black", zorder=5, label="dense model (test)")
-    ax.set_xlabel("FLOPs (sparse MACs: non-zero weights only, millions per example)"
-                  if any(s.sparse for s in series) else "FLOPs (MACs, millions per example)")
+    if dense.axis == "macs" and any(s.sparse for s in series):
+        xlabel = "FLOPs (sparse MACs: non-zero weights only, millions per example)"
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%): proxy on validation, fine-tuned on test")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    secondary = ax.secondary_xaxis("top", functions=(lambda m: m * 1e6 / dense.dense_macs,
-                                                     lambda r: r * dense.dense_macs / 1e6))
-    secondary.set_xlabel("MACs / dense MACs")
+    secondary = ax.secondary_xaxis("top", functions=(lambda m: m * unit / dense.dense_cost,
+                                                     lambda r: r * dense.dense_cost / unit))
+    secondary.set_xlabel("fraction of the dense model's")
     fig.tight_layout()
     return _save(fig, out)
 

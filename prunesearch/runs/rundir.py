@@ -16,10 +16,11 @@ from typing import IO, Any
 from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
 from prunesearch.fileio import write_atomic, write_json
+from prunesearch.objective import CostAxis
 from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
 from prunesearch.runs.pareto import (
-    HV_OBJECTIVES,
     HV_REFERENCE,
+    hv_objectives,
     hypervolume,
     hypervolume_history,
     pareto_indices,
@@ -145,17 +146,20 @@ class RunDir:
 
     def write_results(self, candidates: list[Candidate], dense: dict[str, Any],
                       summary: dict[str, Any], title: str, finetuned: list[dict[str, Any]],
-                      main_variant: str | None) -> dict[str, Any]:
+                      main_variant: str | None, axis: CostAxis) -> dict[str, Any]:
         """pareto.csv/json, summary.json and the plot, from the journal's candidates and the
-        fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*)."""
+        fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*).
+        The front and hypervolume are on `axis` (MACs unless the run searched another cost);
+        `dense` holds the full network's cost on it."""
         ok = [c for c in candidates if c.result.ok]
-        acc = [c.result.val_acc for c in ok]
-        macs = [c.result.macs for c in ok]
-        front = [ok[i] for i in pareto_indices(acc, macs)]
+        front = [ok[i] for i in pareto_indices([c.result.val_acc for c in ok],
+                                               [axis.of(c.result) for c in ok])]
         test_acc = {r["id"]: r["test_acc"] for r in finetuned if r["variant"] == main_variant}
         rows = [{"id": c.id, "strategy": c.strategy, "arch": c.result.arch.to_dict(),
                  "macs": c.result.macs, "params": c.result.params,
                  "macs_ratio": round(c.result.macs / dense["macs"], 6),
+                 "latency_us": c.result.latency_us,
+                 "cost_ratio": round(axis.ratio(c.result), 6),
                  "val_acc": c.result.val_acc, "test_acc": test_acc.get(c.id)} for c in front]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"],
@@ -167,18 +171,21 @@ class RunDir:
         write_json(self.path / PARETO_JSON, {
             "accuracy": "val_acc: proxy (weight sharing, adaptive BN) on the validation subset; "
                         f"test_acc: after fine-tuning ({main_variant}), on the test set",
+            "cost_ratio": f"{axis.label} / the dense model's",
             "front": rows})
-        hv = hypervolume([r["val_acc"] for r in rows], [r["macs"] for r in rows], dense["macs"])
+        hv = hypervolume([r["val_acc"] for r in rows], [r["cost_ratio"] for r in rows], 1.0)
+        costs = {c.id: axis.of(c.result) for c in candidates}
         summary = {
             **summary,
+            "objective": axis.name,
             "dense": dense,
             "n_evals": len(candidates),
             "n_failed": len(candidates) - len(ok),
             "front_size": len(rows),
             "hypervolume": {"value": hv, "reference_point": list(HV_REFERENCE),
-                            "objectives": HV_OBJECTIVES, "accuracy": "val_acc (proxy)",
+                            "objectives": hv_objectives(axis.label), "accuracy": "val_acc (proxy)",
                             "computed_with": "pymoo.indicators.hv.HV"},
-            "finetune": _finetune_summary(finetuned, main_variant, dense["macs"]),
+            "finetune": _finetune_summary(finetuned, main_variant, costs, axis.dense),
             "macs_convention": "multiply-accumulates for one example as counted by "
                                "torch_pruning.utils.count_ops_and_params (conv/linear MACs plus "
                                "the element-wise ops of norms, activations and pooling)"
@@ -190,25 +197,28 @@ class RunDir:
         history = view.hv_history()
         write_atomic(self.path / HV_CSV, "evaluations,hypervolume\n" + "".join(
             f"{i + 1},{hv:.6f}\n" for i, hv in enumerate(history)))
-        plot_hv_histories([(summary["strategy"], history)], self.path / HV_PLOT)
+        plot_hv_histories([(summary["strategy"], history)], self.path / HV_PLOT, axis.label)
         plot_fronts([view.series()], self.path / PLOT, title)
         return summary
 
 
 def _finetune_summary(rows: list[dict[str, Any]], main_variant: str | None,
-                      dense_macs: int) -> dict[str, Any]:
-    """Per fine-tuning variant: its points, the final front on test accuracy and its HV."""
+                      costs: dict[int, float], dense_cost: float) -> dict[str, Any]:
+    """Per fine-tuning variant: its points, the final front on test accuracy (against the
+    run's cost axis, `costs` by candidate id) and its HV."""
     variants: dict[str, Any] = {}
     for name in dict.fromkeys(r["variant"] for r in rows):
-        points = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["macs"])
-        acc, macs = [r["test_acc"] for r in points], [r["macs"] for r in points]
-        final = [points[i] for i in pareto_indices(acc, macs)]
+        points = sorted((r for r in rows if r["variant"] == name), key=lambda r: costs[r["id"]])
+        acc = [r["test_acc"] for r in points]
+        cost = [costs[r["id"]] / dense_cost for r in points]
+        final = pareto_indices(acc, cost)
         variants[name] = {
             "points": points,
-            "final_front": [{k: r[k] for k in ("id", "macs", "params", "macs_ratio",
-                                               "proxy_val_acc", "test_acc")} for r in final],
-            "hypervolume": {"value": hypervolume([r["test_acc"] for r in final],
-                                                 [r["macs"] for r in final], dense_macs),
+            "final_front": [{**{k: points[i][k] for k in ("id", "macs", "params", "macs_ratio",
+                                                           "proxy_val_acc", "test_acc")},
+                             "cost_ratio": round(cost[i], 6)} for i in final],
+            "hypervolume": {"value": hypervolume([acc[i] for i in final],
+                                                 [cost[i] for i in final], 1.0),
                             "reference_point": list(HV_REFERENCE), "accuracy": "test_acc"},
             "seconds": sum(r["seconds"] for r in points),
         }
@@ -238,35 +248,52 @@ class RunView:
         try:
             summary = json.loads((path / SUMMARY).read_text())
             front = json.loads((path / PARETO_JSON).read_text())["front"]
-        except (OSError, ValueError, KeyError) as err:
+            axis = CostAxis.read_back(summary)
+            for row in front:  # runs from before cost axes have no cost_ratio
+                row.setdefault("cost_ratio", axis.ratio(row))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise UserError(f"Cannot read the results of '{path}': {err}. Re-run the job with "
                             f"--resume to rewrite them.") from None
         return cls(path, summary, read_journal(path / CANDIDATES), front)
 
+    def axis(self, name: str | None = None) -> CostAxis:
+        """The run's cost axis (the one it searched on), or the one called `name`."""
+        try:
+            return CostAxis.read_back(self.summary, name)
+        except ValueError as err:
+            raise UserError(f"Run '{self.path}': {err}. Runs record predicted latency when "
+                            f"searched with search.objective = 'latency' or search.max_latency; "
+                            f"plot it against macs or params instead.") from None
+
     def candidate_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """Successful candidates by id, as rows shaped like the front's."""
-        dense = self.summary["dense"]["macs"]
+        dense, axis = self.summary["dense"]["macs"], self.axis()
         found = {c.id: c.result for c in self.candidates if c.result.ok and c.id in ids}
         missing = sorted(set(ids) - set(found))
         if missing:
             raise UserError(f"finetune.ids names candidates {missing} that '{self.path}' does "
                             f"not have (or that failed); see its candidates.csv.")
         return [{"id": i, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
-                 "macs_ratio": r.macs / dense, "val_acc": r.val_acc}
+                 "macs_ratio": r.macs / dense, "latency_us": r.latency_us,
+                 "cost_ratio": axis.ratio(r), "val_acc": r.val_acc}
                 for i, r in found.items()]
 
     def hv_history(self) -> list[float]:
-        """Proxy hypervolume after each evaluation, in journal order."""
+        """Proxy hypervolume after each evaluation, in journal order, on the run's axis."""
+        axis = self.axis()
         return hypervolume_history([c.result.val_acc for c in self.candidates],
-                                   [c.result.macs for c in self.candidates],
-                                   self.summary["dense"]["macs"])
+                                   [axis.ratio(c.result) for c in self.candidates], 1.0)
 
-    def series(self) -> PlotSeries:
+    def series(self, axis_name: str | None = None) -> PlotSeries:
+        """What the plot draws, against the run's cost axis or the one called `axis_name`."""
+        axis = self.axis(axis_name)
         ok = [c.result for c in self.candidates if c.result.ok]
+        cost, acc = [axis.of(r) for r in ok], [r.val_acc for r in ok]
+        front = pareto_indices(acc, cost)
+        by_id = {c.id: c.result for c in self.candidates}
+        final = sorted((axis.of(by_id[r["id"]]), r["test_acc"]) for r in self.final_points)
         dense = self.summary["dense"]
-        final = self.final_points
-        return PlotSeries(self.path.name, [r.macs for r in ok], [r.val_acc for r in ok],
-                          [r["macs"] for r in self.front], [r["val_acc"] for r in self.front],
-                          dense["macs"], dense.get("val_acc"), [r["macs"] for r in final],
-                          [r["test_acc"] for r in final], dense.get("test_acc"),
+        return PlotSeries(self.path.name, axis.name, cost, acc, [cost[i] for i in front],
+                          [acc[i] for i in front], axis.dense, dense.get("val_acc"),
+                          [c for c, _ in final], [a for _, a in final], dense.get("test_acc"),
                           bool(self.summary.get("sparse_macs")))

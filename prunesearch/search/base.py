@@ -21,6 +21,7 @@ from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.fileio import load_error_reason, write_json, write_torch
 from prunesearch.models.options import TrainConfig
+from prunesearch.objective import OBJECTIVES, CostAxis
 from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space
 
@@ -86,13 +87,16 @@ class SearchContext:
     `save_state`/`load_state` only. `model` is the dense model (strategies that read its
     weights); `training` what the strategies that train networks themselves need;
     `batch_size` how many candidates an ask/tell round asks for; `progress` the live display
-    (strategies add tasks to it)."""
+    (strategies add tasks to it); `axis` the cost traded against accuracy (MACs unless the
+    run asks for params or latency); `max_latency_us` a limit no evaluated arch may exceed
+    (predicted latency): an arch over it is answered, unrecorded and uncounted, as failed."""
 
     def __init__(self, space: Space, evaluator: Evaluator, budget: Budget, seed: int,
                  run_dir: Path, record: Callable[[Result], None], n_evals: int = 0, *,
                  batch_size: int = 8, model: nn.Module | None = None,
                  training: TrainingKit | None = None, progress: Progress | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, axis: CostAxis | None = None,
+                 max_latency_us: float | None = None) -> None:
         self.space = space
         self.evaluator = evaluator
         self.budget = budget
@@ -103,6 +107,10 @@ class SearchContext:
         self.training = training
         self.progress = progress
         self.state_dir = state_dir or run_dir
+        self.axis = axis or CostAxis("macs", space.dense_macs, space.macs)
+        self.max_latency_us = max_latency_us
+        if max_latency_us is not None and evaluator.predict_latency is None:
+            raise ValueError("a latency limit needs an evaluator that predicts latency")
         self.started = time.monotonic()
         self._archive = _Archive(record, n_evals)
 
@@ -131,24 +139,45 @@ class SearchContext:
     def submit(self, result: Result) -> None:
         """Record a new result in the run and count it against the budget."""
         self._archive.n_evals += 1
-        self._archive.record(result)
+        self._archive.record(self.evaluator.with_latency(result))
+
+    def over_limit(self, arch: Arch) -> Result | None:
+        """The failed, unrecorded answer for an arch over the latency limit; None when it
+        fits (or there is no limit). Costs one table lookup, no evaluation."""
+        if self.max_latency_us is None:
+            return None
+        latency = self.evaluator.predict_latency(arch)  # type: ignore[misc]
+        if latency <= self.max_latency_us:
+            return None
+        space = self.evaluator.space  # the whole space (a phase may search a subspace)
+        return Result(arch, space.macs(arch), space.params(arch), None, 0.0,
+                      "failed", f"predicted latency {latency:.0f} us is over "
+                      f"search.max_latency ({self.max_latency_us:.0f} us)",
+                      latency_us=round(latency, 3))
+
+    def known(self, arch: Arch) -> Result | None:
+        """What asking for `arch` again answers at no cost: its cached result, or the
+        over-the-limit answer; None when it would need an evaluation."""
+        return self.over_limit(arch) or self.evaluator.cached(arch)
 
     def evaluate(self, archs: Sequence[Arch]) -> list[Result]:
-        """Evaluate in order; a new (uncached) result is submitted once."""
+        """Evaluate in order; a new (uncached) result is submitted once. An arch over the
+        latency limit is answered as failed without evaluating or recording it."""
         results = []
         for arch in archs:
-            known = self.evaluator.cached(arch) is not None
-            if not known and self.done():
+            known = self.known(arch)
+            if known is None and self.done():
                 break
-            result = self.evaluator.evaluate([arch])[0]
-            if not known:
+            result = known or self.evaluator.evaluate([arch])[0]
+            if known is None:
                 self.submit(result)
             results.append(result)
         return results
 
     def objectives(self, result: Result) -> tuple[float, float]:
-        """(1 - val_acc, MACs ratio): both minimized, as in the run's hypervolume."""
-        return 1.0 - (result.val_acc or 0.0), result.macs / self.space.dense_macs
+        """(1 - val_acc, cost ratio on the run's axis): both minimized, as in the run's
+        hypervolume; a failed result gets the worst accuracy."""
+        return 1.0 - (result.val_acc or 0.0), self.axis.ratio(result)
 
     # --- resume state ----------------------------------------------------------------------
     def save_state(self, name: str, obj: Any) -> Path:
@@ -198,6 +227,9 @@ class Strategy(ABC):
     options_model: ClassVar[type[Options] | None] = None
     trains: ClassVar[bool] = False  # trains its own networks (no fine-tuning stage after it)
     needs_training: ClassVar[bool] = False  # reads SearchContext.training (data, recipe)
+    # The cost axes it can trade accuracy against (search.objective; search.max_latency
+    # needs "latency" here).
+    axes: ClassVar[tuple[str, ...]] = OBJECTIVES
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options

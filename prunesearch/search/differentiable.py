@@ -112,6 +112,7 @@ class Relaxation(nn.Module, ABC):
 class DifferentiableStrategy(Strategy):
     needs_training = True
     kinds: tuple[str, ...] = ()
+    axes = ("macs",)  # the band loss is on expected MACs (latency: not yet differentiable)
 
     options: DifferentiableOptions
 

@@ -47,7 +47,9 @@ TABLE = "dp_distortion"  # the distortion table (state reused on resume, and a r
 class DpOptions(Options):
     """Options of the `dp` strategy (layer-adaptive allocation)."""
 
-    cost: Literal["macs", "params"] = "macs"
+    cost: Literal["macs", "params"] | None = Field(
+        None, description="the knapsack's cost (default: the run's search.objective, which may "
+                          "be the predicted latency)")
     bins: int = Field(2000, ge=10, description="budget bins of the dynamic program")
     additivity_samples: int = Field(30, ge=0, description="random archs checking additivity")
     targets: list[float] = Field(default_factory=list, description="cost ratios whose exact "
@@ -126,7 +128,7 @@ class DpStrategy(Strategy):
         names = [d.name for d in space.dims]
         saved = ctx.load_state(TABLE)
         if saved is not None and saved.get("dims") == names and saved.get("cost") == \
-                self.options.cost:
+                self._cost_name:
             log.info("dp: distortion table reused from %s.json", TABLE)
             return saved
         reference = ctx.evaluator.calibration_logits(space.largest()).double().cpu().numpy()
@@ -153,7 +155,7 @@ class DpStrategy(Strategy):
             predicted.append(sum(table[d][g] for d, g in enumerate(genes)))
             measured.append(self._distortion(ctx, space.decode(genes), reference))
         result = {"dims": names, "choices": [list(d.choices) for d in space.dims],
-                  "cost": self.options.cost, "distortion": table,
+                  "cost": self._cost_name, "distortion": table,
                   "measure": "mean squared difference of logits on the calibration images",
                   "table_seconds": table_s, "single_changes": total,
                   "additivity": {"samples": len(predicted), "sum_of_singles": predicted,
@@ -165,17 +167,17 @@ class DpStrategy(Strategy):
                  add["spearman"])
         return result
 
-    def _cost(self, space: Space, arch: Arch) -> int:
-        return space.macs(arch) if self.options.cost == "macs" else space.params(arch)
-
     def search(self, ctx: SearchContext) -> None:
         if not hasattr(ctx.evaluator, "calibration_logits"):
             raise ConfigError("search.strategy = 'dp' measures output distortion and needs an "
                               "evaluator with calibration logits (the weight-sharing one).")
         space = ctx.space
+        self._cost_name = self.options.cost or ctx.axis.name
+        self._price = (ctx.axis.arch_cost if self._cost_name == ctx.axis.name
+                       else space.macs if self._cost_name == "macs" else space.params)
         table = self._measure(ctx)
-        dense = self._cost(space, space.largest())
-        savings = [[dense - self._cost(space, _single_change(space, d, g))
+        dense = self._price(space.largest())
+        savings = [[dense - self._price(_single_change(space, d, g))
                     for g in range(len(dim.choices))] for d, dim in enumerate(space.dims)]
         # cost above each dimension's cheapest choice; the additive estimate of the cheapest
         # allocation is what is left when every dimension saves its most
@@ -224,7 +226,7 @@ class DpStrategy(Strategy):
             if genes is None:
                 return None
             arch = space.decode(genes)
-            cost = self._cost(space, arch)
+            cost = self._price(arch)
             if cost <= limit:
                 return arch
             bins -= max(1, int((cost - limit) / unit))

@@ -134,7 +134,7 @@ class EMOStrategy(AskTellStrategy):
         """Tell the rebuilt algorithm the `generations` it had finished, from the cache."""
         for g in range(generations):
             pop = self.algorithm.ask()
-            results = [ctx.evaluator.cached(self._decode(ctx, x)) for x in pop.get("X")]
+            results = [ctx.known(self._decode(ctx, x)) for x in pop.get("X")]
             if any(r is None for r in results):
                 raise UserError(f"{ctx.state_dir / STATE}.json says {generations} generations "
                                 f"finished, but candidates of generation {g + 1} are not in "
@@ -181,15 +181,14 @@ class EMOStrategy(AskTellStrategy):
     def _tell_population(self, ctx: SearchContext, pop: Population,
                          results: list[Result]) -> None:
         o = self.options
-        dense = ctx.space.dense_macs
         F, G = [], []
         for r in results:
-            ratio = r.macs / dense
-            objectives = [1.0 - r.val_acc, ratio] if r.ok else [1.0, 1.0]
+            objectives = list(ctx.objectives(r)) if r.ok else [1.0, 1.0]
             if o.third_objective == "params":
                 objectives.append(r.params / ctx.space.dense_params)
             F.append(objectives)
-            G.append([o.macs_min - ratio, ratio - o.macs_max])
+            macs_ratio = r.macs / ctx.space.dense_macs
+            G.append([o.macs_min - macs_ratio, macs_ratio - o.macs_max])
         kwargs = {"F": np.asarray(F)}
         if self.algorithm.problem.n_ieq_constr:
             kwargs["G"] = np.asarray(G)
@@ -200,11 +199,11 @@ class EMOStrategy(AskTellStrategy):
     def _log_generation(self, ctx: SearchContext) -> None:
         done = [r for r in ctx.evaluator.results() if r.ok]
         acc = [r.val_acc for r in done]
-        macs = [r.macs for r in done]
-        front = pareto_indices(acc, macs)
-        hv = hypervolume([acc[i] for i in front], [macs[i] for i in front], ctx.space.dense_macs)
-        best = {t: max((a for a, m in zip(acc, macs, strict=True)
-                        if m <= t * ctx.space.dense_macs), default=0.0) for t in (0.25, 0.5, 0.75)}
+        ratios = [ctx.axis.ratio(r) for r in done]
+        front = pareto_indices(acc, ratios)
+        hv = hypervolume([acc[i] for i in front], [ratios[i] for i in front], 1.0)
+        best = {t: max((a for a, c in zip(acc, ratios, strict=True) if c <= t), default=0.0)
+                for t in (0.25, 0.5, 0.75)}
         log.info("emo gen %d: %d evaluations, hypervolume %.4f, best proxy acc at 25/50/75%% "
-                 "MACs: %.4f / %.4f / %.4f", self._generations, ctx.n_evals, hv,
-                 best[0.25], best[0.5], best[0.75])
+                 "of dense %s: %.4f / %.4f / %.4f", self._generations, ctx.n_evals, hv,
+                 ctx.axis.label, best[0.25], best[0.5], best[0.75])

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from prunesearch.evaluators import Result
+from prunesearch.objective import CostAxis
 from prunesearch.runs.pareto import pareto_indices
 from prunesearch.search.base import Budget, SearchContext, Strategy
 from prunesearch.search.emo import EmoOptions, EMOStrategy
@@ -120,17 +121,17 @@ class EMOPMSStrategy(Strategy):
             return  # the dense arch failed: nothing to measure impairments against
         combined = self._combine(ctx, parts, known, dense_acc, (3 * total) // 4 - ctx.n_evals)
         results = ctx.evaluate(combined)
-        seeds = [r.arch for r in _front(results + [r for r in known if r.ok])]
+        seeds = [r.arch for r in _front(results + [r for r in known if r.ok], ctx.axis)]
         self._emo(ctx, ctx.space, total, "refine", initial=seeds)
 
     def _combine(self, ctx: SearchContext, parts: list[SubSpace], known: list[Result],
                  dense_acc: float, n: int) -> list[Arch]:
-        """Whole-network archs for `n` MACs targets, by least summed impairment."""
+        """Whole-network archs for `n` cost targets (the run's axis), by least summed impairment."""
         if n <= 0:
             return []
         options = []
         for part in parts:
-            front = _front([r for r in known if r.ok and part.owns(r.arch)])
+            front = _front([r for r in known if r.ok and part.owns(r.arch)], ctx.axis)
             options.append([(0.0, part.encode(ctx.space.largest()))] + [
                 (max(0.0, dense_acc - r.val_acc), part.encode(r.arch)) for r in front])
         while np.prod([len(o) for o in options]) > MAX_COMBINATIONS:
@@ -144,11 +145,10 @@ class EMOPMSStrategy(Strategy):
                 for d, g in zip(part.idx, sub, strict=True):
                     genes[d] = g
             arch = ctx.space.decode(genes)
-            candidates.append((sum(imp for imp, _ in combo), ctx.space.macs(arch), arch))
+            candidates.append((sum(imp for imp, _ in combo), ctx.axis.arch_ratio(arch), arch))
         picked: list[Arch] = []
         for target in np.linspace(0.1, 1.0, n):
-            limit = target * ctx.space.dense_macs
-            fits = [c for c in candidates if c[1] <= limit]
+            fits = [c for c in candidates if c[1] <= target]
             if fits:
                 arch = min(fits, key=lambda c: (c[0], c[1]))[2]
                 if arch not in picked:
@@ -156,6 +156,6 @@ class EMOPMSStrategy(Strategy):
         return picked
 
 
-def _front(results: list[Result]) -> list[Result]:
+def _front(results: list[Result], axis: CostAxis) -> list[Result]:
     ok = [r for r in results if r.ok]
-    return [ok[i] for i in pareto_indices([r.val_acc for r in ok], [r.macs for r in ok])]
+    return [ok[i] for i in pareto_indices([r.val_acc for r in ok], [axis.of(r) for r in ok])]

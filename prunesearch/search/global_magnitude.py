@@ -59,6 +59,7 @@ def require_density_space(ctx: SearchContext, name: str) -> list[str]:
 @register_strategy("global-magnitude", options=GlobalMagnitudeOptions)
 class GlobalMagnitudeStrategy(AskTellStrategy):
     options: GlobalMagnitudeOptions
+    axes = ("macs", "params")  # masks alone leave dense kernels' latency as it was
 
     def __init__(self, options: GlobalMagnitudeOptions) -> None:
         super().__init__(options)

@@ -98,6 +98,9 @@ def mask_densities(model: nn.Module, layers: list[str]) -> dict[str, float]:
 
 class TrainedStrategy(Strategy):
     trains = needs_training = True
+    # Weight masks leave dense kernels as slow as before: a latency objective or limit says
+    # nothing about them (and their networks are recorded, never refused by a limit).
+    axes = ("macs", "params")
     options: TrainedOptions
 
     def _kit(self, ctx: SearchContext) -> tuple[TrainingKit, list[str]]:
