@@ -18,11 +18,14 @@ _LABELS = {"macs": "MACs", "params": "params", "latency": "predicted latency"}
 @dataclass(frozen=True)
 class CostAxis:
     """`name` and the dense model's cost on it; `arch_cost` prices an Arch that was not
-    evaluated (dp's knapsack, emo-pms's combinations). A run read back has no `arch_cost`."""
+    evaluated (dp's knapsack, emo-pms's combinations); `expected` (latency only) is the cost's
+    differentiable expectation under per-dimension distributions over choices (tas). A run
+    read back has neither."""
 
     name: str
     dense: float
     arch_cost: Callable[[Any], float] | None = None
+    expected: Callable[[dict[int, Any]], Any] | None = None
 
     @property
     def key(self) -> str:

@@ -102,7 +102,7 @@ class Prepared:
             if self.latency is None:
                 raise ValueError("no latency table was built for this job")
             dense = round(self.latency.predict(self.space.largest()), 3)
-            return CostAxis("latency", dense, self.latency.predict)
+            return CostAxis("latency", dense, self.latency.predict, self.latency.expected)
         return CostAxis("macs", self.space.dense_macs, self.space.macs)
 
 

@@ -233,7 +233,10 @@ def _stand_in_latency(space: Space):
     return lambda arch: 1000.0 + space.params(arch)
 
 
-LATENCY_STRATEGIES = [n for n in CONTRACT if "latency" in strategy_class(n).axes]
+# tas prices latency by the table's expectation, which the stand-in lacks: test_latency.py
+# runs it on a real table
+LATENCY_STRATEGIES = [n for n in CONTRACT if "latency" in strategy_class(n).axes
+                      and not strategy_class(n).needs_training]
 
 
 @pytest.mark.parametrize("name", LATENCY_STRATEGIES)
@@ -258,7 +261,7 @@ def test_strategy_searches_latency_and_keeps_the_latency_limit(space, name, tmp_
     assert ctx.objectives(recorded[0])[1] == pytest.approx(recorded[0].latency_us / dense)
 
 
-def test_differentiable_and_training_strategies_do_not_claim_latency():
-    assert "latency" not in strategy_class("tas").axes
+def test_mask_strategies_do_not_claim_latency():
+    assert "latency" not in strategy_class("dass").axes
     assert "latency" not in strategy_class("imp").axes
     assert "latency" in strategy_class("tpe").axes

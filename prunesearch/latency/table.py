@@ -92,6 +92,7 @@ class LatencyModel:
         self._entries = entries
         self.coef = coef
         self.meta = meta
+        self._grids: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # expected()
 
     def table_sum(self, arch: Arch) -> tuple[float, int]:
         """(sum of the kept calls' table entries in microseconds, number of kept calls)."""
@@ -110,6 +111,52 @@ class LatencyModel:
         if call.kind in ("conv", "linear") and not call.depthwise:
             kept *= cin / call.inp.full
         return dense * kept
+
+    def expected(self, probs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """E[predicted latency] in microseconds under independent distributions over the
+        choices of the dimensions in `probs` (width: channel counts; depth: blocks kept; a
+        dimension not given stays full): differentiable in `probs`, and equal to `predict`
+        for one-hot distributions. TAS's latency loss."""
+        total = calls = torch.zeros(())
+        for i, call in enumerate(self.space.cost.calls):
+            kept = self._kept_probability(call.block, probs)
+            total = total + kept * self._expected_entry(i, probs)
+            calls = calls + kept
+        a, b, c = self.coef
+        return a * total + b * calls + c
+
+    def _kept_probability(self, block: tuple[int, int] | None,
+                          probs: dict[int, torch.Tensor]) -> torch.Tensor | float:
+        if block is None or block[0] not in probs:
+            return 1.0
+        d, b = block  # block b (0-based) runs when more than b blocks are kept
+        kept = torch.tensor([k > b for k in self.space.dims[d].choices], dtype=torch.float32)
+        return (probs[d] * kept).sum()
+
+    def _expected_entry(self, index: int, probs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """E[table entry] of one call over the distributions of the width dims it depends on:
+        the entries on the grid of their choices, contracted with each distribution."""
+        call = self.space.cost.calls[index]
+        dims = tuple(sorted(d for d in {d for d, _ in call.inp.slopes} |
+                            {d for d, _ in call.out.slopes} if d in probs))
+        grid = self._grids.get((index, dims))
+        if grid is None:
+            grid = self._grids[(index, dims)] = self._grid(index, dims)
+        out = grid
+        for d in dims:  # contract the leading axis with that dimension's distribution
+            out = torch.tensordot(probs[d].to(out.dtype), out, dims=([0], [0]))
+        return out
+
+    def _grid(self, index: int, dims: tuple[int, ...]) -> torch.Tensor:
+        call = self.space.cost.calls[index]
+        choices = [self.space.dims[d].choices for d in dims]
+        values = []
+        for combo in itertools.product(*choices):
+            lost = [0] * len(self.space.dims)
+            for d, v in zip(dims, combo, strict=True):
+                lost[d] = self.space.dims[d].full - v
+            values.append(self._entry(index, call.inp.channels(lost), call.out.channels(lost)))
+        return torch.tensor(values, dtype=torch.float32).reshape([len(c) for c in choices])
 
     def predict(self, arch: Arch) -> float:
         total, n = self.table_sum(arch)

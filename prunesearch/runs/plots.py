@@ -115,7 +115,8 @@ def plot_dimension_history(history: dict, space, out: Path) -> list[Path]:
         for name in history[target]["dims"]:
             ax.plot([e["epoch"] for e in epochs], [e["arch"][name] / full[name] for e in epochs],
                     marker="o", ms=3, lw=1, alpha=0.7)
-        ax.set_title(f"target {float(target):.2f} of dense MACs", fontsize=9)
+        cost = {"latency": "predicted latency"}.get(epochs[0].get("cost", "macs"), "MACs")
+        ax.set_title(f"target {float(target):.2f} of dense {cost}", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("argmax choice / full")
         ax.set_ylim(0, 1.05)

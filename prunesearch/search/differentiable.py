@@ -1,6 +1,8 @@
 """The loop both differentiable strategies share (TAS, DASS): a relaxation of the space is
 trained with weights and architecture parameters updated alternately on the two halves of
-the training split, under TAS's MACs loss, one search per MACs target.
+the training split, under TAS's cost loss, one search per target (ratios of the dense model's
+MACs, or of its predicted latency when the run's search.objective is latency and the
+relaxation can price it: `Relaxation.expected_cost`).
 
 Per step: weights take the dense recipe's SGD step on cross-entropy on half A; architecture
 parameters take an Adam step on cross-entropy on half B plus `macs_weight` times
@@ -28,6 +30,7 @@ from torch import nn
 
 from prunesearch.errors import ConfigError
 from prunesearch.models.train import epoch_batches, recipe_optimizer, training_tensors
+from prunesearch.objective import CostAxis
 from prunesearch.options import Options
 from prunesearch.runs.plots import plot_dimension_history
 from prunesearch.search.base import SearchContext, Strategy
@@ -40,7 +43,9 @@ class DifferentiableOptions(Options):
     """Options shared by the differentiable strategies (tas, dass)."""
 
     targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
-                                 description="MACs ratios: one search each")
+                                 description="ratios of the dense model's MACs (tas with "
+                                 "search.objective = latency: its predicted latency): one "
+                                 "search each")
     epochs: int = Field(3, ge=1)
     tolerance: float = Field(0.05, gt=0, lt=1, description="band around each target")
     macs_weight: float = Field(2.0, ge=0, description="weight of the MACs loss")
@@ -55,7 +60,7 @@ class DifferentiableOptions(Options):
     @classmethod
     def _targets_in_range(cls, v: list[float]) -> list[float]:
         if not v or any(not 0 < t <= 1 for t in v):
-            raise ValueError("targets must be a non-empty list of MACs ratios in (0, 1]")
+            raise ValueError("targets must be a non-empty list of cost ratios in (0, 1]")
         return sorted(set(v))
 
 
@@ -103,6 +108,15 @@ class Relaxation(nn.Module, ABC):
     def expected_macs(self) -> torch.Tensor:
         """E[MACs] under the current distributions (differentiable in them)."""
 
+    def expected_cost(self, axis: CostAxis) -> torch.Tensor:
+        """E[cost] / dense cost on the run's axis (differentiable): MACs, or the expected
+        latency the axis's table gives for the current distributions."""
+        if axis.name == "macs":
+            return self.expected_macs() / self.space.dense_macs
+        if axis.expected is None:
+            raise ValueError(f"the {axis.label} axis has no differentiable expectation")
+        return axis.expected({d: p.cpu() for d, p in self.probs().items()}) / axis.dense
+
     @abstractmethod
     def forward(self, x: torch.Tensor, tau: float, gen: torch.Generator,
                 arch_step: bool) -> torch.Tensor:
@@ -112,7 +126,7 @@ class Relaxation(nn.Module, ABC):
 class DifferentiableStrategy(Strategy):
     needs_training = True
     kinds: tuple[str, ...] = ()
-    axes = ("macs",)  # the band loss is on expected MACs (latency: not yet differentiable)
+    axes = ("macs",)  # the band loss is on expected MACs
 
     options: DifferentiableOptions
 
@@ -171,7 +185,7 @@ class DifferentiableStrategy(Strategy):
             arch_opt.load_state_dict(saved["arch_opt"])
             gen.set_state(saved["gen"])
             record, start_epoch = saved["record"], saved["epoch"]
-        dense = space.dense_macs
+        axis = ctx.axis
         for epoch in range(start_epoch, cfg.epochs):
             tau = cfg.tau_max * (cfg.tau_min / cfg.tau_max) ** (epoch / max(1, cfg.epochs - 1))
             task = (ctx.progress.add_task(f"{self.name} {target:.2f} epoch {epoch + 1}/"
@@ -187,8 +201,8 @@ class DifferentiableStrategy(Strategy):
                 loss_w.backward()
                 opt.step()
                 sched.step()
-                ratio = relaxed.expected_macs() / dense
-                argmax_ratio = space.macs(relaxed.argmax()) / dense
+                ratio = relaxed.expected_cost(axis)
+                argmax_ratio = axis.arch_ratio(relaxed.argmax())
                 loss_a = F.cross_entropy(relaxed(xb[ib], tau, gen, arch_step=True), yb[ib]) + \
                     cfg.macs_weight * macs_loss(ratio, argmax_ratio, target, cfg.tolerance)
                 # gradients for the logits only: the weights' would be thrown away
@@ -199,21 +213,21 @@ class DifferentiableStrategy(Strategy):
                 arch_opt.step()
                 if task is not None and ((step + 1) % 20 == 0 or step + 1 == steps):
                     ctx.progress.update(task, completed=step + 1, status=(
-                        f"loss {loss_w.item():.3f}  E[MACs] {ratio.item():.3f}  argmax "
+                        f"loss {loss_w.item():.3f}  E[{axis.name}] {ratio.item():.3f}  argmax "
                         f"{argmax_ratio:.3f}  tau {tau:.2f}"))
-            record["epochs"].append(self._epoch_record(relaxed, epoch, tau, loss_w.item(),
+            record["epochs"].append(self._epoch_record(relaxed, axis, epoch, tau, loss_w.item(),
                                                        target))
             e = record["epochs"][-1]
-            log.info("%s target %.2f epoch %d/%d: argmax %.3f of dense MACs, E[MACs] %.3f, "
+            log.info("%s target %.2f epoch %d/%d: argmax %.3f of dense %s, expected %.3f, "
                      "tau %.2f, weight loss %.3f", self.name, target, epoch + 1, cfg.epochs,
-                     e["argmax_macs_ratio"], e["expected_macs_ratio"], tau, loss_w.item())
+                     e["argmax_ratio"], axis.label, e["expected_ratio"], tau, loss_w.item())
             ctx.save_state(state_name, {
                 "target": target, "epoch": epoch + 1, "relaxed": relaxed.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "arch_opt": arch_opt.state_dict(), "gen": gen.get_state(), "record": record})
         inside = [e for e in record["epochs"] if e["in_band"]]
         final = inside[-1] if inside else min(
-            record["epochs"], key=lambda e: abs(e["argmax_macs_ratio"] - target))
+            record["epochs"], key=lambda e: abs(e["argmax_ratio"] - target))
         record["final"] = final["arch"]
         history[str(target)] = record
         ctx.save_state(history_name, history)
@@ -221,16 +235,16 @@ class DifferentiableStrategy(Strategy):
         ctx.clear_state(state_name)
         return Arch.from_dict(final["arch"])
 
-    def _epoch_record(self, relaxed: Relaxation, epoch: int, tau: float, loss: float,
-                      target: float) -> dict[str, Any]:
-        space, dense = relaxed.space, relaxed.space.dense_macs
+    def _epoch_record(self, relaxed: Relaxation, axis: CostAxis, epoch: int, tau: float,
+                      loss: float, target: float) -> dict[str, Any]:
+        space = relaxed.space
         arch = relaxed.argmax()
-        ratio = space.macs(arch) / dense
+        ratio = axis.arch_ratio(arch)
         with torch.no_grad():
             probs = relaxed.probs()
-            expected = float(relaxed.expected_macs() / dense)
-        return {"epoch": epoch + 1, "tau": tau, "weight_loss": loss,
-                "expected_macs_ratio": expected, "argmax_macs_ratio": ratio,
+            expected = float(relaxed.expected_cost(axis))
+        return {"epoch": epoch + 1, "tau": tau, "weight_loss": loss, "cost": axis.name,
+                "expected_ratio": expected, "argmax_ratio": ratio,
                 "arch": arch.to_dict(),
                 "entropy": {space.dims[d].name: entropy(p) for d, p in probs.items()},
                 "in_band": abs(ratio - target) <= self.options.tolerance}

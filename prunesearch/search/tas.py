@@ -83,6 +83,7 @@ class TasRelaxation(Relaxation):
 @register_strategy("tas", options=TasOptions)
 class TasStrategy(DifferentiableStrategy):
     kinds = ("width", "depth")
+    axes = ("macs", "latency")  # latency: the expectation of the run's latency table
 
     options: TasOptions
 
