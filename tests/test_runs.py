@@ -53,3 +53,18 @@ def test_hypervolume_history_follows_the_journal_order():
     history = hypervolume_history([0.5, None, 0.8, 0.4], [50, 10, 80, 60], 100)
     assert history == pytest.approx([0.25, 0.25, 0.25 + 0.3 * 0.2, 0.31])
     assert all(b >= a for a, b in zip(history, history[1:], strict=False))
+
+
+def test_journal_keeps_predicted_latency_and_reads_journals_from_before_it(tmp_path):
+    arch = Arch((("width:a", 3),))
+    path = tmp_path / "candidates.csv"
+    journal = CandidateJournal(path, dense_macs=100)
+    journal.append(Result(arch, 50, 5, 0.5, 0.1, latency_us=123.456), "tpe")
+    journal.append(Result(Arch((("width:a", 2),)), 40, 4, 0.4, 0.1), "tpe")
+    assert [c.result.latency_us for c in read_journal(path)] == [123.456, None]
+    # a journal written before the latency column: the same rows, no latency
+    old = path.read_text().splitlines()
+    path.write_text("\n".join(line.rsplit(",", 1)[0] for line in old) + "\n")
+    assert "latency_us" not in path.read_text()
+    rows = read_journal(path)
+    assert [(c.result.macs, c.result.latency_us) for c in rows] == [(50, None), (40, None)]
