@@ -406,10 +406,12 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         source = "sliced dense weights, BatchNorm recalibrated (not fine-tuned)"
     threads = torch.get_num_threads()
 
+    batches = sorted({1, 64, cfg.search.latency_batch})  # and the batch the run predicted
+
     def latencies(net: torch.nn.Module) -> dict[str, float]:
         return {f"batch_{b}_ms": measure_latency_ms(net, prep.data.input_shape, b,
                                                     repeats=30 if b == 1 else 10)
-                for b in (1, 64)}
+                for b in batches}
 
     latency, dense_latency = latencies(model), latencies(prep.model)
     meta = {

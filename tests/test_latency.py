@@ -70,12 +70,13 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     from prunesearch.runs.rundir import RunView
 
     cfg = load_config(TINY, ["search.objective=latency", "search.max_latency=0.8",
+                             "search.latency_batch=2",
                              "finetune.targets=[0.7]", "finetune.epochs=1"])
     run = run_job(cfg, tmp_path / "runs", progress=False).run_dir
     summary = json.loads((run / "summary.json").read_text())
     dense = summary["dense"]["latency_us"]
     assert summary["objective"] == "latency" and dense > 0
-    assert summary["latency_table"]["batch"] == 1
+    assert summary["latency_table"]["batch"] == 2
     results = [c.result for c in read_journal(run / "candidates.csv")]
     assert results and all(r.latency_us is not None for r in results)
     assert max(r.latency_us for r in results) <= 0.8 * dense
@@ -93,8 +94,9 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     folder = export_run(run, None, ("latency", 0.75), ["pt"], tmp_path / "exp", progress=False)
     meta = json.loads((folder / "meta.json").read_text())
     predicted = meta["latency"]["predicted"]
-    assert predicted["ratio_to_dense"] <= 0.75 and "batch_1_ms" in predicted
-    assert meta["latency"]["model"]["batch_1_ms"] > 0  # measured beside the prediction
+    assert predicted["ratio_to_dense"] <= 0.75 and "batch_2_ms" in predicted
+    measured = meta["latency"]["model"]  # beside the prediction, at its batch too
+    assert sorted(measured) == ["batch_1_ms", "batch_2_ms", "batch_64_ms"]
 
 
 def test_a_macs_run_has_no_latency_axis_and_dass_cannot_search_latency(tmp_path):
