@@ -34,7 +34,7 @@ from prunesearch.spaces.cost import record_calls
 
 log = logging.getLogger("prunesearch")
 FORMAT = 1
-CALIBRATION_ARCHS = 12
+CALIBRATION_ARCHS = 24
 MAX_COMBOS = 256  # channel pairs per layer call; more (wide concats) are scaled from dense
 
 
