@@ -34,6 +34,7 @@ from prunesearch.runs.export import (
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
 from prunesearch.runs.rundir import RunDir, RunView
+from prunesearch.runs.study import StudyRecorder
 from prunesearch.search import Budget, SearchContext, TrainingKit, create_strategy, strategy_trains
 from prunesearch.spaces import Arch, Space
 from prunesearch.supernet_training import train_supernet
@@ -220,11 +221,17 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                  prep.space.dense_params, len(journal.candidates))
         bar = _SearchProgress(cfg.search.budget, len(journal.candidates), console, progress)
 
+        axis = prep.cost_axis(cfg.search.objective)
+        study = (None if strategy.keeps_study else  # random/tpe ask and tell their own
+                 StudyRecorder(run.path, strategy.name, prep.space, axis,
+                               [c.result for c in journal.candidates]))
+
         def record(result: Result) -> None:
             journal.append(result, strategy.name)
+            if study is not None:
+                study.add(result)
             bar.update(result)
 
-        axis = prep.cost_axis(cfg.search.objective)
         ctx = SearchContext(prep.space, prep.evaluator,
                             Budget(cfg.search.budget, cfg.search.time_limit), cfg.seed,
                             run.path, record, n_evals=len(journal.candidates),

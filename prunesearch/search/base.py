@@ -230,6 +230,7 @@ class Strategy(ABC):
     # The cost axes it can trade accuracy against (search.objective; search.max_latency
     # needs "latency" here).
     axes: ClassVar[tuple[str, ...]] = OBJECTIVES
+    keeps_study: ClassVar[bool] = False  # records its candidates in the run's Optuna study
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options

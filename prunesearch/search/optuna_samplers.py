@@ -1,8 +1,9 @@
 """`random` and `tpe`: optuna's multi-objective samplers over the integer genes.
 
-The study lives in a JournalStorage file inside the run directory (crash-safe, and safe for
-several local worker processes). On resume, trials asked but never told are evaluated (or found
-in the evaluator's cache) and told, so no candidate is lost or repeated.
+The study lives in the run's JournalStorage file (runs/study.py: crash-safe, and safe for
+several local worker processes), named after the strategy, its trials named and annotated like
+every other run's (optuna-dashboard shows them). On resume, trials asked but never told are
+evaluated (or found in the evaluator's cache) and told, so no candidate is lost or repeated.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import warnings
 from abc import abstractmethod
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from pydantic import Field
 
 from prunesearch.evaluators import Result
 from prunesearch.options import Options
+from prunesearch.runs.study import name_metrics, run_storage, trial_attrs
 from prunesearch.search.base import AskTellStrategy, SearchContext
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
@@ -25,8 +25,6 @@ from prunesearch.spaces import Arch
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # multivariate TPE is marked experimental by optuna; it is the sampler we choose on purpose
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-STUDY_FILE = "optuna.journal"
 
 
 class SamplerOptions(Options):
@@ -41,6 +39,7 @@ class OptunaStrategy(AskTellStrategy):
     so without it the front's upper half stays empty."""
 
     options: SamplerOptions
+    keeps_study = True
 
     def __init__(self, options: SamplerOptions) -> None:
         super().__init__(options)
@@ -52,10 +51,10 @@ class OptunaStrategy(AskTellStrategy):
         """The optuna sampler of this strategy, seeded."""
 
     def start(self, ctx: SearchContext) -> None:
-        storage = JournalStorage(JournalFileBackend(str(ctx.run_dir / STUDY_FILE)))
         self.study = optuna.create_study(
-            study_name=self.name, storage=storage, load_if_exists=True,
+            study_name=self.name, storage=run_storage(ctx.run_dir), load_if_exists=True,
             directions=["minimize", "minimize"], sampler=self.make_sampler(ctx.seed))
+        name_metrics(self.study, ctx.axis)
         if self.options.seed_uniform and not self.study.trials:
             for arch in ctx.space.uniform_sweep():
                 genes = ctx.space.encode(arch)
@@ -81,6 +80,8 @@ class OptunaStrategy(AskTellStrategy):
     def tell(self, ctx: SearchContext, archs: list[Arch], results: list[Result]) -> None:
         for result in results:
             trial = self._trials[result.arch].pop(0)
+            for key, value in trial_attrs(result).items():
+                trial.set_user_attr(key, value)
             if result.ok:
                 self.study.tell(trial, list(ctx.objectives(result)))
             else:
