@@ -2,9 +2,10 @@
 built from scratch (timed), then 30 random subnetworks of the default space, none of them among
 the table's calibration subnetworks, are built and timed (median after warm-up) and compared
 with the prediction: median absolute error and Spearman rank correlation, beside the Spearman
-of MACs alone (what the search ranked by before). Each subnetwork is timed right after the
-dense model, so the latency RATIO (what search.max_latency and the front use) is compared too,
-free of the machine's drift between the table's building and the measurement.
+of MACs alone (what the search ranked by before). Each subnetwork is timed in rounds
+alternating with the dense model, so the latency RATIO (what search.max_latency and the front
+use) is compared too, free of the machine's drift between the table's building and the
+measurement.
 
     python benchmarks/latency_model.py
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
 from prunesearch.config import SpaceConfig  # noqa: E402
-from prunesearch.latency import build_latency_model, measure_latency_ms  # noqa: E402
+from prunesearch.latency import build_latency_model, latency_ratio  # noqa: E402
 from prunesearch.latency.table import calibration_archs  # noqa: E402
 from prunesearch.models import build_model  # noqa: E402
 from prunesearch.pipeline import space_of  # noqa: E402
@@ -46,23 +47,24 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
             archs.append(arch)
     slicer = space.slicer(model)
     repeats = 30 if batch == 1 else 15
-    measured, dense, predicted, macs = [], [], [], []
+    measured, ratios, predicted, macs = [], [], [], []
     for arch in archs:
-        net = slicer.build(arch)
-        dense.append(1000 * measure_latency_ms(model, SHAPE, batch, repeats=repeats))
-        measured.append(1000 * measure_latency_ms(net, SHAPE, batch, repeats=repeats))
+        net_ms, _, ratio = latency_ratio(slicer.build(arch), model, SHAPE, batch, rounds=3,
+                                         repeats=repeats)
+        measured.append(1000 * net_ms)
+        ratios.append(ratio)
         predicted.append(table.predict(arch))
         macs.append(space.macs(arch))
     m, p = np.array(measured), np.array(predicted)
     errors = np.abs(p / m - 1)
-    ratio_errors = np.abs((p / table.predict(space.largest())) / (m / np.array(dense)) - 1)
+    ratio_errors = np.abs((p / table.predict(space.largest())) / np.array(ratios) - 1)
     return {"model": name, "batch": batch, "archs": n_archs, "table": table.meta,
             "median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()),
             "ratio_median_abs_error": float(np.median(ratio_errors)),
             "ratio_max_abs_error": float(ratio_errors.max()),
             "spearman": float(spearmanr(p, m).statistic),
             "spearman_macs": float(spearmanr(macs, m).statistic),
-            "measured_us": measured, "dense_measured_us": dense, "predicted_us": predicted,
+            "measured_us": measured, "measured_ratio": ratios, "predicted_us": predicted,
             "macs": macs}
 
 
@@ -97,7 +99,7 @@ def main() -> None:
                  f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['allocator']}; "
                  f"{args.archs} random subnetworks per row (none used for calibration), "
                  f"latency = median of timed forwards after warm-up, each subnetwork timed "
-                 f"right after the dense model for the ratio.")
+                 f"in 3 rounds alternating with the dense model for the ratio.")
     publish("latency_model", lines)
 
 

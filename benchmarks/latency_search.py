@@ -4,7 +4,8 @@ separately, at batch 64, with search.max_latency = the target (0.5 of the dense 
 
 Per batch size: the latency search's most accurate proxy point is exported as a real model and
 its latency MEASURED (median after warm-up, this machine's CPU) against the dense model's.
-From the MACs search's front, every point is measured the same way and the most accurate
+From the MACs search's front, every point is measured the same way (each timed in rounds
+alternating with the dense model, the median ratio kept) and the most accurate
 proxy point whose measured latency is at most that is "the MACs-targeted choice of equal
 latency"; its naive choice (the best point at or under the target's MACs ratio) is measured
 too. The two chosen points are fine-tuned the same way (`--ft-epochs` on every training image,
@@ -31,27 +32,29 @@ from _finetuned import EVERY_IMAGE, finetune, search  # noqa: E402
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
 from prunesearch.config import load_config  # noqa: E402
-from prunesearch.latency import measure_latency_ms  # noqa: E402
+from prunesearch.latency import latency_ratio  # noqa: E402
 from prunesearch.pipeline import prepare  # noqa: E402
 from prunesearch.runs.rundir import RunView  # noqa: E402
 from prunesearch.spaces import Arch  # noqa: E402
 
 
-def measured_ms(model: torch.nn.Module, shape: tuple[int, ...], batch: int) -> float:
-    return measure_latency_ms(model, shape, batch, repeats=30 if batch == 1 else 15)
+def measured_ratio(model: torch.nn.Module, dense: torch.nn.Module, shape: tuple[int, ...],
+                   batch: int) -> float:
+    """Measured latency / the dense model's, timed in alternating rounds (drift-free)."""
+    return latency_ratio(model, dense, shape, batch, repeats=30 if batch == 1 else 15)[2]
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda r: (r["val_acc"], -r["macs"]))
 
 
-def row(batch: int, dense_ms: float, kind: str, r: dict[str, Any], ms: float,
-        test: float | None, wall: float, predicted: float | None) -> dict[str, Any]:
-    """One chosen point: its costs, measured latency against the dense model's, accuracies."""
+def row(batch: int, kind: str, r: dict[str, Any], measured: float, test: float | None,
+        wall: float, predicted: float | None) -> dict[str, Any]:
+    """One chosen point: its costs, measured latency ratio to the dense model, accuracies."""
     return {"batch": batch, "choice": kind, "id": r["id"], "arch": r["arch"],
             "macs_ratio": r["macs_ratio"], "predicted_latency_ratio": predicted,
-            "measured_latency_ratio": ms / dense_ms, "measured_ms": ms,
-            "proxy": r["val_acc"], "test_acc": test, "search_s": wall}
+            "measured_latency_ratio": measured, "proxy": r["val_acc"], "test_acc": test,
+            "search_s": wall}
 
 
 def main() -> None:
@@ -79,39 +82,41 @@ def main() -> None:
         slicer = prep.space.slicer(prep.model)
         macs_view = RunView.load(macs_run)
         for batch in [int(b) for b in args.batches.split(",")]:
-            dense_ms = measured_ms(prep.model, shape, batch)
             lat_run, _, lat_wall = search(None, base, out, f"latency-b{batch}",
                                           "search.objective=latency",
                                           f"search.latency_batch={batch}",
                                           f"search.max_latency={args.target}")
             lat_view = RunView.load(lat_run)
             picked = best(lat_view.front)
-            picked_ms = measured_ms(slicer.build(Arch.from_dict(picked["arch"])), shape, batch)
-            front_ms = {r["id"]: measured_ms(slicer.build(Arch.from_dict(r["arch"])), shape,
-                                             batch) for r in macs_view.front}
-            as_fast = [r for r in macs_view.front if front_ms[r["id"]] <= picked_ms]
+            picked_ratio = measured_ratio(slicer.build(Arch.from_dict(picked["arch"])),
+                                          prep.model, shape, batch)
+            front_ratio = {r["id"]: measured_ratio(slicer.build(Arch.from_dict(r["arch"])),
+                                                   prep.model, shape, batch)
+                           for r in macs_view.front}
+            as_fast = [r for r in macs_view.front if front_ratio[r["id"]] <= picked_ratio]
             # none as fast: the MACs front's fastest point, slower than the latency pick
             equal = best(as_fast) if as_fast else min(macs_view.front,
-                                                      key=lambda r: front_ms[r["id"]])
+                                                      key=lambda r: front_ratio[r["id"]])
             naive = best([r for r in macs_view.front if r["macs_ratio"] <= args.target])
             tuned_lat = finetune(lat_run, [picked["id"]], *tune)[picked["id"]]
             tuned_macs = finetune(macs_run, [equal["id"]], *tune)[equal["id"]]
             table = lat_view.summary["latency_table"]
             rows += [
-                row(batch, dense_ms, "latency search, best proxy under the target", picked,
-                    picked_ms, tuned_lat["test_acc"], lat_wall, picked["cost_ratio"]),
-                row(batch, dense_ms, "MACs search, best proxy at equal measured latency"
+                row(batch, "latency search, best proxy under the target", picked,
+                    picked_ratio, tuned_lat["test_acc"], lat_wall, picked["cost_ratio"]),
+                row(batch, "MACs search, best proxy at equal measured latency"
                     if as_fast else "MACs search: none as fast; its fastest point", equal,
-                    front_ms[equal["id"]], tuned_macs["test_acc"], macs_wall, None),
-                row(batch, dense_ms, f"MACs search, best proxy at <= {args.target} MACs",
-                    naive, front_ms[naive["id"]], None, macs_wall, None)]
+                    front_ratio[equal["id"]], tuned_macs["test_acc"], macs_wall, None),
+                row(batch, f"MACs search, best proxy at <= {args.target} MACs",
+                    naive, front_ratio[naive["id"]], None, macs_wall, None)]
             rows[-3]["table"] = table
             for r in rows[-3:]:
                 print({k: v for k, v in r.items() if k not in ("arch", "table")}, flush=True)
     m = machine()
-    save_results("latency_search", {"command": command_line(), "machine": m,
-                                    "args": vars(args), "dense_latency_note": "measured in "
-                                    "the same process, median after warm-up", "rows": rows})
+    save_results("latency_search", {
+        "command": command_line(), "machine": m, "args": vars(args), "rows": rows,
+        "latency_note": "ratio to the dense model timed in alternating rounds, median over "
+                        "rounds"})
     lines = ["| batch | choice | MACs ratio | predicted latency ratio | measured latency ratio "
              "| proxy | fine-tuned test |", "|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -20,7 +20,7 @@ from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
 from prunesearch.finetune import choose_points, finetune_front, variant_name
-from prunesearch.latency.measure import measure_latency_ms
+from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
 from prunesearch.objective import CostAxis
@@ -413,23 +413,21 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         source = "sliced dense weights, BatchNorm recalibrated (not fine-tuned)"
     threads = torch.get_num_threads()
 
-    batches = sorted({1, 64, cfg.search.latency_batch})  # and the batch the run predicted
-
-    def latencies(net: torch.nn.Module) -> dict[str, float]:
-        return {f"batch_{b}_ms": measure_latency_ms(net, prep.data.input_shape, b,
-                                                    repeats=30 if b == 1 else 10)
-                for b in batches}
-
-    latency, dense_latency = latencies(model), latencies(prep.model)
+    latency, dense_latency, ratio = {}, {}, {}
+    for b in sorted({1, 64, cfg.search.latency_batch}):  # and the batch the run predicted
+        key = f"batch_{b}_ms"
+        latency[key], dense_latency[key], ratio[key] = latency_ratio(
+            model, prep.model, tuple(prep.data.input_shape), b, repeats=10 if b == 1 else 5)
     meta = {
         "id": point["id"], "source": source, "run": str(run_dir), "arch": point["arch"],
         "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
         "proxy_val_acc": point["val_acc"],
         "test_acc": evaluate_accuracy(model, prep.data.test_x, prep.data.test_y),
         "dense": {"macs": prep.space.dense_macs, "test_acc": prep.dense_meta.get("test_acc")},
-        "latency": {"device": "cpu", "threads": threads, "statistic": "median after warm-up",
-                    "model": latency, "dense": dense_latency,
-                    "ratio_to_dense": {k: latency[k] / dense_latency[k] for k in latency},
+        "latency": {"device": "cpu", "threads": threads,
+                    "statistic": "median over 5 rounds alternating with the dense model, each "
+                                 "the median of timed forwards after warm-up",
+                    "model": latency, "dense": dense_latency, "ratio_to_dense": ratio,
                     "predicted": _predicted_latency(view, point, cfg)},
     }
     write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu())

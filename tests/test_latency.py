@@ -150,3 +150,24 @@ def test_tas_searches_a_latency_target(tmp_path):
     assert 0 < epoch["expected_ratio"] <= 1 and 0 < epoch["argmax_ratio"] <= 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["objective"] == "latency" and summary["n_evals"] == 1
+
+
+def test_latency_ratio_times_both_models_and_divides():
+    import time as time_module
+
+    from prunesearch.latency import latency_ratio
+
+    class Sleeper(torch.nn.Module):
+        def __init__(self, seconds: float) -> None:
+            super().__init__()
+            self.seconds = seconds
+            self.weight = torch.nn.Parameter(torch.zeros(1))  # a device to be found on
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time_module.sleep(self.seconds)
+            return x
+
+    slow, fast = Sleeper(0.004), Sleeper(0.001)
+    slow_ms, fast_ms, ratio = latency_ratio(slow, fast, (1,), 1, rounds=3, repeats=3)
+    assert slow_ms >= 4.0 and fast_ms >= 1.0  # sleep is a floor
+    assert ratio == pytest.approx(slow_ms / fast_ms, rel=0.5) and ratio > 1.5

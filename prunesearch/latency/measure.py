@@ -47,3 +47,15 @@ def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: in
     device = next(model.parameters()).device
     x = torch.zeros(batch, *input_shape, device=device)
     return 1000 * median_seconds(lambda: model(x), device, repeats, warmup)
+
+
+def latency_ratio(model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...],
+                  batch: int, rounds: int = 5, repeats: int = 10) -> tuple[float, float, float]:
+    """(model ms, reference ms, model / reference): both timed in alternating rounds and the
+    median taken over rounds, so a machine that slows down or speeds up for seconds at a time
+    (a shared VM) shifts both alike instead of the ratio."""
+    pairs = [(measure_latency_ms(model, input_shape, batch, repeats, warmup=2),
+              measure_latency_ms(reference, input_shape, batch, repeats, warmup=2))
+             for _ in range(rounds)]
+    return (statistics.median(m for m, _ in pairs), statistics.median(r for _, r in pairs),
+            statistics.median(m / r for m, r in pairs))
