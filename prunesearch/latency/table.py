@@ -5,7 +5,8 @@ activation, pooling) is timed alone, as a fresh layer of the same type and setti
 (input, output) channel count the space can give it, on the target device at the target batch
 size; identical layers share their entries. A subnetwork's table sum misses what the layers do
 not show (residual adds, framework overhead per call), so the prediction is calibrated on a
-few built subnetworks: latency = a * table sum + b * kept calls + c, non-negative least squares.
+few built subnetworks (each timed as a ratio to the dense model alongside it, times one dense
+reference): latency = a * table sum + b * kept calls + c, non-negative least squares.
 Tables are cached on disk by (device, torch version, threads, batch, the space's structure).
 """
 
@@ -28,7 +29,7 @@ from scipy.optimize import nnls
 from torch import nn
 
 from prunesearch.fileio import write_json
-from prunesearch.latency.measure import measure_latency_ms, median_seconds
+from prunesearch.latency.measure import latency_ratio, measure_latency_ms, median_seconds
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
 
@@ -260,11 +261,15 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
                 entries[entry] = _time_layer(layer, cin, cout, batch, device, repeats)
     table_s = time.perf_counter() - start
     slicer = space.slicer(model)
+    shape = tuple(space.example.shape[1:])
+    reference = 1000 * measure_latency_ms(model, shape, batch, repeats=15, warmup=3)
     rows, measured = [], []
     for arch in calibration_archs(space, seed):
-        net = slicer.build(arch).to(device)
-        measured.append(1000 * measure_latency_ms(net, tuple(space.example.shape[1:]), batch,
-                                                  repeats=15, warmup=3))
+        # each as a ratio to the dense model timed alongside, times one dense reference: a
+        # machine that drifts while the subnetworks are timed does not bend the fit
+        ratio = latency_ratio(slicer.build(arch).to(device), model, shape, batch, rounds=3,
+                              repeats=5)[2]
+        measured.append(ratio * reference)
         rows.append(arch)
     partial = LatencyModel(space, templates, entries, [1.0, 0.0, 0.0], {})
     features = np.array([[*partial.table_sum(a), 1.0] for a in rows])
