@@ -263,7 +263,8 @@ class RunView:
         except ValueError as err:
             raise UserError(f"Run '{self.path}': {err}. Runs record predicted latency when "
                             f"searched with search.objective = 'latency' or search.max_latency; "
-                            f"plot it against macs or params instead.") from None
+                            f"use MACs instead (export --max-flops, plot --x macs), or search "
+                            f"again with a latency objective.") from None
 
     def candidate_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """Successful candidates by id, as rows shaped like the front's."""
