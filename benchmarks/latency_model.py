@@ -68,6 +68,25 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
             "macs": macs}
 
 
+def table_lines(rows: list[dict[str, Any]], m: dict[str, Any], command: str,
+                archs: int) -> list[str]:
+    lines = ["| model | batch | table entries | build (s) | calibration fit | median abs error "
+             "(max) | error of the ratio to dense (max) | Spearman | Spearman of MACs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['batch']} | {r['table']['entries']} | "
+              f"{r['table']['total_s']:.0f} | "
+              f"{100 * r['table']['calibration_median_abs_error']:.1f}% | "
+              f"{100 * r['median_abs_error']:.1f}% ({100 * r['max_abs_error']:.0f}%) | "
+              f"{100 * r['ratio_median_abs_error']:.1f}% ({100 * r['ratio_max_abs_error']:.0f}%) "
+              f"| {r['spearman']:.3f} | {r['spearman_macs']:.3f} |" for r in rows]
+    lines.append(f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
+                 f"{m['torch_threads']} torch threads, torch {m['torch']}; {archs} random "
+                 f"subnetworks per row (none used for calibration), latency = median of timed "
+                 f"forwards after warm-up, each subnetwork timed in 3 rounds alternating with "
+                 f"the dense model for the ratio.")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,20 +105,7 @@ def main() -> None:
                       f"table {r['table']['total_s']:.0f} s", flush=True)
     m = machine()
     save_results("latency_model", {"command": command_line(), "machine": m, "rows": rows})
-    lines = ["| model | batch | table entries | build (s) | calibration fit | median abs error "
-             "(max) | error of the ratio to dense (max) | Spearman | Spearman of MACs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['batch']} | {r['table']['entries']} | "
-              f"{r['table']['total_s']:.0f} | "
-              f"{100 * r['table']['calibration_median_abs_error']:.1f}% | "
-              f"{100 * r['median_abs_error']:.1f}% ({100 * r['max_abs_error']:.0f}%) | "
-              f"{100 * r['ratio_median_abs_error']:.1f}% ({100 * r['ratio_max_abs_error']:.0f}%) "
-              f"| {r['spearman']:.3f} | {r['spearman_macs']:.3f} |" for r in rows]
-    lines.append(f"\n`{command_line()}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
-                 f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['allocator']}; "
-                 f"{args.archs} random subnetworks per row (none used for calibration), "
-                 f"latency = median of timed forwards after warm-up, each subnetwork timed "
-                 f"in 3 rounds alternating with the dense model for the ratio.")
+    lines = table_lines(rows, m, command_line(), args.archs)
     publish("latency_model", lines)
 
 
