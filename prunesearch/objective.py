@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from prunesearch.spaces import Space
 
 Objective = Literal["macs", "params", "latency"]
 OBJECTIVES: tuple[str, ...] = ("macs", "params", "latency")
@@ -50,6 +53,13 @@ class CostAxis:
         if self.arch_cost is None:
             raise ValueError("this axis was read back from a run and cannot price new archs")
         return self.arch_cost(arch) / self.dense
+
+    @classmethod
+    def counted(cls, name: str, space: Space) -> CostAxis:
+        """MACs or params, priced by the space's analytic cost model."""
+        if name == "params":
+            return cls("params", space.dense_params, space.params)
+        return cls("macs", space.dense_macs, space.macs)
 
     @classmethod
     def read_back(cls, summary: Mapping[str, Any], name: str | None = None) -> CostAxis:

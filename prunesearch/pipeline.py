@@ -97,19 +97,20 @@ class Prepared:
 
     def cost_axis(self, objective: str) -> CostAxis:
         """The cost `objective` names, priced on this job's space (latency: its table)."""
-        if objective == "params":
-            return CostAxis("params", self.space.dense_params, self.space.params)
-        if objective == "latency":
-            if self.latency is None:
-                raise ValueError("no latency table was built for this job")
-            dense = round(self.latency.predict(self.space.largest()), 3)
-            return CostAxis("latency", dense, self.latency.predict, self.latency.expected)
-        return CostAxis("macs", self.space.dense_macs, self.space.macs)
+        if objective != "latency":
+            return CostAxis.counted(objective, self.space)
+        if self.latency is None:
+            raise ValueError("no latency table was built for this job")
+        dense = round(self.latency.predict(self.space.largest()), 3)
+        return CostAxis("latency", dense, self.latency.predict, self.latency.expected)
 
 
-def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
+def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
+            latency_table: bool = True) -> Prepared:
     """Load data, get the dense model (cache or train), build the space, train the supernet
-    (when `[supernet]` asks; cached too), and the evaluator over the weights that came out."""
+    (when `[supernet]` asks; cached too), and the evaluator over the weights that came out;
+    the latency table when the run predicts latency and `latency_table` (export reads the
+    predictions from the run's files instead)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = load_run_data(cfg, dev)
@@ -132,7 +133,7 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool) -> Prepared:
         log.info("supernet: %s", {k: supernet.get(k) for k in ("val_acc", "test_acc", "cached")})
     evaluator = make_evaluator(cfg, space, model, data)
     latency = None
-    if cfg.search.predicts_latency:
+    if cfg.search.predicts_latency and latency_table:
         t = time.perf_counter()
         latency = build_latency_model(space, model, cfg.search.latency_batch, dev)
         evaluator.predict_latency = latency.predict
@@ -398,7 +399,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
     folder = out if out is not None else run_dir / "export" / str(point["id"])
     check_export_folder(folder)
     cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
-    prep = prepare(cfg, torch.device("cpu"), progress)
+    prep = prepare(cfg, torch.device("cpu"), progress, latency_table=False)
     spec = {"model": cfg.model.name, "width_mult": cfg.model.width_mult,
             "input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
             "arch": point["arch"]}

@@ -19,6 +19,7 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,46 +119,31 @@ class LatencyModel:
         choices of the dimensions in `probs` (width: channel counts; depth: blocks kept; a
         dimension not given stays full): differentiable in `probs`, and equal to `predict`
         for one-hot distributions. TAS's latency loss."""
+        kept = {d: self.space.block_kept(d, p) for d, p in probs.items()
+                if self.space.dims[d].kind == "depth"}
         total = calls = torch.zeros(())
         for i, call in enumerate(self.space.cost.calls):
-            kept = self._kept_probability(call.block, probs)
-            total = total + kept * self._expected_entry(i, probs)
-            calls = calls + kept
+            runs = (kept[call.block[0]][call.block[1]]
+                    if call.block is not None and call.block[0] in kept else 1.0)
+            total = total + runs * self._expected_entry(i, probs)
+            calls = calls + runs
         a, b, c = self.coef
         return a * total + b * calls + c
-
-    def _kept_probability(self, block: tuple[int, int] | None,
-                          probs: dict[int, torch.Tensor]) -> torch.Tensor | float:
-        if block is None or block[0] not in probs:
-            return 1.0
-        d, b = block  # block b (0-based) runs when more than b blocks are kept
-        kept = torch.tensor([k > b for k in self.space.dims[d].choices], dtype=torch.float32)
-        return (probs[d] * kept).sum()
 
     def _expected_entry(self, index: int, probs: dict[int, torch.Tensor]) -> torch.Tensor:
         """E[table entry] of one call over the distributions of the width dims it depends on:
         the entries on the grid of their choices, contracted with each distribution."""
-        call = self.space.cost.calls[index]
-        dims = tuple(sorted(d for d in {d for d, _ in call.inp.slopes} |
-                            {d for d, _ in call.out.slopes} if d in probs))
+        dims = tuple(d for d in _width_dims(self.space, index) if d in probs)
         grid = self._grids.get((index, dims))
         if grid is None:
-            grid = self._grids[(index, dims)] = self._grid(index, dims)
+            entries = [self._entry(index, cin, cout)
+                       for cin, cout in _channels_over(self.space, index, dims)]
+            shape = [len(self.space.dims[d].choices) for d in dims]
+            grid = self._grids[(index, dims)] = torch.tensor(entries).reshape(shape)
         out = grid
         for d in dims:  # contract the leading axis with that dimension's distribution
             out = torch.tensordot(probs[d].to(out.dtype), out, dims=([0], [0]))
         return out
-
-    def _grid(self, index: int, dims: tuple[int, ...]) -> torch.Tensor:
-        call = self.space.cost.calls[index]
-        choices = [self.space.dims[d].choices for d in dims]
-        values = []
-        for combo in itertools.product(*choices):
-            lost = [0] * len(self.space.dims)
-            for d, v in zip(dims, combo, strict=True):
-                lost[d] = self.space.dims[d].full - v
-            values.append(self._entry(index, call.inp.channels(lost), call.out.channels(lost)))
-        return torch.tensor(values, dtype=torch.float32).reshape([len(c) for c in choices])
 
     def predict(self, arch: Arch) -> float:
         total, n = self.table_sum(arch)
@@ -187,21 +173,31 @@ def _layers(space: Space, model: nn.Module, batch: int) -> list[_Layer]:
     return layers
 
 
-def _channel_pairs(space: Space, index: int) -> set[tuple[int, int]]:
-    """Every (input, output) channel count of one call over the choices of the width
-    dimensions it depends on (cost-model slopes)."""
+def _width_dims(space: Space, index: int) -> list[int]:
+    """The width dimensions one call's channel counts depend on (cost-model slopes)."""
     call = space.cost.calls[index]
-    dims = sorted({d for d, _ in call.inp.slopes} | {d for d, _ in call.out.slopes})
-    choices = [space.dims[d].choices for d in dims]
-    if np.prod([len(c) for c in choices]) > MAX_COMBOS:
-        return set()
-    pairs = set()
-    for values in itertools.product(*choices):
+    return sorted({d for d, _ in call.inp.slopes} | {d for d, _ in call.out.slopes})
+
+
+def _channels_over(space: Space, index: int,
+                   dims: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(input, output) channels of one call at every combination of the choices of `dims`
+    (the other dimensions full), in `itertools.product` order."""
+    call = space.cost.calls[index]
+    for values in itertools.product(*(space.dims[d].choices for d in dims)):
         lost = [0] * len(space.dims)
         for d, v in zip(dims, values, strict=True):
             lost[d] = space.dims[d].full - v
-        pairs.add((call.inp.channels(lost), call.out.channels(lost)))
-    return pairs
+        yield call.inp.channels(lost), call.out.channels(lost)
+
+
+def _channel_pairs(space: Space, index: int) -> set[tuple[int, int]]:
+    """Every (input, output) channel count of one call over the choices of the width
+    dimensions it depends on; none when there are more than MAX_COMBOS combinations."""
+    dims = _width_dims(space, index)
+    if np.prod([len(space.dims[d].choices) for d in dims]) > MAX_COMBOS:
+        return set()
+    return set(_channels_over(space, index, dims))
 
 
 def _time_layer(layer: _Layer, cin: int, cout: int, batch: int, device: torch.device,

@@ -107,7 +107,7 @@ class SearchContext:
         self.training = training
         self.progress = progress
         self.state_dir = state_dir or run_dir
-        self.axis = axis or CostAxis("macs", space.dense_macs, space.macs)
+        self.axis = axis or CostAxis.counted("macs", space)
         self.max_latency_us = max_latency_us
         if max_latency_us is not None and evaluator.predict_latency is None:
             raise ValueError("a latency limit needs an evaluator that predicts latency")

@@ -40,9 +40,8 @@ def expected_macs(space: Space, probs: dict[int, torch.Tensor]) -> torch.Tensor:
         dim = space.dims[d]
         if dim.kind == "width":
             channels[d] = (p * torch.tensor(dim.choices, dtype=p.dtype)).sum()
-        elif dim.kind == "depth":  # block b (0-based) is kept when k > b
-            kept[d] = torch.stack([p[max(0, b + 1 - dim.choices[0]):].sum()
-                                   for b in range(dim.full)])
+        elif dim.kind == "depth":
+            kept[d] = space.block_kept(d, p)
     return space.cost.expected_macs(channels, kept)
 
 

@@ -200,6 +200,13 @@ class Space:
     def largest(self) -> Arch:
         return self.decode([len(d.choices) - 1 for d in self.dims])
 
+    def block_kept(self, d: int, probs: torch.Tensor) -> torch.Tensor:
+        """P(block b of depth dimension `d` runs), b = 0 .. full - 1, under the distribution
+        `probs` over its choices (block b runs when more than b blocks are kept):
+        differentiable in `probs` (TAS's expected MACs and expected latency)."""
+        choices = torch.tensor(self.dims[d].choices, device=probs.device)
+        return torch.stack([(probs * (choices > b)).sum() for b in range(self.dims[d].full)])
+
     def smallest(self) -> Arch:
         return self.decode([0 for _ in self.dims])
 
