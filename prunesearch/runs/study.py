@@ -53,20 +53,15 @@ def trial_attrs(result: Result) -> dict[str, Any]:
     return attrs
 
 
-def gene_params(space: Space, result: Result) -> tuple[dict[str, int], dict[str, Any]]:
-    """The candidate's genes as Optuna parameters, with their distributions."""
-    genes = space.encode(result.arch)
-    params = {d.name: int(g) for d, g in zip(space.dims, genes, strict=True)}
-    dists = {d.name: IntDistribution(0, len(d.choices) - 1) for d in space.dims}
-    return params, dists
-
-
 class StudyRecorder:
     """Adds each recorded candidate to the study `name` as a finished trial."""
 
     def __init__(self, run_dir: Path, name: str, space: Space, axis: CostAxis,
                  recorded: Sequence[Result]) -> None:
         self.space, self.axis = space, axis
+        # the genes as integer parameters, as random/tpe suggest them
+        self.distributions = {d.name: IntDistribution(0, len(d.choices) - 1)
+                              for d in space.dims}
         self.study = optuna.create_study(study_name=name, storage=run_storage(run_dir),
                                          directions=DIRECTIONS, load_if_exists=True)
         name_metrics(self.study, axis)
@@ -74,9 +69,10 @@ class StudyRecorder:
             self.add(result)
 
     def add(self, result: Result) -> None:
-        params, dists = gene_params(self.space, result)
+        genes = self.space.encode(result.arch)
         values = [1.0 - result.val_acc, self.axis.ratio(result)] if result.ok else None
         self.study.add_trial(optuna.trial.create_trial(
-            params=params, distributions=dists, values=values,
+            params={d.name: int(g) for d, g in zip(self.space.dims, genes, strict=True)},
+            distributions=self.distributions, values=values,
             state=TrialState.COMPLETE if result.ok else TrialState.FAIL,
             user_attrs=trial_attrs(result)))

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from prunesearch.evaluators import Result
 from prunesearch.options import Options
-from prunesearch.runs.study import name_metrics, run_storage, trial_attrs
+from prunesearch.runs.study import DIRECTIONS, name_metrics, run_storage, trial_attrs
 from prunesearch.search.base import AskTellStrategy, SearchContext
 from prunesearch.search.registry import register_strategy
 from prunesearch.spaces import Arch
@@ -53,7 +53,7 @@ class OptunaStrategy(AskTellStrategy):
     def start(self, ctx: SearchContext) -> None:
         self.study = optuna.create_study(
             study_name=self.name, storage=run_storage(ctx.run_dir), load_if_exists=True,
-            directions=["minimize", "minimize"], sampler=self.make_sampler(ctx.seed))
+            directions=DIRECTIONS, sampler=self.make_sampler(ctx.seed))
         name_metrics(self.study, ctx.axis)
         if self.options.seed_uniform and not self.study.trials:
             for arch in ctx.space.uniform_sweep():
