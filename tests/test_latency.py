@@ -167,7 +167,7 @@ def test_latency_ratio_times_both_models_and_divides():
             time_module.sleep(self.seconds)
             return x
 
-    slow, fast = Sleeper(0.004), Sleeper(0.001)
+    slow, fast = Sleeper(0.02), Sleeper(0.002)
     slow_ms, fast_ms, ratio = latency_ratio(slow, fast, (1,), 1, rounds=3, repeats=3)
-    assert slow_ms >= 4.0 and fast_ms >= 1.0  # sleep is a floor
-    assert ratio == pytest.approx(slow_ms / fast_ms, rel=0.5) and ratio > 1.5
+    assert slow_ms >= 20.0 and fast_ms >= 2.0  # sleep is a floor
+    assert ratio == pytest.approx(slow_ms / fast_ms, rel=0.5) and ratio > 2
