@@ -5,7 +5,7 @@ PY ?= python3
 .PHONY: install run test test-slow lint
 
 install:
-	apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	apt-get install -y dataset-fashion-mnist postgresql || (apt-get update && apt-get install -y dataset-fashion-mnist postgresql)
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[dev,onnx]"
 

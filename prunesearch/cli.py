@@ -50,6 +50,10 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue a killed or finished run.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    storage: Annotated[str | None, typer.Option(
+        help="Share the search with `prunesearch worker` processes through this Optuna RDB "
+             "(search.storage): postgresql://user@host:5432/db, or sqlite:///file.db.")]
+    = None,
 ) -> None:
     """Run a search job: dense model, search space, strategy, Pareto front.
 
@@ -57,7 +61,8 @@ def run(
     """
     from prunesearch.pipeline import run_job
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, (set_ or []) + ([f"search.storage={json.dumps(storage)}"]
+                                              if storage else []))
     outcome = run_job(cfg, out, resume=resume, device=device, progress=not quiet,
                       console=err_console)
     s = outcome.summary
@@ -98,6 +103,29 @@ def _print_front(run_dir: Path) -> None:
     out_console.print(f"dense: {dense['macs'] / 1e6:.2f}M MACs, {dense['params'] / 1e3:.1f}k "
                       f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}"
                       + (f", predicted latency {latency / 1e3:.3f} ms" if latency else ""))
+
+
+@app.command()
+def worker(
+    storage: Annotated[str, typer.Option(help="The run's Optuna RDB URL (as given to `run "
+                                              "--storage`).")],
+    study: Annotated[str, typer.Option(help="The study: the run's name.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    trust_code: Annotated[bool, typer.Option(
+        help="Import the code the run's config names (module:factory models or datasets, "
+             "plugins); that config comes from the database.")] = False,
+    wait: Annotated[float, typer.Option(
+        min=0, help="Seconds to wait for the run to publish its study.")] = 600.0,
+) -> None:
+    """Join a shared search: evaluate a run's candidates until the run is done. Start any
+    number, on any machine that sees the database, the dataset and the run's cache folder.
+
+    Example: prunesearch --threads 1 worker --storage postgresql://me@db/prune --study default
+    """
+    from prunesearch.worker import run_worker
+
+    evaluated = run_worker(storage, study, device=device, trust_code=trust_code, wait_s=wait)
+    out_console.print(f"study {study} is done; this worker evaluated {evaluated} candidates")
 
 
 @app.command()

@@ -69,6 +69,10 @@ class SearchConfig(Options):
     latency_batch: int = Field(1, ge=1, description="batch size latency is predicted for")
     max_latency: float | None = Field(None, gt=0, le=1, description="no candidate over this "
                                       "ratio of the dense model's predicted latency")
+    storage: str | None = Field(None, description="an Optuna RDB URL (postgresql://user@host"
+                                "/db, or sqlite:///file.db on one machine): the candidates "
+                                "live in a study named after the run that `prunesearch worker` "
+                                "processes join (keep the password in ~/.pgpass, not the URL)")
 
     @property
     def predicts_latency(self) -> bool:

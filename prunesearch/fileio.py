@@ -4,6 +4,7 @@ journals append-only. Every file prunesearch writes whole goes through `write_at
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -118,3 +119,11 @@ def load_error_reason(err: BaseException) -> str:
 def save_state(path: Path, model: nn.Module) -> None:
     """Save a model's state_dict (on the CPU) atomically."""
     write_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

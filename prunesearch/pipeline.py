@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunesearch.config import RunConfig, SpaceConfig
+from prunesearch.config import RunConfig, SpaceConfig, config_to_toml
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, Result, create_evaluator
+from prunesearch.fileio import file_sha256
 from prunesearch.finetune import choose_points, finetune_front, variant_name
 from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.table import LatencyModel, build_latency_model
@@ -34,8 +35,17 @@ from prunesearch.runs.export import (
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
 from prunesearch.runs.rundir import RunDir, RunView
+from prunesearch.runs.shared import SharedStudy
 from prunesearch.runs.study import StudyRecorder
-from prunesearch.search import Budget, SearchContext, TrainingKit, create_strategy, strategy_trains
+from prunesearch.search import (
+    Budget,
+    SearchContext,
+    Strategy,
+    TrainingKit,
+    create_strategy,
+    strategy_trains,
+)
+from prunesearch.search.shared_search import SharedSearch
 from prunesearch.spaces import Arch, Space
 from prunesearch.supernet_training import train_supernet
 
@@ -131,6 +141,14 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
                                          cache_dir=default_cache_dir(), progress=progress)
         timings["supernet_s"] = time.perf_counter() - t
         log.info("supernet: %s", {k: supernet.get(k) for k in ("val_acc", "test_acc", "cached")})
+    return prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table)
+
+
+def prepared_over(cfg: RunConfig, data: DatasetSplits, model: torch.nn.Module,
+                  dense: dict[str, Any], supernet: dict[str, Any] | None, space: Space,
+                  dev: torch.device, timings: dict[str, float],
+                  latency_table: bool) -> Prepared:
+    """The evaluator over `model`'s weights, and the latency table when the run needs one."""
     evaluator = make_evaluator(cfg, space, model, data)
     latency = None
     if cfg.search.predicts_latency and latency_table:
@@ -145,7 +163,7 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
     return Prepared(data, model, dense, supernet, space, evaluator, timings, latency)
 
 
-def _latency_limit(cfg: RunConfig, prep: Prepared) -> float | None:
+def latency_limit(cfg: RunConfig, prep: Prepared) -> float | None:
     """search.max_latency in microseconds of the job's latency table."""
     if cfg.search.max_latency is None:
         return None
@@ -205,27 +223,30 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
     dev = resolve_device(device)
     strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))
     check_objective(cfg, strategy.axes)
+    storage = open_storage(cfg, strategy)  # a bad URL or server fails before any work
     with RunDir.open(out, cfg, resume) as run, _logging_to(run, console if progress else None):
         t0 = time.perf_counter()
         log.info("run %s: %s on %s, strategy %s, budget %d", cfg.name, cfg.model.name,
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         try:
             prep = prepare(cfg, dev, progress)
+            journal = run.journal(prep.space.dense_macs)
+            axis = prep.cost_axis(cfg.search.objective)
+            recorded = [c.result for c in journal.candidates]
+            shared = (share_search(storage, cfg, prep, strategy, resume, axis, recorded)
+                      if storage else None)
         except BaseException:
-            if run.created:  # bad data or model: leave nothing that blocks a re-run
+            if run.created:  # bad data, model or study: leave nothing that blocks a re-run
                 run.discard()
             raise
-        journal = run.journal(prep.space.dense_macs)
-        prep.evaluator.seed_cache(c.result for c in journal.candidates)
+        prep.evaluator.seed_cache(recorded)
         log.info("space: %d dimensions, dense %d MACs, %d params; %d candidates already in "
                  "the journal", len(prep.space.dims), prep.space.dense_macs,
                  prep.space.dense_params, len(journal.candidates))
         bar = _SearchProgress(cfg.search.budget, len(journal.candidates), console, progress)
 
-        axis = prep.cost_axis(cfg.search.objective)
-        study = (None if strategy.keeps_study else  # random/tpe ask and tell their own
-                 StudyRecorder(run.path, strategy.name, prep.space, axis,
-                               [c.result for c in journal.candidates]))
+        study = (None if strategy.keeps_study or shared else  # they ask and tell their own
+                 StudyRecorder(run.path, strategy.name, prep.space, axis, recorded))
 
         def record(result: Result) -> None:
             journal.append(result, strategy.name)
@@ -239,10 +260,12 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                             batch_size=cfg.search.batch_size, model=prep.model,
                             training=training_kit(cfg, prep, dev),
                             progress=bar.progress if progress else None, axis=axis,
-                            max_latency_us=_latency_limit(cfg, prep))
+                            max_latency_us=latency_limit(cfg, prep), shared=shared)
         t = time.perf_counter()
         with bar.progress:
             strategy.search(ctx)
+        if shared is not None:
+            shared.shared.set_attr("done", True)  # the workers stop
         prep.timings["search_s"] = time.perf_counter() - t
         summary = _write(cfg, run, prep, journal.candidates, strategy.name, t0,
                          finetuned=read_finetuned(run.path) if strategy.trains else [])
@@ -252,6 +275,37 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
             front = finetune_inputs(cfg, run.path)
             summary = _finetune_and_write(cfg, run, prep, dev, progress, t0, front)
         return JobOutcome(run.path, summary)
+
+
+def open_storage(cfg: RunConfig, strategy: Strategy) -> SharedStudy | None:
+    """The run's shared study (not created yet) when `search.storage` asks for one."""
+    if cfg.search.storage is None:
+        return None
+    if strategy.trains:
+        raise UserError(f"search.strategy = '{strategy.name}' trains its own networks inside "
+                        f"the run, while search.storage shares the evaluation of candidates "
+                        f"among processes; use a strategy that evaluates candidates (tpe, "
+                        f"random, emo, emo-pms, dp, tas, uniform, ...) or drop search.storage.")
+    return SharedStudy(cfg.search.storage, cfg.name)
+
+
+def share_search(shared: SharedStudy, cfg: RunConfig, prep: Prepared, strategy: Strategy,
+                 resume: bool, axis: CostAxis, recorded: list[Result]) -> SharedSearch:
+    """Create (or reopen) the run's study and publish what workers need."""
+    weights = (prep.supernet_meta or prep.dense_meta).get("checkpoint")
+    if weights is None:
+        raise UserError("The dense model could not be saved to the cache folder, and workers "
+                        "of a shared study read the weights from there; make PRUNESEARCH_CACHE "
+                        "a writable folder (shared with the workers' machines).")
+    path = Path(weights).resolve()
+    mode = "sample" if strategy.keeps_study else "queue"
+    shared.create(resume=resume, config_toml=config_to_toml(cfg), mode=mode,
+                  weights={"path": str(path), "sha256": file_sha256(path),
+                           "data": prep.data.fingerprint()},
+                  budget=cfg.search.budget, axis=axis)
+    log.info("shared study '%s' in %s (%s mode): workers join with `prunesearch worker "
+             "--storage URL --study %s`", cfg.name, shared.display_url, mode, cfg.name)
+    return SharedSearch(shared, mode, recorded)
 
 
 def check_objective(cfg: RunConfig, axes: tuple[str, ...]) -> None:

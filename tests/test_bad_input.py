@@ -159,6 +159,16 @@ CASES: dict[str, tuple[Case, str]] = {
     "--set into a value": (run_tiny("--set", "seed.x=1"), "is a value, not a section"),
     "--threads 0": (lambda w, r: ["--threads", "0", "run", str(TINY)], "--threads"),
     "bad device": (run_tiny("--device", "tpu"), "--device"),
+    # shared studies
+    "storage not a URL": (run_tiny("--storage", "not a url"), "cannot be parsed"),
+    "storage another database": (run_tiny("--storage", "mysql://u:secret@h/db"),
+                                 "give a postgresql:// or sqlite:/// URL"),
+    "storage with a training strategy": (
+        run_tiny("--storage", "sqlite:///s.db", "--set", "search.strategy=imp"),
+        "trains its own networks"),
+    "worker before its run": (lambda w, r: ["worker", "--storage", f"sqlite:///{w}/s.db",
+                                            "--study", "tiny", "--wait", "0"],
+                              "start the run first"),
     # model specs and checkpoints
     "factory module missing": (run_tiny("--set", "model.name='no_such_mod:factory'"),
                                "no_such_mod"),

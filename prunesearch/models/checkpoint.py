@@ -83,6 +83,14 @@ def read_checkpoint(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict
     return dict(obj), meta
 
 
+def load_weights(model: nn.Module, path: Path, fix: str) -> dict[str, Any]:
+    """Read `path` into `model` (weights only); the checkpoint's meta. Every failure is a
+    ModelError ending with `fix`."""
+    state, meta = read_checkpoint(path, fix)
+    _load_state(model, state, path, fix)
+    return meta
+
+
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fix: str) -> None:
     """load_state_dict with a short, specific message instead of torch's wall of keys."""
     expected = model.state_dict()
@@ -129,8 +137,7 @@ def dense_model(
                f"{cfg.width_mult} for this dataset, or remove it to train the dense model.")
         if not path.is_file():
             raise ModelError(f"model.checkpoint '{path}' does not exist. {fix}")
-        state, _ = read_checkpoint(path, fix)
-        _load_state(model, state, path, fix)
+        load_weights(model, path, fix)
         model.to(device)
         return model, {**described, "val_acc": evaluate_accuracy(model, data.val_x, data.val_y),
                        "test_acc": evaluate_accuracy(model, data.test_x, data.test_y),
@@ -142,8 +149,7 @@ def dense_model(
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.pt"
     if path.is_file():
         fix = f"Delete '{path}' and the dense model is trained again."
-        state, meta = read_checkpoint(path, fix)
-        _load_state(model, state, path, fix)
+        meta = load_weights(model, path, fix)
         return model.to(device), {**meta, "checkpoint": str(path), "cached": True}
 
     report = train_model(model, data, cfg.train, seed=seed, device=device, progress=progress)

@@ -10,8 +10,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import optuna
 import torch
 from rich.progress import Progress
 from torch import nn
@@ -81,6 +82,16 @@ def _needs_torch(obj: Any, where: str) -> bool:
     return isinstance(obj, torch.Tensor)
 
 
+class SharedEvaluation(Protocol):
+    """The run's shared study, as a context uses it (search/shared_search.py)."""
+
+    def evaluate(self, ctx: SearchContext, archs: list[Arch]) -> list[Result]: ...
+
+    def run_sampled(self, ctx: SearchContext, study: optuna.Study) -> None: ...
+
+    def study(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study: ...
+
+
 class SearchContext:
     """What a strategy may use. Results enter the run only through `submit` (recorded and
     counted once); `evaluate` scores archs and submits the new ones. Resume state goes through
@@ -89,13 +100,15 @@ class SearchContext:
     `batch_size` how many candidates an ask/tell round asks for; `progress` the live display
     (strategies add tasks to it); `axis` the cost traded against accuracy (MACs unless the
     run asks for params or latency); `max_latency_us` a limit no evaluated arch may exceed
-    (predicted latency): an arch over it is answered, unrecorded and uncounted, as failed."""
+    (predicted latency): an arch over it is answered, unrecorded and uncounted, as failed;
+    `shared` the run's shared study when other processes evaluate with it (`--storage`)."""
 
     def __init__(self, space: Space, evaluator: Evaluator, budget: Budget, seed: int,
                  run_dir: Path, record: Callable[[Result], None], n_evals: int = 0, *,
                  batch_size: int = 8, model: nn.Module | None = None,
                  training: TrainingKit | None = None, progress: Progress | None = None,
                  state_dir: Path | None = None, axis: CostAxis | None = None,
+                 shared: SharedEvaluation | None = None,
                  max_latency_us: float | None = None) -> None:
         self.space = space
         self.evaluator = evaluator
@@ -111,6 +124,7 @@ class SearchContext:
         self.max_latency_us = max_latency_us
         if max_latency_us is not None and evaluator.predict_latency is None:
             raise ValueError("a latency limit needs an evaluator that predicts latency")
+        self.shared = shared
         self.started = time.monotonic()
         self._archive = _Archive(record, n_evals)
 
@@ -162,7 +176,10 @@ class SearchContext:
 
     def evaluate(self, archs: Sequence[Arch]) -> list[Result]:
         """Evaluate in order; a new (uncached) result is submitted once. An arch over the
-        latency limit is answered as failed without evaluating or recording it."""
+        latency limit is answered as failed without evaluating or recording it. In a shared
+        study, the processes working on it evaluate them."""
+        if self.shared is not None:
+            return self.shared.evaluate(self, list(archs))
         results = []
         for arch in archs:
             known = self.known(arch)

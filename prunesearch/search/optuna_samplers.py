@@ -4,6 +4,8 @@ The study lives in the run's JournalStorage file (runs/study.py: crash-safe, and
 several local worker processes), named after the strategy, its trials named and annotated like
 every other run's (optuna-dashboard shows them). On resume, trials asked but never told are
 evaluated (or found in the evaluator's cache) and told, so no candidate is lost or repeated.
+With `--storage`, the study is the run's shared one and every worker process asks its own
+sampler (search/shared_search.py).
 """
 
 from __future__ import annotations
@@ -50,10 +52,19 @@ class OptunaStrategy(AskTellStrategy):
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The optuna sampler of this strategy, seeded."""
 
+    def search(self, ctx: SearchContext) -> None:
+        if ctx.shared is None:
+            return super().search(ctx)
+        self.start(ctx)
+        ctx.shared.run_sampled(ctx, self.study)
+
     def start(self, ctx: SearchContext) -> None:
-        self.study = optuna.create_study(
-            study_name=self.name, storage=run_storage(ctx.run_dir), load_if_exists=True,
-            directions=DIRECTIONS, sampler=self.make_sampler(ctx.seed))
+        if ctx.shared is None:
+            self.study = optuna.create_study(
+                study_name=self.name, storage=run_storage(ctx.run_dir), load_if_exists=True,
+                directions=DIRECTIONS, sampler=self.make_sampler(ctx.seed))
+        else:  # the run's shared study, which the pipeline created
+            self.study = ctx.shared.study(self.make_sampler(ctx.seed))
         name_metrics(self.study, ctx.axis)
         if self.options.seed_uniform and not self.study.trials:
             for arch in ctx.space.uniform_sweep():
@@ -61,9 +72,10 @@ class OptunaStrategy(AskTellStrategy):
                 self.study.enqueue_trial({d.name: g for d, g in zip(ctx.space.dims, genes,
                                                                     strict=True)},
                                          skip_if_exists=True)
-        self._pending = [optuna.trial.Trial(self.study, t._trial_id)
-                         for t in self.study.get_trials(deepcopy=False,
-                                                        states=(TrialState.RUNNING,))]
+        if ctx.shared is None:  # shared: a RUNNING trial is some worker's
+            self._pending = [optuna.trial.Trial(self.study, t._trial_id)
+                             for t in self.study.get_trials(deepcopy=False,
+                                                            states=(TrialState.RUNNING,))]
 
     def _arch_of(self, ctx: SearchContext, trial: optuna.trial.Trial) -> Arch:
         genes = [trial.suggest_int(dim.name, 0, len(dim.choices) - 1) for dim in ctx.space.dims]

@@ -1,0 +1,386 @@
+"""A run's candidates in an Optuna RDB study (PostgreSQL, or SQLite on one machine) that any
+number of processes evaluate: the run itself (`prunesearch run --storage URL`, the driver) and
+`prunesearch worker --storage URL --study NAME` on any machine.
+
+The study is both the queue and the record. A trial's parameters are the arch's genes; once
+evaluated, its user attribute "result" holds the whole Result (data only, written in one
+commit), beside the attributes the dashboard shows. Two small tables next to optuna's own make
+the work exactly-once:
+
+- `prunesearch_claims` (study, arch key) -> trial id: the first trial to claim an arch evaluates
+  it; a later trial with the same arch is answered with the owner's values (or failed, while the
+  owner still runs) and never evaluates it again.
+- `prunesearch_budget` (study) -> used, budget: a new claim takes one slot in the same
+  transaction, so the workers together never evaluate more than the budget.
+
+Kill safety is optuna's heartbeat: a worker records heartbeats while it holds a trial; any
+process that looks for work first fails stale trials, and `_retry` enqueues each again. The
+retry takes over the dead trial's claim (and its slot) unless that trial had already written its
+result, in which case the result stands and the retry is a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.dialects import postgresql, sqlite
+
+from prunesearch.errors import UserError
+from prunesearch.evaluators import Evaluator, Result
+from prunesearch.objective import CostAxis
+from prunesearch.runs.study import DIRECTIONS, name_metrics, trial_attrs
+from prunesearch.spaces import Arch, Space
+
+HEARTBEAT_S = 2  # a holder's heartbeat period
+GRACE_S = 10  # a trial whose heartbeat is older than this is taken for dead and retried
+RESULT = "result"  # the user attribute that holds a candidate's Result
+ATTR = "prunesearch."  # prefix of the study attributes the run writes for its workers
+MODES = ("sample", "queue")  # workers ask the sampler themselves, or take enqueued trials only
+
+_tables = sa.MetaData()
+CLAIMS = sa.Table("prunesearch_claims", _tables,
+                  sa.Column("study", sa.String(512), primary_key=True),
+                  sa.Column("arch", sa.String(64), primary_key=True),
+                  sa.Column("trial_id", sa.Integer, nullable=False))
+BUDGET = sa.Table("prunesearch_budget", _tables,
+                  sa.Column("study", sa.String(512), primary_key=True),
+                  sa.Column("used", sa.Integer, nullable=False),
+                  sa.Column("budget", sa.Integer, nullable=False))
+
+
+def arch_key(arch: Arch) -> str:
+    return hashlib.sha256(arch.to_json().encode()).hexdigest()
+
+
+def result_to_attr(result: Result) -> dict[str, Any]:
+    data = asdict(result)
+    data["arch"] = result.arch.to_json()
+    return data
+
+
+def result_from_attr(data: Any, where: str) -> Result:
+    """The Result a trial holds; a UserError when the storage holds something else."""
+    try:
+        fields = dict(data)
+        fields["arch"] = Arch.from_json(fields["arch"])
+        result = Result(**fields)
+        if not isinstance(result.macs, int) or result.status not in ("ok", "failed"):
+            raise ValueError("wrong types")
+        return result
+    except Exception as err:
+        raise UserError(f"The shared study's {where} does not hold a candidate's result "
+                        f"({type(err).__name__}: {err}); the storage was edited or written by "
+                        f"another program. Start the run under a new name.") from None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str  # "new": evaluate it; "held": `owner` holds it; "spent": no budget left
+    owner: int | None = None
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+class SharedStudy:
+    """One run's study in an RDB storage, its claims and budget, and the attributes the run
+    leaves for its workers (config, weights, mode, done)."""
+
+    def __init__(self, url: str, name: str, *, create: bool = True) -> None:
+        """`create`: a missing SQLite file is made (the run); otherwise it is an error (a
+        worker started before its run, or given a wrong path)."""
+        self.url, self.name = url, name
+        try:
+            parsed = sa.engine.make_url(url)
+        except Exception:  # the message would quote the URL, password included
+            raise UserError(f"Storage URL '{_redacted(url)}' cannot be parsed; give a "
+                            f"SQLAlchemy URL such as postgresql://user@host:5432/db or "
+                            f"sqlite:///path/to/file.db.") from None
+        dialect = parsed.get_backend_name()
+        if dialect not in ("postgresql", "sqlite"):
+            raise UserError(f"Storage '{_redacted(url)}' is {dialect}; prunesearch's shared "
+                            f"studies run on PostgreSQL (many machines) or SQLite (one "
+                            f"machine): give a postgresql:// or sqlite:/// URL.")
+        if dialect == "sqlite" and not create and not Path(parsed.database or "").is_file():
+            raise UserError(f"The SQLite storage '{parsed.database}' does not exist; start the "
+                            f"run first (`prunesearch run CONFIG --storage {url}`), or check "
+                            f"the path (sqlite:////abs/path has four slashes).")
+        try:
+            self.engine = sa.create_engine(url)
+        except ModuleNotFoundError as err:
+            raise UserError(f"Storage '{_redacted(url)}' needs the Python driver '{err.name}'; "
+                            f"install it (PostgreSQL: pip install 'prunesearch[postgres]', "
+                            f"which brings psycopg).") from None
+        except Exception as err:
+            raise UserError(f"Storage URL '{_redacted(url)}' cannot be used "
+                            f"({type(err).__name__}); give a SQLAlchemy URL such as "
+                            f"postgresql://user@host:5432/db or sqlite:///path/to/file.db."
+                            ) from None
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        try:
+            with warnings.catch_warnings():  # heartbeats are experimental: we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.storage = RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=_retry)
+        except Exception as err:
+            raise UserError(f"Cannot open the storage '{_redacted(url)}' "
+                            f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); check "
+                            f"that the database server runs, the URL's host, port, user and "
+                            f"database, and that the user may create tables.") from None
+
+    @property
+    def display_url(self) -> str:
+        return _redacted(self.url)
+
+    # --- the study -------------------------------------------------------------------------
+    def create(self, *, resume: bool, config_toml: str, weights: dict[str, str], mode: str,
+               budget: int, axis: CostAxis) -> None:
+        """Create the run's study (or, resuming, open it) and publish what workers need."""
+        exists = self.name in {s.study_name for s in
+                               optuna.get_all_study_summaries(self.storage)}
+        if exists and not resume:
+            raise UserError(f"The storage already holds a study named '{self.name}' (an earlier "
+                            f"run of this name); resume it with --resume, or give the run "
+                            f"another name (--set name=...).")
+        study = optuna.create_study(study_name=self.name, storage=self.storage,
+                                    directions=DIRECTIONS, load_if_exists=True)
+        name_metrics(study, axis)
+        _tables.create_all(self.engine)
+        for key, value in (("config", config_toml), ("weights", weights), ("mode", mode),
+                           ("done", False)):
+            study.set_user_attr(ATTR + key, value)
+        with self.engine.begin() as conn:
+            row = {"study": self.name, "used": 0, "budget": budget}
+            conn.execute(self._insert(BUDGET).values(**row).on_conflict_do_nothing())
+            conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
+                         .values(budget=budget))
+
+    def load(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+        try:
+            return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
+        except KeyError:
+            raise UserError(f"The storage has no study named '{self.name}'; start the run with "
+                            f"`prunesearch run CONFIG --storage URL` first (the study is named "
+                            f"after the run's name), or check --study.") from None
+
+    def attr(self, key: str) -> Any:
+        return self.load().user_attrs.get(ATTR + key)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self.load().set_user_attr(ATTR + key, value)
+
+    # --- budget and claims -----------------------------------------------------------------
+    def slots(self) -> tuple[int, int]:
+        """(used, budget)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(BUDGET.c.used, BUDGET.c.budget)
+                               .where(BUDGET.c.study == self.name)).one()
+        return int(row.used), int(row.budget)
+
+    def close_budget(self) -> None:
+        """No new claims from now on (the run's time is up)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
+                         .values(budget=BUDGET.c.used))
+
+    def claim(self, key: str, trial_id: int) -> Claim:
+        try:
+            with self.engine.begin() as conn:
+                inserted = conn.execute(self._insert(CLAIMS).values(
+                    study=self.name, arch=key, trial_id=trial_id).on_conflict_do_nothing()
+                    .returning(CLAIMS.c.trial_id)).first()
+                if inserted is not None:  # (psycopg's rowcount is no guide after ON CONFLICT)
+                    took = conn.execute(sa.update(BUDGET).where(
+                        BUDGET.c.study == self.name, BUDGET.c.used < BUDGET.c.budget)
+                        .values(used=BUDGET.c.used + 1))
+                    if took.rowcount != 1:
+                        raise _BudgetSpent  # rolls the claim back
+                    return Claim("new")
+                owner = conn.execute(sa.select(CLAIMS.c.trial_id).where(
+                    CLAIMS.c.study == self.name, CLAIMS.c.arch == key)).scalar_one()
+                return Claim("held", int(owner))
+        except _BudgetSpent:
+            return Claim("spent")
+
+    def take_over(self, key: str, dead: int, trial_id: int) -> bool:
+        with self.engine.begin() as conn:
+            moved = conn.execute(sa.update(CLAIMS).where(
+                CLAIMS.c.study == self.name, CLAIMS.c.arch == key, CLAIMS.c.trial_id == dead)
+                .values(trial_id=trial_id))
+        return moved.rowcount == 1
+
+    def claimed(self) -> dict[str, int]:
+        """Every claimed arch key and the trial that holds it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(CLAIMS.c.arch, CLAIMS.c.trial_id)
+                                .where(CLAIMS.c.study == self.name))
+            return {r.arch: int(r.trial_id) for r in rows}
+
+    def results(self, skip: set[str]) -> list[Result]:
+        """The results of the claimed archs not in `skip`, in claim-holder order; an arch whose
+        holder has not written its result yet is left out."""
+        out = []
+        for key, trial_id in sorted(self.claimed().items(), key=lambda kv: kv[1]):
+            if key in skip:
+                continue
+            data = self.storage.get_trial(trial_id).user_attrs.get(RESULT)
+            if data is not None:
+                out.append(result_from_attr(data, f"trial {trial_id}"))
+        return out
+
+    # --- taking work -----------------------------------------------------------------------
+    def pop_waiting(self, study: optuna.Study) -> int | None:
+        """Take an enqueued trial (RUNNING from now on), its heartbeat recorded first so a kill
+        at any moment after the pop leaves a trial that goes stale and is retried."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.storage.record_heartbeat(trial._trial_id)
+            with suppress(UpdateFinishedTrialError):  # another process finished it meanwhile
+                if self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    return trial._trial_id
+        return None
+
+    @contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        """Heartbeats for `trial_id` while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                self.storage.record_heartbeat(trial_id)
+
+        self.storage.record_heartbeat(trial_id)
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _retry(study: optuna.Study, dead: FrozenTrial) -> None:
+    """Enqueue a stale trial again: optuna's RetryHeartbeatStaleTrialCallback without carrying
+    the dead trial's user attributes (its worker, or a result it wrote just before dying,
+    which stays the arch's answer through the claim)."""
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=dead.params, distributions=dead.distributions,
+        system_attrs={**dead.system_attrs, "failed_trial": dead.number}))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+class CandidateWorker:
+    """Evaluates a shared study's trials one at a time: the loop of `prunesearch worker`, and
+    the driver's own share of the work."""
+
+    def __init__(self, shared: SharedStudy, study: optuna.Study, space: Space,
+                 evaluator: Evaluator, axis: CostAxis, mode: str,
+                 max_latency_us: float | None = None) -> None:
+        self.shared, self.study, self.space = shared, study, space
+        self.evaluator, self.axis, self.mode = evaluator, axis, mode
+        self.max_latency_us = max_latency_us
+        self.evaluated = 0
+
+    def step(self) -> bool:
+        """Take and finish one trial; False when there was none to take."""
+        fail_stale_trials(self.study)
+        trial_id = self.shared.pop_waiting(self.study)
+        if trial_id is not None:
+            trial = Trial(self.study, trial_id)
+        elif self.mode == "sample" and _has_room(self.shared):
+            with warnings.catch_warnings():  # we beat ourselves (beating), around ask and tell
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = self.study.ask()
+        else:
+            return False
+        # judged stale meanwhile (a stalled heartbeat): its retry settles the arch
+        with self.shared.beating(trial._trial_id), suppress(UpdateFinishedTrialError):
+            self._finish(trial)
+        return True
+
+    def _finish(self, trial: Trial) -> None:
+        genes = [trial.suggest_int(d.name, 0, len(d.choices) - 1) for d in self.space.dims]
+        arch = self.space.decode(genes)
+        key = arch_key(arch)
+        trial.set_user_attr("worker", worker_id())
+        if self._over_limit(arch):
+            trial.set_user_attr("skipped", "predicted latency over search.max_latency")
+            return self._tell(trial, TrialState.FAIL, None)
+        while True:
+            claim = self.shared.claim(key, trial._trial_id)
+            if claim.kind == "spent":
+                trial.set_user_attr("skipped", "the run's budget is spent")
+                return self._tell(trial, TrialState.FAIL, None)
+            if claim.kind == "new":
+                break
+            if claim.owner == trial._trial_id:
+                return  # another process popped this trial too (SQLite has no row locks): theirs
+            owner = self.shared.storage.get_trial(claim.owner)
+            if _dead(owner) and self.shared.take_over(key, claim.owner, trial._trial_id):
+                break
+            if not _dead(owner):
+                return self._duplicate(trial, owner)
+            # the claim moved on meanwhile: ask again who holds it
+        result = self.evaluator.with_latency(self.evaluator.evaluate([arch])[0])
+        self.evaluated += 1
+        for name, value in trial_attrs(result).items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr(RESULT, result_to_attr(result))  # from here on, the result stands
+        if result.ok:
+            self._tell(trial, TrialState.COMPLETE,
+                       [1.0 - result.val_acc, self.axis.ratio(result)])
+        else:
+            self._tell(trial, TrialState.FAIL, None)
+
+    def _duplicate(self, trial: Trial, owner: FrozenTrial) -> None:
+        """A known arch: the owner's values when it has them (a sampler learns the same as from
+        a cached result in one process), otherwise failed; never evaluated again."""
+        trial.set_user_attr("duplicate_of", owner.number)
+        if owner.state == TrialState.COMPLETE:
+            return self._tell(trial, TrialState.COMPLETE, owner.values)
+        return self._tell(trial, TrialState.FAIL, None)
+
+    def _over_limit(self, arch: Arch) -> bool:
+        """As in one process: an arch over the latency limit is never evaluated or counted."""
+        if self.max_latency_us is None or self.evaluator.predict_latency is None:
+            return False
+        return self.evaluator.predict_latency(arch) > self.max_latency_us
+
+    def _tell(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
+        self.study.tell(trial, values, state=state, skip_if_finished=True)
+
+
+def _dead(trial: FrozenTrial) -> bool:
+    """A claim holder that died before it wrote its result (failed stale)."""
+    return trial.state == TrialState.FAIL and RESULT not in trial.user_attrs
+
+
+def _has_room(shared: SharedStudy) -> bool:
+    used, budget = shared.slots()
+    return used < budget

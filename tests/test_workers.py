@@ -1,0 +1,147 @@
+"""A run shared with `prunesearch worker` processes through a real PostgreSQL server (a
+throwaway cluster started here): every arch evaluated exactly once, workers score on the run's
+own weights, and a SIGKILLed worker's candidate is retried by another process."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from pg_cluster import throwaway_postgres
+
+TINY = Path(__file__).parent / "configs" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with throwaway_postgres() as url:
+        yield url
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prunesearch", "--threads", "1", *args]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "candidates.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _workers(url: str, study: str, n: int, env: dict[str, str]) -> list[subprocess.Popen]:
+    return [subprocess.Popen(_cli("worker", "--storage", url, "--study", study, "--wait", "120"),
+                             env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_path, cli_env):
+    workers = _workers(postgres, "shared-tpe", 1, cli_env)
+    run = subprocess.run(_cli("run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage",
+                              postgres, "--set", "name=shared-tpe", "--set",
+                              "search.strategy=tpe", "--set", "search.budget=24", "--set",
+                              "finetune.enabled=false"),
+                         env=cli_env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out, err = workers[0].communicate(timeout=60)
+    assert workers[0].returncode == 0, err
+    rows = _rows(tmp_path / "shared-tpe")
+    assert len(rows) == 24 and len({r["arch"] for r in rows}) == 24
+
+    study = _study(postgres, "shared-tpe")
+    results = [t for t in study.trials if "result" in t.user_attrs]
+    assert len(results) == 24  # one trial holds each arch's result; any other is a duplicate
+    by_worker: dict[str, int] = {}
+    for t in results:
+        by_worker[t.user_attrs["worker"]] = by_worker.get(t.user_attrs["worker"], 0) + 1
+    worker_id = next(w for w in by_worker if w.endswith(f":{workers[0].pid}"))
+    assert len(by_worker) == 2  # the run evaluated too
+    assert f"this worker evaluated {by_worker[worker_id]} candidates" in out
+
+    # what the worker scored equals what the run's own evaluator gives for that arch
+    from prunesearch.config import load_config
+    from prunesearch.pipeline import prepare, resolve_device
+    from prunesearch.spaces import Arch
+
+    theirs = [t.user_attrs["result"] for t in results if t.user_attrs["worker"] == worker_id]
+    prep = prepare(load_config(str(TINY)), resolve_device("cpu"), progress=False)
+    for result in theirs[:3]:
+        mine = prep.evaluator.evaluate([Arch.from_json(result["arch"])])[0]
+        assert mine.val_acc == pytest.approx(result["val_acc"], abs=1e-9)
+
+
+def _kill_a_worker_mid_candidate(url: str, study: str, victim: subprocess.Popen,
+                                 deadline_s: float = 240) -> int:
+    """SIGKILL `victim` while it holds a trial; that trial's number."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            running = _study(url, study).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        held = [t for t in running if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        if held:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            return held[0].number
+        time.sleep(0.05)
+    raise AssertionError("the worker never held a trial")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "emo"])
+def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
+        strategy, postgres, tmp_path, cli_env):
+    """Fashion-MNIST and a bigger validation set make each candidate take long enough that
+    the kill lands while the worker holds one."""
+    name = f"killed-{strategy}"
+    workers = _workers(postgres, name, 2, cli_env)
+    run = subprocess.Popen(_cli(
+        "run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage", postgres,
+        "--set", f"name={name}", "--set", f"search.strategy={strategy}", "--set",
+        "search.budget=60", "--set", "search.batch_size=8", "--set", "data.dataset=fashion-mnist",
+        "--set", "model.train.epochs=1", "--set", "model.train.max_train_images=2000",
+        "--set", "evaluator.val_images=1500", "--set", "evaluator.calib_batches=8",
+        "--set", "finetune.enabled=false"),
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_a_worker_mid_candidate(postgres, name, workers[0])
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert workers[1].wait(timeout=60) == 0
+
+    rows = _rows(tmp_path / name)
+    assert len(rows) == 60 and len({r["arch"] for r in rows}) == 60
+    trials = _study(postgres, name).trials
+    dead = trials[killed]
+    assert dead.state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].params == dead.params
+    held = {r["arch"] for r in rows}
+    assert sum(t.user_attrs["result"]["arch"] in held for t in trials
+               if "result" in t.user_attrs) == 60  # exactly one result per arch
+
+
+@pytest.mark.parametrize("config", ['[model]\nname = "mypkg.nets:build"\n',
+                                    'plugins = ["mypkg.strategies"]\n'])
+def test_a_worker_imports_code_a_stored_config_names_only_with_trust_code(config):
+    from prunesearch.errors import UserError
+    from prunesearch.worker import _config
+
+    shared = SimpleNamespace(name="s")
+    with pytest.raises(UserError, match="--trust-code"):
+        _config(shared, config, trust_code=False)  # type: ignore[arg-type]
+    try:  # trusted: read on (a plugin is then imported, and here not found)
+        _config(shared, config, trust_code=True)  # type: ignore[arg-type]
+    except UserError as err:
+        assert "--trust-code" not in str(err) and "mypkg" in str(err)
