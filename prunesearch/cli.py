@@ -282,16 +282,23 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train (or load from the cache) the dense model of a job, and report its accuracy.
+    Under torchrun the processes train it data-parallel (gloo on CPU, nccl on CUDA).
 
     Example: prunesearch train configs/smoke.toml --set model.train.epochs=5
+    Example: torchrun --nproc-per-node 2 -m prunesearch train configs/smoke.toml
     """
+    from prunesearch import distributed
     from prunesearch.models import dense_model
     from prunesearch.pipeline import load_run_data, resolve_device
 
     cfg = load_config(config, set_ or [])
     dev = resolve_device(device)
+    distributed.init_from_env(dev)
     data = load_run_data(cfg, dev)
-    _, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev)
+    _, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev,
+                          progress=distributed.is_main())
+    if not distributed.is_main():
+        return
     out_console.print(f"{cfg.model.name} on {cfg.data.dataset}: val acc {meta['val_acc']:.4f}, "
                       f"test acc {meta['test_acc']:.4f}, "
                       f"{'loaded from cache' if meta.get('cached') else 'trained'}; "

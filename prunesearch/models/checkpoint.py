@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from prunesearch import distributed
 from prunesearch.errors import ModelError
 from prunesearch.fileio import load_error_reason, write_torch
 from prunesearch.models.options import ModelConfig, TrainConfig
@@ -157,7 +158,8 @@ def dense_model(
             **asdict(report), "torch_version": str(torch.__version__)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     try:
-        write_torch(path, {"state_dict": state, "meta": meta})
+        if distributed.is_main():  # under torchrun the processes hold the same weights
+            write_torch(path, {"state_dict": state, "meta": meta})
     except OSError as err:  # the trained model is still good: keep it, warn, go on uncached
         log.warning("could not cache the dense model in %s (%s); set PRUNESEARCH_CACHE to a "
                     "writable folder to reuse it next time", path.parent, err)

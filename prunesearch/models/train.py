@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from prunesearch import distributed
 from prunesearch.errors import ModelError
 from prunesearch.models.options import TrainConfig
 
@@ -175,6 +176,10 @@ def train_model(
     steps = n // batch_size
     gen = torch.Generator().manual_seed(seed)
     opt, sched = recipe_optimizer(model.parameters(), recipe, recipe.epochs * steps)
+    net = model
+    if distributed.world_size() > 1:  # under torchrun: each process its share of a batch
+        distributed.check_batch(batch_size, "The training batch size")
+        net = nn.parallel.DistributedDataParallel(model)
 
     if distill is not None:
         distill.teacher.to(device).eval()
@@ -188,7 +193,8 @@ def train_model(
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             for step, (xb, yb) in enumerate(batches):
-                logits = model(xb)
+                xb, yb = distributed.share(xb), distributed.share(yb)
+                logits = net(xb)
                 loss = (F.cross_entropy(logits, yb) if distill is None
                         else distill.loss(logits, xb, yb))
                 opt.zero_grad(set_to_none=True)
@@ -201,7 +207,8 @@ def train_model(
                 correct += (logits.argmax(1) == yb).sum()
                 if (step + 1) % _REFRESH_EVERY == 0 or step + 1 == steps:
                     seen = (step + 1) * batch_size
-                    train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+                    train_loss = distributed.summed(loss_sum).item() / seen
+                    train_acc = distributed.summed(correct).item() / seen
                     bar.update(task, completed=step + 1,
                                stats=f"loss {train_loss:.4f}  acc {100 * train_acc:.2f}%")
             if not math.isfinite(train_loss):
