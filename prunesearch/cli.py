@@ -281,28 +281,35 @@ def train(
     set_: SetOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Train (or load from the cache) the dense model of a job, and report its accuracy.
-    Under torchrun the processes train it data-parallel (gloo on CPU, nccl on CUDA).
+    """Train (or load from the cache) the dense model of a job, and its supernet stage when
+    [supernet] epochs > 0, and report their accuracy; `prunesearch run` then finds both in
+    the cache. Under torchrun the processes train data-parallel (gloo on CPU, nccl on CUDA).
 
     Example: prunesearch train configs/smoke.toml --set model.train.epochs=5
     Example: torchrun --nproc-per-node 2 -m prunesearch train configs/smoke.toml
     """
     from prunesearch import distributed
-    from prunesearch.models import dense_model
-    from prunesearch.pipeline import load_run_data, resolve_device
+    from prunesearch.models import default_cache_dir, dense_model
+    from prunesearch.pipeline import build_space, load_run_data, resolve_device
+    from prunesearch.supernet_training import train_supernet
 
     cfg = load_config(config, set_ or [])
     dev = resolve_device(device)
     distributed.init_from_env(dev)
+    main = distributed.is_main()
     data = load_run_data(cfg, dev)
-    _, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev,
-                          progress=distributed.is_main())
-    if not distributed.is_main():
-        return
-    out_console.print(f"{cfg.model.name} on {cfg.data.dataset}: val acc {meta['val_acc']:.4f}, "
-                      f"test acc {meta['test_acc']:.4f}, "
-                      f"{'loaded from cache' if meta.get('cached') else 'trained'}; "
-                      f"checkpoint {meta.get('checkpoint')}")
+    model, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=main)
+    stages = [(cfg.model.name, meta)]
+    if cfg.supernet.epochs:
+        _, supernet = train_supernet(model.eval(), build_space(cfg, model, data), data,
+                                     cfg.supernet, cfg.model.train, cfg.space, seed=cfg.seed,
+                                     device=dev, cache_dir=default_cache_dir(), progress=main)
+        stages.append((f"its supernet ({cfg.supernet.epochs} epochs)", supernet))
+    for what, done in stages if main else []:
+        out_console.print(f"{what} on {cfg.data.dataset}: val acc {done['val_acc']:.4f}, "
+                          f"test acc {done['test_acc']:.4f}, "
+                          f"{'loaded from cache' if done.get('cached') else 'trained'}; "
+                          f"checkpoint {done.get('checkpoint')}")
 
 
 def main() -> None:

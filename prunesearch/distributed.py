@@ -10,6 +10,7 @@ CUDA-only), which is the one difference for BN models. Only the first process wr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -63,3 +64,14 @@ def summed(t: torch.Tensor) -> torch.Tensor:
     out = t.clone()
     dist.all_reduce(out)
     return out
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """What DDP does after a backward, for loops that backpropagate several losses per step
+    (the supernet's sandwich rule): every gradient averaged over the processes."""
+    if world_size() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size()

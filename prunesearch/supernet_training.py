@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunesearch import distributed
 from prunesearch.config import SpaceConfig, SupernetConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.errors import ModelError, UserError
@@ -146,6 +147,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
     if steps == 0:
         raise ModelError(f"the supernet stage needs at least 2 training images, got {len(x)}; "
                          f"raise supernet.max_train_images.")
+    distributed.check_batch(batch_size, "The supernet's training batch size")
     lr_recipe = recipe.model_copy(update={"lr": options.lr or recipe.lr})
     opt, sched = recipe_optimizer(net.parameters(), lr_recipe, options.epochs * steps)
     gen = torch.Generator().manual_seed(seed)
@@ -171,7 +173,9 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
                 samples = [smallest] + [_sample_of(space, _random_arch(space, gen))
                                         for _ in range(options.random_subnets)]
                 opt.zero_grad(set_to_none=True)
-                loss_sum += _sandwich_step(net, xb, yb, samples, options.temperature)
+                loss_sum += _sandwich_step(net, distributed.share(xb), distributed.share(yb),
+                                           samples, options.temperature)
+                distributed.average_gradients(net.parameters())  # under torchrun
                 opt.step()
                 sched.step()
                 if (step + 1) % 20 == 0 or step + 1 == steps:
@@ -182,10 +186,12 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
                 raise ModelError(f"supernet training diverged in epoch {epoch + 1} (loss "
                                  f"{mean_loss}); lower supernet.lr.")
             seconds += time.perf_counter() - start
-            write_torch(partial, {"epoch": epoch + 1, "seconds": seconds,
-                                  "model": net.net.state_dict(), "optimizer": opt.state_dict(),
-                                  "scheduler": sched.state_dict(),
-                                  "generator": gen.get_state()})
+            if distributed.is_main():
+                write_torch(partial, {"epoch": epoch + 1, "seconds": seconds,
+                                      "model": net.net.state_dict(),
+                                      "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(),
+                                      "generator": gen.get_state()})
     trained = copy.deepcopy(model)  # the trained weights without the supernet's hooks
     trained.load_state_dict(net.net.state_dict())
     # the running statistics mix every subnetwork's batches: re-estimate the full network's
@@ -197,6 +203,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
             "val_acc": evaluate_accuracy(trained, data.val_x, data.val_y),
             "test_acc": evaluate_accuracy(trained, data.test_x, data.test_y)}
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
-    write_torch(final, {"state_dict": state, "meta": meta})
-    partial.unlink(missing_ok=True)
+    if distributed.is_main():
+        write_torch(final, {"state_dict": state, "meta": meta})
+        partial.unlink(missing_ok=True)
     return trained.eval(), {**meta, "checkpoint": str(final), "cached": False}
