@@ -59,8 +59,15 @@ def run(
 
     Example: prunesearch run configs/smoke.toml --set search.strategy=random
     """
+    from prunesearch import distributed
     from prunesearch.pipeline import run_job
 
+    if distributed.launched():
+        raise UserError("`prunesearch run` does not run under torchrun (each process would run "
+                        "the whole job); train the dense model and supernet with `torchrun ... "
+                        "-m prunesearch train CONFIG`, share the search with `prunesearch "
+                        "worker` processes (--storage), and fine-tune with `torchrun ... -m "
+                        "prunesearch finetune RUN_DIR`.")
     cfg = load_config(config, (set_ or []) + ([f"search.storage={json.dumps(storage)}"]
                                               if storage else []))
     outcome = run_job(cfg, out, resume=resume, device=device, progress=not quiet,
@@ -137,13 +144,16 @@ def finetune(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Fine-tune a run's chosen front points (again, or another way), resumable per model.
+    Under torchrun the processes train each point data-parallel; the first one writes.
 
     Example: prunesearch finetune runs/default --set finetune.kd=true
+    Example: torchrun --nproc-per-node 2 -m prunesearch finetune runs/default
     """
     from prunesearch.pipeline import finetune_run
 
     outcome = finetune_run(run_dir, set_ or [], device=device, progress=not quiet)
-    _print_front(outcome.run_dir)
+    if outcome is not None:
+        _print_front(outcome.run_dir)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunesearch import distributed
 from prunesearch.config import FinetuneConfig, RunConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.errors import UserError
@@ -102,7 +103,8 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
                    slicer: Slicer, teacher: nn.Module, data: DatasetSplits,
                    device: torch.device, progress: bool) -> list[dict[str, Any]]:
     """Fine-tune the chosen points of `front` (rows of pareto.json) that this variant has not
-    finished yet; returns this variant's rows, old and new."""
+    finished yet; returns this variant's rows, old and new (under torchrun, only the first
+    process writes and returns the new ones)."""
     ft, variant = cfg.finetune, variant_name(cfg)
     done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
     recipe = finetune_recipe(cfg)
@@ -123,6 +125,8 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
                              progress=progress, distill=distill,
                              label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
         release_masks(student)
+        if not distributed.is_main():  # under torchrun the first process writes
+            continue
         row = save_trained(run_dir, student, point, variant, ft.init, ft.kd, recipe.epochs,
                            report.val_acc, report.test_acc, report.seconds)
         log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_acc,

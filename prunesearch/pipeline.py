@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from prunesearch import distributed
 from prunesearch.config import RunConfig, SpaceConfig, config_to_toml
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
@@ -322,9 +323,10 @@ def check_objective(cfg: RunConfig, axes: tuple[str, ...]) -> None:
 
 
 def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
-                 progress: bool = True, console: Console | None = None) -> JobOutcome:
+                 progress: bool = True, console: Console | None = None) -> JobOutcome | None:
     """`prunesearch finetune`: fine-tune a finished search's front (again, or another way:
-    only `finetune.*` keys may be overridden)."""
+    only `finetune.*` keys may be overridden). Under torchrun every process trains and the
+    first one holds the run folder and writes it; the others return None."""
     from prunesearch.config import load_config
 
     bad = [o for o in overrides if not o.strip().startswith("finetune.")]
@@ -340,6 +342,12 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
         raise UserError(f"'{run_dir}' has no pareto.json: finish its search first with "
                         f"`prunesearch run CONFIG --resume`.")
     dev = resolve_device(device)
+    distributed.init_from_env(dev)
+    if not distributed.is_main():  # a helper: trains each point with the first process
+        prep = prepare(cfg, dev, progress=False)
+        finetune_front(cfg, run_dir, finetune_inputs(cfg, run_dir),
+                       prep.space.slicer(prep.model), prep.model, prep.data, dev, False)
+        return None
     with (RunDir.existing(run_dir) as run,
           _logging_to(run, (console or Console(stderr=True)) if progress else None)):
         t0 = time.perf_counter()

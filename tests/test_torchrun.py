@@ -1,12 +1,15 @@
-"""`torchrun --nproc-per-node 2 -m prunesearch train` (gloo on CPU) trains the same dense model
-and supernet as one process: each process takes half of every batch and the gradients are
-averaged over the processes."""
+"""`torchrun --nproc-per-node 2 -m prunesearch train|finetune` (gloo on CPU) trains the same
+dense model, supernet and fine-tuned points as one process: each process takes half of every
+batch and the gradients are averaged over the processes. The model has no BatchNorm, so the
+weights must agree up to float summation order."""
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -15,17 +18,25 @@ TESTS = Path(__file__).parent
 TINY = TESTS / "configs" / "tiny.toml"
 
 
-def _train(n_procs: int, cache: Path, env: dict[str, str]) -> tuple[list[dict], list[str]]:
-    """The weights trained (dense, then supernet) and the reported val accuracies."""
-    torchrun = [shutil.which("torchrun") or "torchrun"]
-    res = subprocess.run([*torchrun, "--nproc-per-node", str(n_procs), "-m", "prunesearch",
-                          "train", str(TINY), "--set", "model.name=plain_nets:no_batchnorm",
-                          "--set", "model.width_mult=1.0", "--set", "data.dataset=digits",
-                          "--set", "model.train.epochs=3", "--set", "supernet.epochs=1"],
+PLAIN = ["--set", "model.name=plain_nets:no_batchnorm", "--set", "model.width_mult=1.0",
+         "--set", "data.dataset=digits", "--set", "model.train.epochs=3"]
+
+
+def _torchrun(n_procs: int, args: list[str], cache: Path, env: dict[str, str]
+              ) -> subprocess.CompletedProcess:
+    res = subprocess.run([shutil.which("torchrun") or "torchrun", "--nproc-per-node",
+                          str(n_procs), "-m", "prunesearch", *args],
                          env={**env, "PYTHONPATH": str(TESTS), "PRUNESEARCH_CACHE": str(cache),
                               "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _train(n_procs: int, cache: Path, env: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """The weights trained (dense, then supernet) and the reported val accuracies."""
+    res = _torchrun(n_procs, ["train", str(TINY), *PLAIN, "--set", "supernet.epochs=1"], cache,
+                    env)
     reported = re.findall(r"val acc ([0-9.]+)", res.stdout)
     assert len(reported) == 2  # only the first process reports (and writes the checkpoints)
     checkpoints = sorted((cache / "checkpoints").glob("*.pt"))
@@ -42,3 +53,29 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path, cli_env):
         assert mine.keys() == theirs.keys()
         for key, value in mine.items():  # no BatchNorm: equal up to float summation order
             assert torch.allclose(value, theirs[key], atol=1e-5, rtol=0), (stage, key)
+
+
+def test_two_processes_fine_tune_the_points_one_process_fine_tunes(tmp_path, cli_env):
+    cache = tmp_path / "cache"
+    run = subprocess.run([sys.executable, "-m", "prunesearch", "run", str(TINY), *PLAIN,
+                          "--set", "finetune.enabled=false", "--out", str(tmp_path / "runs"),
+                          "--quiet"], env={**cli_env, "PYTHONPATH": str(TESTS),
+                                           "PRUNESEARCH_CACHE": str(cache)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tuned = {}
+    for n in (1, 2):
+        folder = shutil.copytree(tmp_path / "runs" / "tiny", tmp_path / f"tiny{n}")
+        _torchrun(n, ["finetune", str(folder), "--set", "finetune.top_k=2", "--set",
+                      "finetune.epochs=2", "--quiet"], cache, cli_env)
+        with (folder / "finetune.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        weights = sorted((folder / "finetuned").rglob("*.pt"))
+        assert len(rows) == 2 and len(weights) == 2  # each point written once
+        tuned[n] = (rows, [torch.load(w, weights_only=True) for w in weights])
+    (rows1, weights1), (rows2, weights2) = tuned[1], tuned[2]
+    assert [r["test_acc"] for r in rows1] == [r["test_acc"] for r in rows2]
+    for mine, theirs in zip(weights1, weights2, strict=True):
+        state1, state2 = (w.get("state_dict", w) for w in (mine, theirs))
+        for key, value in state1.items():
+            assert torch.allclose(value, state2[key], atol=1e-5, rtol=0), key
