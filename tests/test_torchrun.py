@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TESTS = Path(__file__).parent
@@ -79,3 +80,15 @@ def test_two_processes_fine_tune_the_points_one_process_fine_tunes(tmp_path, cli
         state1, state2 = (w.get("state_dict", w) for w in (mine, theirs))
         for key, value in state1.items():
             assert torch.allclose(value, state2[key], atol=1e-5, rtol=0), key
+
+
+def test_run_under_torchrun_is_refused_with_the_commands_that_do_run_there(monkeypatch,
+                                                                           capsys):
+    from prunesearch.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
+    monkeypatch.setattr(sys, "argv", ["prunesearch", "run", str(TINY)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert exited.value.code == 2 and "prunesearch train CONFIG" in err and "worker" in err
