@@ -33,7 +33,7 @@ from prunesearch.pipeline import (
     prepared_over,
     resolve_device,
 )
-from prunesearch.runs.shared import MODES, CandidateWorker, SharedStudy
+from prunesearch.runs.shared import MODES, CandidateWorker, SharedStudy, StudyMissing
 from prunesearch.search import create_strategy
 from prunesearch.search.shared_search import POLL_S
 
@@ -47,22 +47,24 @@ def _names_code(tree: dict[str, Any]) -> list[str]:
     return [*tree.get("plugins", []), *(s for s in specs if isinstance(s, str) and ":" in s)]
 
 
-def _published(shared: SharedStudy, wait_s: float) -> dict[str, Any]:
-    """The run's published attributes, waiting up to `wait_s` for the run to publish them
-    (it trains the dense model before it creates the study)."""
+def _published(url: str, name: str, wait_s: float) -> tuple[SharedStudy, dict[str, Any]]:
+    """The run's study and what it published, waiting up to `wait_s` for the run to create
+    and publish it (it trains the dense model first)."""
     deadline = time.monotonic() + wait_s
     while True:
+        missing: StudyMissing | None = None
         try:
+            shared = SharedStudy(url, name, create=False)
             attrs = {k: shared.attr(k) for k in ("config", "weights", "mode")}
             if all(v is not None for v in attrs.values()):
-                return attrs
-        except UserError:
-            pass  # no such study yet
+                return shared, attrs
+        except StudyMissing as err:
+            missing = err
         if time.monotonic() > deadline:
-            raise UserError(f"No run published study '{shared.name}' in {shared.display_url} "
-                            f"within {wait_s:.0f} s; start `prunesearch run CONFIG --storage "
-                            f"URL` (the study is named after the run), check --study, or wait "
-                            f"longer with --wait.")
+            raise missing or UserError(
+                f"Study '{name}' holds no published run after {wait_s:.0f} s; start "
+                f"`prunesearch run CONFIG --storage URL` (the study is named after the run), "
+                f"check --study, or wait longer with --wait.")
         time.sleep(1.0)
 
 
@@ -114,8 +116,7 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
                wait_s: float = 600.0) -> int:
     """Evaluate the study's candidates until its run is done; how many this worker evaluated."""
     dev = resolve_device(device)
-    shared = SharedStudy(url, study_name, create=False)
-    attrs = _published(shared, wait_s)
+    shared, attrs = _published(url, study_name, wait_s)
     cfg = _config(shared, attrs["config"], trust_code)
     mode = attrs["mode"]
     if mode not in MODES:

@@ -97,6 +97,10 @@ class Claim:
     owner: int | None = None
 
 
+class StudyMissing(UserError):
+    """No such study (or SQLite file) yet: a worker started before its run waits for it."""
+
+
 class _BudgetSpent(Exception):
     pass
 
@@ -121,7 +125,7 @@ class SharedStudy:
                             f"studies run on PostgreSQL (many machines) or SQLite (one "
                             f"machine): give a postgresql:// or sqlite:/// URL.")
         if dialect == "sqlite" and not create and not Path(parsed.database or "").is_file():
-            raise UserError(f"The SQLite storage '{parsed.database}' does not exist; start the "
+            raise StudyMissing(f"The SQLite storage '{parsed.database}' does not exist; start the "
                             f"run first (`prunesearch run CONFIG --storage {url}`), or check "
                             f"the path (sqlite:////abs/path has four slashes).")
         try:
@@ -179,7 +183,7 @@ class SharedStudy:
         try:
             return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
         except KeyError:
-            raise UserError(f"The storage has no study named '{self.name}'; start the run with "
+            raise StudyMissing(f"The storage has no study named '{self.name}'; start the run with "
                             f"`prunesearch run CONFIG --storage URL` first (the study is named "
                             f"after the run's name), or check --study.") from None
 
