@@ -125,9 +125,9 @@ class SharedStudy:
                             f"studies run on PostgreSQL (many machines) or SQLite (one "
                             f"machine): give a postgresql:// or sqlite:/// URL.")
         if dialect == "sqlite" and not create and not Path(parsed.database or "").is_file():
-            raise StudyMissing(f"The SQLite storage '{parsed.database}' does not exist; start the "
-                            f"run first (`prunesearch run CONFIG --storage {url}`), or check "
-                            f"the path (sqlite:////abs/path has four slashes).")
+            raise StudyMissing(f"The SQLite storage '{parsed.database}' does not exist; start "
+                               f"the run first (`prunesearch run CONFIG --storage {url}`), or "
+                               f"check the path (sqlite:////abs/path has four slashes).")
         try:
             self.engine = sa.create_engine(url)
         except ModuleNotFoundError as err:
@@ -141,11 +141,18 @@ class SharedStudy:
                             ) from None
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         try:
+            # only the run creates tables: two processes creating them at once collide
+            if not create and not sa.inspect(self.engine).has_table("studies"):
+                raise StudyMissing(f"The storage '{_redacted(url)}' holds no optuna study yet; "
+                                   f"start the run first (`prunesearch run CONFIG --storage "
+                                   f"URL`), or check the URL.")
             with warnings.catch_warnings():  # heartbeats are experimental: we rely on them
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.storage = RDBStorage(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=_retry)
+                    heartbeat_stale_trial_callback=_retry, skip_table_creation=not create)
+        except StudyMissing:
+            raise
         except Exception as err:
             raise UserError(f"Cannot open the storage '{_redacted(url)}' "
                             f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); check "
@@ -183,9 +190,9 @@ class SharedStudy:
         try:
             return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
         except KeyError:
-            raise StudyMissing(f"The storage has no study named '{self.name}'; start the run with "
-                            f"`prunesearch run CONFIG --storage URL` first (the study is named "
-                            f"after the run's name), or check --study.") from None
+            raise StudyMissing(f"The storage has no study named '{self.name}'; start the run "
+                               f"with `prunesearch run CONFIG --storage URL` first (the study "
+                               f"is named after the run's name), or check --study.") from None
 
     def attr(self, key: str) -> Any:
         return self.load().user_attrs.get(ATTR + key)
