@@ -123,6 +123,7 @@ def worker(
              "plugins); that config comes from the database.")] = False,
     wait: Annotated[float, typer.Option(
         min=0, help="Seconds to wait for the run to publish its study.")] = 600.0,
+    quiet: Annotated[bool, typer.Option(help="No progress line.")] = False,
 ) -> None:
     """Join a shared search: evaluate a run's candidates until the run is done. Start any
     number, on any machine that sees the database, the dataset and the run's cache folder.
@@ -131,7 +132,8 @@ def worker(
     """
     from prunesearch.worker import run_worker
 
-    evaluated = run_worker(storage, study, device=device, trust_code=trust_code, wait_s=wait)
+    evaluated = run_worker(storage, study, device=device, trust_code=trust_code, wait_s=wait,
+                           progress=not quiet)
     out_console.print(f"study {study} is done; this worker evaluated {evaluated} candidates")
 
 

@@ -11,7 +11,6 @@ with --trust-code.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import tomllib
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from prunesearch.config import RunConfig, config_from_dict
 from prunesearch.errors import UserError
@@ -36,8 +37,6 @@ from prunesearch.pipeline import (
 from prunesearch.runs.shared import MODES, CandidateWorker, SharedStudy, StudyMissing
 from prunesearch.search import create_strategy
 from prunesearch.search.shared_search import POLL_S
-
-log = logging.getLogger("prunesearch")
 
 
 def _names_code(tree: dict[str, Any]) -> list[str]:
@@ -113,8 +112,9 @@ def _prepare(cfg: RunConfig, weights: Any, dev: torch.device) -> Prepared:
 
 
 def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool = False,
-               wait_s: float = 600.0) -> int:
-    """Evaluate the study's candidates until its run is done; how many this worker evaluated."""
+               wait_s: float = 600.0, progress: bool = True) -> int:
+    """Evaluate the study's candidates until its run is done; how many this worker evaluated.
+    `progress`: a live line on stderr (this worker's count, the study's claimed budget)."""
     dev = resolve_device(device)
     shared, attrs = _published(url, study_name, wait_s)
     cfg = _config(shared, attrs["config"], trust_code)
@@ -130,8 +130,14 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
     worker = CandidateWorker(shared, shared.load(sampler), prep.space, prep.evaluator,
                              prep.cost_axis(cfg.search.objective), mode,
                              latency_limit(cfg, prep))
-    log.info("worker on study '%s' (%s mode, %s)", study_name, mode, dev)
-    while not shared.attr("done"):
-        if not worker.step():
-            time.sleep(POLL_S)
+    bar = Progress(TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=Console(stderr=True), disable=not progress)
+    task = bar.add_task(f"worker on study '{study_name}' ({mode} mode, {dev})")
+    with bar:
+        while not shared.attr("done"):
+            if not worker.step():
+                time.sleep(POLL_S)
+            used, budget = shared.slots()
+            bar.update(task, description=f"worker on study '{study_name}': evaluated "
+                                         f"{worker.evaluated}; study {used}/{budget} claimed")
     return worker.evaluated
