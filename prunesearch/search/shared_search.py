@@ -13,9 +13,10 @@ import time
 from typing import TYPE_CHECKING
 
 import optuna
+from optuna.trial import TrialState
 
 from prunesearch.evaluators import Result
-from prunesearch.runs.shared import CandidateWorker, SharedStudy, arch_key
+from prunesearch.runs.shared import GRACE_S, CandidateWorker, SharedStudy, arch_key
 from prunesearch.spaces import Arch
 
 if TYPE_CHECKING:
@@ -81,12 +82,28 @@ class SharedSearch:
                 room -= 1
                 todo[arch] = None
             asked.append(arch)
-        study = self.worker.study
-        for arch in todo:
-            genes = ctx.evaluator.space.encode(arch)
-            study.enqueue_trial({d.name: int(g) for d, g in
-                                 zip(ctx.evaluator.space.dims, genes, strict=True)},
-                                skip_if_exists=True)
+        checked = 0.0
         while any(ctx.known(arch) is None for arch in todo):
+            if time.monotonic() - checked > GRACE_S:
+                self._enqueue_missing(ctx, list(todo))
+                checked = time.monotonic()
             self._work_or_wait(ctx)
         return [ctx.known(arch) for arch in asked]  # type: ignore[misc]
+
+    def _enqueue_missing(self, ctx: SearchContext, archs: list[Arch]) -> None:
+        """Enqueue each arch that has no answer and no trial waiting or running for it: all
+        of them at first (a resumed run's leftovers included), later any whose last trial
+        died without a retry (its killer died too)."""
+        assert self.worker is not None
+        space, study = ctx.evaluator.space, self.worker.study
+        live = set()
+        for trial in study.get_trials(deepcopy=False,
+                                      states=(TrialState.WAITING, TrialState.RUNNING)):
+            params = trial.system_attrs.get("fixed_params", trial.params)
+            if all(d.name in params for d in space.dims):  # (a sampled trial not yet asked)
+                live.add(arch_key(space.decode([params[d.name] for d in space.dims])))
+        for arch in archs:
+            if ctx.known(arch) is None and arch_key(arch) not in live:
+                genes = space.encode(arch)
+                study.enqueue_trial({d.name: int(g) for d, g in
+                                     zip(space.dims, genes, strict=True)})
