@@ -145,3 +145,30 @@ def test_a_worker_imports_code_a_stored_config_names_only_with_trust_code(config
         _config(shared, config, trust_code=True)  # type: ignore[arg-type]
     except UserError as err:
         assert "--trust-code" not in str(err) and "mypkg" in str(err)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_its_shared_study_without_losing_or_repeating_a_candidate(
+        postgres, tmp_path, cli_env):
+    """emo's queue: the run (its driver) is SIGKILLed mid-search while a worker goes on; the
+    resumed run finishes the budget with every arch once."""
+    name = "killed-driver"
+    args = ["run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage", postgres,
+            "--set", f"name={name}", "--set", "search.strategy=emo", "--set",
+            "search.budget=120", "--set", "finetune.enabled=false"]
+    (worker,) = _workers(postgres, name, 1, cli_env)
+    run = subprocess.Popen(_cli(*args), env=cli_env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / name / "candidates.csv"
+    deadline = time.monotonic() + 240
+    while not (journal.exists() and len(_rows(journal.parent)) >= 20):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended too early"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    resumed = subprocess.run(_cli(*args, "--resume"), env=cli_env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert worker.wait(timeout=60) == 0
+    rows = _rows(tmp_path / name)
+    assert len(rows) == 120 and len({r["arch"] for r in rows}) == 120
