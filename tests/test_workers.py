@@ -5,6 +5,7 @@ own weights, and a SIGKILLed worker's candidate is retried by another process.""
 from __future__ import annotations
 
 import csv
+import functools
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from pg_cluster import throwaway_postgres
+
+from prunesearch.runs.shared import SharedStudy, StudyMissing
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -41,8 +44,16 @@ def _workers(url: str, study: str, n: int, env: dict[str, str]) -> list[subproce
                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
 
 
+@functools.cache
+def _shared(url: str, name: str) -> SharedStudy:
+    """One connection pool per study (polling with a new storage each time would open
+    connections until the server refuses more), opened as a worker opens it: never creating
+    tables beside the run. StudyMissing until the run has made them (not cached then)."""
+    return SharedStudy(url, name, create=False)
+
+
 def _study(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=url)
+    return _shared(url, name).load()
 
 
 def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_path, cli_env):
@@ -88,7 +99,7 @@ def _kill_a_worker_mid_candidate(url: str, study: str, victim: subprocess.Popen,
         try:
             running = _study(url, study).get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        except KeyError:
+        except StudyMissing:  # the run has not made it yet
             running = []
         held = [t for t in running if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
         if held:

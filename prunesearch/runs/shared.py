@@ -141,8 +141,9 @@ class SharedStudy:
                             ) from None
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         try:
-            # only the run creates tables: two processes creating them at once collide
-            if not create and not sa.inspect(self.engine).has_table("studies"):
+            # only the run creates tables and stamps their version (alembic_version, made
+            # last): two processes doing either at once collide
+            if not create and not sa.inspect(self.engine).has_table("alembic_version"):
                 raise StudyMissing(f"The storage '{_redacted(url)}' holds no optuna study yet; "
                                    f"start the run first (`prunesearch run CONFIG --storage "
                                    f"URL`), or check the URL.")
