@@ -25,7 +25,8 @@ PLAIN = ["--set", "model.name=plain_nets:no_batchnorm", "--set", "model.width_mu
 
 def _torchrun(n_procs: int, args: list[str], cache: Path, env: dict[str, str]
               ) -> subprocess.CompletedProcess:
-    res = subprocess.run([shutil.which("torchrun") or "torchrun", "--nproc-per-node",
+    # `python -m torch.distributed.run` is torchrun, found whatever PATH holds
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
                           str(n_procs), "-m", "prunesearch", *args],
                          env={**env, "PYTHONPATH": str(TESTS), "PRUNESEARCH_CACHE": str(cache),
                               "OMP_NUM_THREADS": "1"},
