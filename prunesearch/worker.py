@@ -101,11 +101,8 @@ def _prepare(cfg: RunConfig, weights: Any, dev: torch.device) -> Prepared:
         raise UserError(f"This machine's dataset '{cfg.data.dataset}' differs from the run's "
                         f"(its fingerprint does not match); give workers the same data files "
                         f"(data.data_dir) as the run.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model.name, data.input_shape, data.num_classes,
-                            cfg.model.width_mult)
-    load_weights(model, path, fix)
+    model = build_model(cfg.model.name, data.input_shape, data.num_classes, cfg.model.width_mult)
+    load_weights(model, path, fix)  # every weight and buffer: the initial draw does not matter
     model.to(dev).eval()
     space = build_space(cfg, model, data)
     return prepared_over(cfg, data, model, {}, None, space, dev, {}, latency_table=True)
@@ -137,7 +134,8 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
         while not shared.attr("done"):
             if not worker.step():
                 time.sleep(POLL_S)
-            used, budget = shared.slots()
-            bar.update(task, description=f"worker on study '{study_name}': evaluated "
-                                         f"{worker.evaluated}; study {used}/{budget} claimed")
+            if progress:
+                used, budget = shared.slots()
+                bar.update(task, description=f"worker on study '{study_name}': evaluated "
+                                             f"{worker.evaluated}; study {used}/{budget} claimed")
     return worker.evaluated

@@ -21,6 +21,7 @@ result, in which case the result stands and the retry is a duplicate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -187,19 +188,26 @@ class SharedStudy:
             conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
                          .values(budget=budget))
 
-    def load(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    @functools.cached_property
+    def _study_id(self) -> int:
+        """Looked up once (a missing study raises, and is looked up again next time)."""
         try:
-            return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
+            return self.storage.get_study_id_from_name(self.name)
         except KeyError:
             raise StudyMissing(f"The storage has no study named '{self.name}'; start the run "
                                f"with `prunesearch run CONFIG --storage URL` first (the study "
                                f"is named after the run's name), or check --study.") from None
 
+    def load(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+        self._study_id  # noqa: B018 - a missing study is a StudyMissing, not a KeyError
+        return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
+
     def attr(self, key: str) -> Any:
-        return self.load().user_attrs.get(ATTR + key)
+        """A published attribute: one query (the workers poll `done` between candidates)."""
+        return self.storage.get_study_user_attrs(self._study_id).get(ATTR + key)
 
     def set_attr(self, key: str, value: Any) -> None:
-        self.load().set_user_attr(ATTR + key, value)
+        self.storage.set_study_user_attr(self._study_id, ATTR + key, value)
 
     # --- budget and claims -----------------------------------------------------------------
     def slots(self) -> tuple[int, int]:
