@@ -52,7 +52,8 @@ class _Layer:
     def replica(self, cin: int, cout: int) -> nn.Module:
         m = self.module
         if self.kind == "conv":
-            groups = cin if m.groups == m.in_channels and m.groups > 1 else m.groups
+            # whole groups go, each keeping its input width (depthwise: one channel)
+            groups = 1 if m.groups == 1 else m.groups * cin // m.in_channels
             return type(m)(cin, cout, m.kernel_size, stride=m.stride, padding=m.padding,
                            dilation=m.dilation, groups=groups, bias=m.bias is not None,
                            padding_mode=m.padding_mode)
@@ -110,7 +111,7 @@ class LatencyModel:
         call = self.space.cost.calls[index]
         dense = self._entries[f"{self._templates[index]}|{call.inp.full}|{call.out.full}"]
         kept = cout / call.out.full
-        if call.kind in ("conv", "linear") and not call.depthwise:
+        if call.kind in ("conv", "linear") and call.groups == 1:
             kept *= cin / call.inp.full
         return dense * kept
 

@@ -47,7 +47,6 @@ class _Call:
     out: _Side
     kernel: int = 1
     bias: bool = False
-    depthwise: bool = False
     groups: int = 1
     affine: bool = False
 
@@ -61,8 +60,9 @@ class _Call:
         """Weights of a conv/linear layer kept at `density` (its mask's non-zeros). Channel
         counts may be tensors of expected channels (then density is 1): the formula stays
         differentiable."""
-        cin, cout = self.inp.channels(lost), self.out.channels(lost)
-        per_out = 1 if self.depthwise else (cin if self.groups == 1 else cin // self.groups)
+        cout = self.out.channels(lost)
+        # a grouped conv loses whole groups: each output channel keeps its group's inputs
+        per_out = self.inp.channels(lost) if self.groups == 1 else self.inp.full // self.groups
         return kept_weights(cout * per_out * self.kernel, density)
 
     def ops(self, lost: Sequence[int], density: float = 1.0) -> int:
@@ -176,8 +176,6 @@ class CostModel:
                     name, kind, blocks(name), sides[0], sides[1],
                     kernel=math.prod(module.kernel_size) if kind == "conv" else 1,
                     bias=getattr(module, "bias", None) is not None,
-                    depthwise=kind == "conv" and module.groups > 1
-                    and module.groups == module.in_channels,
                     groups=getattr(module, "groups", 1),
                     affine=bool(getattr(module, "affine", False)
                                 or getattr(module, "elementwise_affine", False)),

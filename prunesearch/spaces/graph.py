@@ -4,6 +4,12 @@ A group is a set of (module, in/out side, channel indices) that must be pruned t
 convolutions feeding a residual add, a depthwise conv and its producer, a flatten feeding a
 linear layer. Each group has `size` root channels; member indices map to root channels through
 torch-pruning's `root_idxs`, so one root channel may map to many features (flatten).
+
+A grouped convolution (1 < groups, not depthwise) is pruned by whole groups: torch-pruning
+keeps its input and output channels in two separate groups, which are joined here into one whose
+"root channels" are the convolution's groups (units), each member index mapped to the unit its
+channel belongs to. Where that cannot be done consistently (one side unprunable, two grouped
+convolutions with different group counts in one coupling), the groups involved stay whole.
 """
 
 from __future__ import annotations
@@ -58,7 +64,13 @@ class ModelGraph:
             ) from None
         self.tp_groups = list(self.dg.get_all_groups(
             ignored_layers=list(ignored), root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear]))
-        self.groups = [self._describe(g) for g in self.tp_groups]
+        described = [self._describe(g) for g in self.tp_groups]
+        # per final group: (torch-pruning group index, root channel -> unit or None: identity)
+        self._parts: list[list[tuple[int, dict[int, int] | None]]] = []
+        self.groups: list[ChannelGroup] = []
+        for group, parts in _join_grouped_convs(model, described):
+            self.groups.append(group)
+            self._parts.append(parts)
 
     def _describe(self, group: tp.Group) -> ChannelGroup:
         members = []
@@ -78,14 +90,93 @@ class ModelGraph:
         """Root channels of every group (by name), most important first: the group's L1 weight
         norm. This fixes which channels a width choice keeps, once per run."""
         importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
+        scores = {}
+        for i in {i for parts in self._parts for i, _ in parts}:
+            s = importance(self.tp_groups[i])
+            scores[i] = None if s is None or len(s) != len(self.tp_groups[i][0].idxs) \
+                else s.float()
         order = {}
-        for group, desc in zip(self.tp_groups, self.groups, strict=True):
-            scores = importance(group)
-            if scores is None or len(scores) != desc.size:
-                order[desc.name] = list(range(desc.size))
-            else:  # stable: equal scores keep channel order
-                order[desc.name] = torch.argsort(-scores.float(), stable=True).tolist()
+        for desc, parts in zip(self.groups, self._parts, strict=True):
+            total = torch.zeros(desc.size)
+            for i, units in parts:
+                if scores[i] is None:
+                    continue
+                if units is None:
+                    total += scores[i]
+                else:  # a grouped conv's unit: its channels' scores, each side weighed alike
+                    side = scores[i] / scores[i].mean().clamp_min(1e-12)
+                    for root, unit in units.items():
+                        total[unit] += side[root]
+            # stable: equal scores (or none known) keep channel order
+            order[desc.name] = torch.argsort(-total, stable=True).tolist()
         return order
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    """A convolution pruned by whole groups: grouped, but not depthwise (in = out = groups),
+    which torch-pruning already couples channel by channel."""
+    return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups > 1 and not (
+        m.groups == m.in_channels == m.out_channels)
+
+
+def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup]
+                        ) -> list[tuple[ChannelGroup, list[tuple[int, dict[int, int] | None]]]]:
+    """The groups to search: torch-pruning's groups, except that the two groups holding a
+    grouped convolution's input and output channels become one group over its conv groups
+    (see the module docstring). Each comes with its parts: (index in `groups`, root -> unit)."""
+    where = {(m.module, m.side): i for i, g in enumerate(groups) for m in g.members}
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    units: dict[int, list[dict[int, int]]] = {}  # group index -> each conv's root -> unit map
+    count: dict[int, set[int]] = {}  # group index -> the conv group counts seen on it
+    frozen: set[int] = set()
+    for name, m in model.named_modules():
+        if not _is_grouped(m):
+            continue
+        sides = [(where.get((name, side)), side, size // m.groups)
+                 for side, size in (("in", m.in_channels), ("out", m.out_channels))]
+        found = [i for i, _, _ in sides if i is not None]
+        if len(found) < 2:  # one side cannot be pruned: neither can the other
+            frozen.update(found)
+            continue
+        parent[find(found[0])] = find(found[1])
+        for i, side, per in sides:
+            member = next(x for x in groups[i].members if (x.module, x.side) == (name, side))
+            units.setdefault(i, []).append(
+                {r: idx // per for idx, r in zip(member.idxs, member.roots, strict=True)})
+            count.setdefault(i, set()).add(m.groups)
+    components: dict[int, list[int]] = {}
+    for i in units:
+        components.setdefault(find(i), []).append(i)
+    for members in components.values():
+        maps = {i: units[i][0] for i in members}
+        consistent = all(all(u == maps[i] for u in units[i]) and
+                         set(maps[i]) == set(range(groups[i].size)) for i in members)
+        if not consistent or len(set().union(*(count[i] for i in members))) != 1 or \
+                frozen.intersection(members):
+            frozen.update(members)
+    joined = {i for members in components.values() for i in members}
+    out = []
+    for i, group in enumerate(groups):
+        if i in frozen or (i in joined and find(i) != i):
+            continue  # stays whole, or is part of a joined group (emitted at its root)
+        if i not in joined:
+            out.append((group, [(i, None)]))
+            continue
+        parts = sorted(components[i])
+        maps = {j: units[j][0] for j in parts}
+        conv = next(n for n, m in model.named_modules() if _is_grouped(m) and any(
+            x.module == n for j in parts for x in groups[j].members))
+        members = tuple(Member(x.module, x.side, x.idxs, tuple(maps[j][r] for r in x.roots))
+                        for j in parts for x in groups[j].members)
+        size = next(iter(count[i]))
+        out.append((ChannelGroup(conv, size, members), [(j, maps[j]) for j in parts]))
+    return out
 
 
 def _last_weighted_layer(model: nn.Module, example_input: torch.Tensor) -> str:

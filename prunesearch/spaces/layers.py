@@ -87,24 +87,47 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 def _slice_conv(m: nn.Module, out: Keep, inn: Keep) -> None:
     if m.groups > 1:
-        if not m.groups == m.in_channels == m.out_channels:
-            raise ModelError(f"Grouped convolutions other than depthwise (in = out = groups) are "
-                             f"not supported ({m}); list the module in space.ignore.")
-        keep = out if out is not None else inn
-        m.weight = _param(m.weight.data[keep])
-        m.groups = m.in_channels = m.out_channels = len(keep)
-    else:
-        w = m.weight.data
-        if out is not None:
-            w = w[out]
-            m.out_channels = len(out)
-        if inn is not None:
-            w = w[:, inn]
-            m.in_channels = len(inn)
-        m.weight = _param(w)
-        keep = out
-    if m.bias is not None and keep is not None:
+        _slice_grouped_conv(m, out, inn)
+        return
+    w = m.weight.data
+    if out is not None:
+        w = w[out]
+        m.out_channels = len(out)
+    if inn is not None:
+        w = w[:, inn]
+        m.in_channels = len(inn)
+    m.weight = _param(w)
+    if m.bias is not None and out is not None:
+        m.bias = _param(m.bias.data[out])
+
+
+def _kept_units(keep: torch.Tensor, per: int, m: nn.Module) -> torch.Tensor:
+    units = torch.unique(keep // per)
+    if len(keep) != len(units) * per or not torch.equal(
+            torch.sort(keep).values, (units[:, None] * per + torch.arange(per)).flatten()):
+        raise ModelError(f"A grouped convolution can only lose whole groups, but the channels "
+                         f"kept split one ({m}); list the module in space.ignore.")
+    return units
+
+
+def _slice_grouped_conv(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """Keep whole groups: the kept output channels name the groups, whose input channels go
+    with them (a depthwise conv is the case of one channel per group on each side)."""
+    per_out, per_in = m.out_channels // m.groups, m.in_channels // m.groups
+    by_out = None if out is None else _kept_units(out, per_out, m)
+    by_in = None if inn is None else _kept_units(inn, per_in, m)
+    if by_out is not None and by_in is not None and not torch.equal(by_out, by_in):
+        raise ModelError(f"A grouped convolution's kept input and output channels belong to "
+                         f"different groups ({m}); list the module in space.ignore.")
+    units = by_out if by_out is not None else by_in
+    if units is None:
+        return
+    keep = (units[:, None] * per_out + torch.arange(per_out)).flatten()
+    m.weight = _param(m.weight.data[keep])
+    if m.bias is not None:
         m.bias = _param(m.bias.data[keep])
+    m.groups = len(units)
+    m.in_channels, m.out_channels = len(units) * per_in, len(units) * per_out
 
 
 def _slice_linear(m: nn.Module, out: Keep, inn: Keep) -> None:

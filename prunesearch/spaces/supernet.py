@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import copy
 import types
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunesearch.spaces.graph import Member
 from prunesearch.spaces.space import Space
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
@@ -45,6 +47,14 @@ def channel_interpolate(x: torch.Tensor, channels: int) -> torch.Tensor:
     return pooled.reshape(n, -1, channels).transpose(1, 2).reshape(n, channels, *rest)
 
 
+def _whole(member: Member, size: int) -> bool:
+    """True when a member holds every root channel (unit) of its group, each as often: the
+    layers whose output a width choice masks."""
+    per, extra = divmod(len(member.idxs), size)
+    return per > 0 and not extra and len(set(member.idxs)) == len(member.idxs) and all(
+        n == per for n in Counter(member.roots).values()) and len(set(member.roots)) == size
+
+
 class Supernet(nn.Module):
     """The dense model with every width and depth dimension mixed over the current sample."""
 
@@ -57,21 +67,21 @@ class Supernet(nn.Module):
         modules = dict(self.net.named_modules())
         for d, group in space.width_groups():
             rank = {root: r for r, root in enumerate(order[group.name])}
-            outs = [m for m in group.members if m.side == "out"
-                    and len(m.idxs) == group.size == len(set(m.roots))]
+            outs = [m for m in group.members if m.side == "out" and _whole(m, group.size)]
             norms = [m for m in outs if isinstance(modules[m.module], _NORMS)]
             for member in norms or outs:
                 by_rank = sorted(zip(member.idxs, member.roots, strict=True),
                                  key=lambda ir: rank[ir[1]])
                 perm = torch.tensor([i for i, _ in by_rank], dtype=torch.long)
-                hook = self._mask_hook(d, perm) if hard else self._width_hook(d, perm)
+                per = len(member.idxs) // group.size  # channels per root (grouped conv: > 1)
+                hook = self._mask_hook(d, perm, per) if hard else self._width_hook(d, perm, per)
                 modules[member.module].register_forward_hook(hook)
         for d, stage in space.depth_stages():
             seq = self.net.get_submodule(stage)
             seq.forward = types.MethodType(self._depth_forward(d), seq)
 
-    def _width_hook(self, d: int, perm: torch.Tensor):
-        choices = self.space.dims[d].choices
+    def _width_hook(self, d: int, perm: torch.Tensor, per: int):
+        choices = [c * per for c in self.space.dims[d].choices]
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             picks = self.sample.get(d)
@@ -85,11 +95,11 @@ class Supernet(nn.Module):
 
         return hook
 
-    def _mask_hook(self, d: int, perm: torch.Tensor):
+    def _mask_hook(self, d: int, perm: torch.Tensor, per: int):
         """Zero every channel but the c most important of the sampled width (weighted)."""
         masks = torch.zeros(len(self.space.dims[d].choices), len(perm))
         for g, c in enumerate(self.space.dims[d].choices):
-            masks[g, perm[:c]] = 1.0
+            masks[g, perm[:c * per]] = 1.0
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             picks = self.sample.get(d)
