@@ -64,9 +64,13 @@ class _Layer:
                            track_running_stats=m.track_running_stats)
         if self.kind == "layernorm":
             return nn.LayerNorm(cin, eps=m.eps, elementwise_affine=m.elementwise_affine)
+        if self.kind == "embedding":
+            return nn.Embedding(m.num_embeddings, cout)
         return copy.deepcopy(m)  # activations and pooling hold no per-channel state
 
     def input(self, cin: int, batch: int, device: torch.device) -> torch.Tensor:
+        if self.kind == "embedding":  # indices: the dense call's, repeated over the batch
+            return torch.zeros((batch, *self.in_shape[1:]), dtype=torch.long, device=device)
         shape = [batch, *self.in_shape[1:]]
         if len(shape) > 1:
             shape[-1 if self.kind in ("linear", "layernorm") else 1] = cin

@@ -6,7 +6,7 @@
 """
 
 # importing the zoo modules registers their models
-from prunesearch.models import mlp, mobilenet, resnet, vgg  # noqa: F401
+from prunesearch.models import mlp, mobilenet, resnet, vgg, vit  # noqa: F401
 from prunesearch.models.checkpoint import checkpoint_key, default_cache_dir, dense_model
 from prunesearch.models.depth import StagedModel, depth_stages
 from prunesearch.models.registry import (

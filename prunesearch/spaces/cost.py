@@ -49,6 +49,7 @@ class _Call:
     bias: bool = False
     groups: int = 1
     affine: bool = False
+    rows: int = 0  # an embedding's table rows
 
     @property
     def positions(self) -> int:
@@ -79,6 +80,8 @@ class _Call:
             return self.inp.numel(lost) * (2 if self.affine else 1)
         if self.kind == "act":
             return self.out.numel(lost)
+        if self.kind == "embedding":
+            return 0
         return self.inp.numel(lost)  # pool
 
     def params(self, lost: Sequence[int], density: float = 1.0) -> int:
@@ -86,6 +89,8 @@ class _Call:
             return self.weights(lost, density) + (self.out.channels(lost) if self.bias else 0)
         if self.kind in ("norm", "layernorm") and self.affine:
             return self.out.channels(lost) * (2 if self.bias else 1)
+        if self.kind == "embedding":
+            return self.rows * self.out.channels(lost)
         return 0
 
 
@@ -116,7 +121,9 @@ def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> in
                          f"channels are pruned; prunesearch cannot count its cost.")
     if changed:
         return changed.pop()
-    return len(dense) - 1 if kind in ("linear", "layernorm") else min(1, len(dense) - 1)
+    if kind in ("linear", "layernorm", "embedding"):
+        return len(dense) - 1
+    return min(1, len(dense) - 1)
 
 
 class CostModel:
@@ -179,8 +186,9 @@ class CostModel:
                     groups=getattr(module, "groups", 1),
                     affine=bool(getattr(module, "affine", False)
                                 or getattr(module, "elementwise_affine", False)),
+                    rows=getattr(module, "num_embeddings", 0),
                 ))
-            if kind in ("conv", "linear", "norm", "layernorm"):
+            if kind in ("conv", "linear", "norm", "layernorm", "embedding"):
                 modeled.add(name)
             elif any(cl.inp.slopes or cl.out.slopes for cl in calls if cl.module == name) and \
                     sum(p.numel() for p in module.parameters(recurse=False)) > 1:

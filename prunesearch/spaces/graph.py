@@ -5,6 +5,8 @@ convolutions feeding a residual add, a depthwise conv and its producer, a flatte
 linear layer. Each group has `size` root channels; member indices map to root channels through
 torch-pruning's `root_idxs`, so one root channel may map to many features (flatten).
 
+Attention modules registered in `attention.py` add one group each, over whole heads.
+
 A grouped convolution (1 < groups, not depthwise) is pruned by whole groups: torch-pruning
 keeps its input and output channels in two separate groups, which are joined here into one whose
 "root channels" are the convolution's groups (units), each member index mapped to the unit its
@@ -14,30 +16,13 @@ convolutions with different group counts in one coupling), the groups involved s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from prunesearch.errors import ModelError
-
-
-@dataclass(frozen=True)
-class Member:
-    """One module side of a group: `idxs[j]` of that side belongs to root channel `roots[j]`."""
-
-    module: str
-    side: str  # "out" (output channels, or a norm layer's features) or "in"
-    idxs: tuple[int, ...]
-    roots: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    name: str  # the root module's qualified name
-    size: int
-    members: tuple[Member, ...]
+from prunesearch.spaces.attention import Heads, find_heads
+from prunesearch.spaces.groups import ChannelGroup, Member
 
 
 class ModelGraph:
@@ -52,8 +37,12 @@ class ModelGraph:
                 f"names as printed by `prunesearch space MODEL` (e.g. 'fc' or 'stages.0.0.conv1')."
             )
         self.output_layer = _last_weighted_layer(model, example_input)
-        ignored = {dict(model.named_modules())[n] for n in ignore}
-        ignored.add(dict(model.named_modules())[self.output_layer])
+        self._modules = dict(model.named_modules())
+        ignored = {self._modules[n] for n in ignore}
+        ignored.add(self._modules[self.output_layer])
+        heads = find_heads(model, set(ignore) | {self.output_layer})
+        for h in heads:  # their output channels are heads, not torch-pruning groups
+            ignored.update(self._modules[p] for p in h.projections[:3])
         model.eval()
         try:
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -66,11 +55,15 @@ class ModelGraph:
             ignored_layers=list(ignored), root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear]))
         described = [self._describe(g) for g in self.tp_groups]
         # per final group: (torch-pruning group index, root channel -> unit or None: identity)
-        self._parts: list[list[tuple[int, dict[int, int] | None]]] = []
+        # or the attention module whose heads it is
+        self._parts: list[list[tuple[int, dict[int, int] | None]] | Heads] = []
         self.groups: list[ChannelGroup] = []
         for group, parts in _join_grouped_convs(model, described):
             self.groups.append(group)
             self._parts.append(parts)
+        for h in heads:
+            self.groups.append(h.group())
+            self._parts.append(h)
 
     def _describe(self, group: tp.Group) -> ChannelGroup:
         members = []
@@ -91,12 +84,16 @@ class ModelGraph:
         norm. This fixes which channels a width choice keeps, once per run."""
         importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
         scores = {}
-        for i in {i for parts in self._parts for i, _ in parts}:
+        for i in {i for parts in self._parts if not isinstance(parts, Heads) for i, _ in parts}:
             s = importance(self.tp_groups[i])
             scores[i] = None if s is None or len(s) != len(self.tp_groups[i][0].idxs) \
                 else s.float()
         order = {}
         for desc, parts in zip(self.groups, self._parts, strict=True):
+            if isinstance(parts, Heads):
+                order[desc.name] = torch.argsort(-parts.importance(self._modules),
+                                                 stable=True).tolist()
+                continue
             total = torch.zeros(desc.size)
             for i, units in parts:
                 if scores[i] is None:

@@ -6,7 +6,8 @@ exact type, as in torch-pruning's op counter, whose rule each cost kind follows:
 
 - "conv", "linear": multiply-adds of the (kept) weights, plus bias;
 - "norm", "layernorm": one op per input element, two with an affine transform;
-- "act": one op per output element; "pool": one op per input element.
+- "act": one op per output element; "pool": one op per input element;
+- "embedding": no ops (a lookup; torch-pruning counts none), its table as parameters.
 
 A slicer `fn(module, keep_out, keep_in)` cuts one module in place to the kept indices of its
 output and input channels (None keeps that side whole).
@@ -24,7 +25,7 @@ from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
 
-CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool"]
+CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool", "embedding"]
 Keep = torch.Tensor | None  # indices kept on one side; None keeps that side whole
 SliceFn = Callable[[nn.Module, Keep, Keep], None]
 
@@ -72,7 +73,8 @@ def cost_kind(t: type[nn.Module]) -> CostKind | None:
 
 def side_size(m: nn.Module, side: str) -> int:
     """Channel count of a layer's "out" or "in" side."""
-    for attr in (("out_channels", "out_features", "num_features") if side == "out"
+    for attr in (("out_channels", "out_features", "num_features", "embedding_dim")
+                 if side == "out"
                  else ("in_channels", "in_features")):
         if hasattr(m, attr):
             return int(getattr(m, attr))
@@ -143,6 +145,13 @@ def _slice_linear(m: nn.Module, out: Keep, inn: Keep) -> None:
     m.weight = _param(w)
 
 
+def _slice_embedding(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """An embedding's channels are its vectors' entries (the table's columns)."""
+    if out is not None:
+        m.weight = _param(m.weight.data[:, out])
+        m.embedding_dim = len(out)
+
+
 def _slice_batchnorm(m: nn.Module, out: Keep, inn: Keep) -> None:
     out = out if out is not None else inn  # a norm layer has one channel axis
     if out is None:
@@ -178,6 +187,7 @@ register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchn
 register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
                nn.GroupNorm, cost="norm")
 register_layer(nn.LayerNorm, cost="layernorm", slicer=_slice_layernorm)
+register_layer(nn.Embedding, cost="embedding", slicer=_slice_embedding)
 register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, cost="act")
 register_layer(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,

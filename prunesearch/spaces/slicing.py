@@ -18,7 +18,8 @@ from torch import nn
 
 from prunesearch.errors import ModelError
 from prunesearch.spaces.arch import Arch, Dimension, blocks_kept, layer_densities
-from prunesearch.spaces.graph import ChannelGroup
+from prunesearch.spaces.attention import resize_attention
+from prunesearch.spaces.groups import ChannelGroup
 from prunesearch.spaces.layers import side_size, slicer_for
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
@@ -85,6 +86,7 @@ class Slicer:
         for name, keeps in per_module.items():
             module = modules[name]
             slicer_for(type(module))(module, keeps.get("out"), keeps.get("in"))
+        resize_attention(sub)
         apply_masks(sub, magnitude_masks(sub, layer_densities(arch.to_dict())))
         return sub
 
@@ -107,10 +109,13 @@ def shrink_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
         if ref is None:
             continue
         shape = ref.shape
+        if isinstance(module, nn.Embedding):  # its channels are the table's columns
+            shape = (shape[1],)
         out = torch.arange(shape[0]) if shape[0] != side_size(module, "out") else None
         inn = None
-        depthwise = isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1
-        if len(shape) > 1 and not depthwise and shape[1] != side_size(module, "in"):
+        grouped = isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1
+        if len(shape) > 1 and not grouped and shape[1] != side_size(module, "in"):
             inn = torch.arange(shape[1])
         if out is not None or inn is not None:
             slice_fn(module, out, inn)
+    resize_attention(model)

@@ -20,7 +20,8 @@ from prunesearch.spaces.arch import (
     Value,
 )
 from prunesearch.spaces.cost import CostModel
-from prunesearch.spaces.graph import ChannelGroup, ModelGraph
+from prunesearch.spaces.graph import ModelGraph
+from prunesearch.spaces.groups import ChannelGroup
 from prunesearch.spaces.masks import kept_weights, maskable_layers
 from prunesearch.spaces.slicing import Slicer
 

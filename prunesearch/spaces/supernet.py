@@ -10,9 +10,9 @@ layers, or its conv/linear layers where it has no norm) and in the stages' forwa
 model the Space was built from works; the module tree and names are unchanged.
 
 With `hard=True` a width choice keeps its c most important channels as they are and zeroes
-the rest instead (a channel mask): the forward is then exactly the first-c subnetwork the
-Slicer builds (up to BatchNorm statistics), which is how supernet training (sandwich rule)
-trains subnetworks.
+the rest instead (a channel mask; a LayerNorm normalizes over the kept channels only): the
+forward is then exactly the first-c subnetwork the Slicer builds (up to BatchNorm statistics),
+which is how supernet training (sandwich rule) trains subnetworks.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunesearch.spaces.graph import Member
+from prunesearch.spaces.groups import Member
 from prunesearch.spaces.space import Space
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+# output channels on axis 1; every other prunable layer (linear, layer norm, embedding) has them
+# on the last axis
+_CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 # per dimension: (choice index, weight) pairs of the current sample
 Sample = Mapping[int, Sequence[tuple[int, torch.Tensor]]]
@@ -74,19 +77,28 @@ class Supernet(nn.Module):
                                  key=lambda ir: rank[ir[1]])
                 perm = torch.tensor([i for i, _ in by_rank], dtype=torch.long)
                 per = len(member.idxs) // group.size  # channels per root (grouped conv: > 1)
-                hook = self._mask_hook(d, perm, per) if hard else self._width_hook(d, perm, per)
-                modules[member.module].register_forward_hook(hook)
+                module = modules[member.module]
+                last = not isinstance(module, _CHANNELS_FIRST)
+                if hard and isinstance(module, nn.LayerNorm):
+                    hook = self._layernorm_hook(d, perm, per)
+                elif hard:
+                    hook = self._mask_hook(d, perm, per, last)
+                else:
+                    hook = self._width_hook(d, perm, per, last)
+                module.register_forward_hook(hook)
         for d, stage in space.depth_stages():
             seq = self.net.get_submodule(stage)
             seq.forward = types.MethodType(self._depth_forward(d), seq)
 
-    def _width_hook(self, d: int, perm: torch.Tensor, per: int):
+    def _width_hook(self, d: int, perm: torch.Tensor, per: int, last: bool):
         choices = [c * per for c in self.space.dims[d].choices]
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             picks = self.sample.get(d)
             if not picks:
                 return out
+            if last:  # channels last (linear, layer norm, embedding): mix along dim 1
+                return hook(module, args, out.movedim(-1, 1)).movedim(1, -1)
             idx = perm.to(out.device)
             ranked = out.index_select(1, idx)
             mixed = sum(w * channel_interpolate(ranked[:, :choices[g]], out.shape[1])
@@ -95,18 +107,46 @@ class Supernet(nn.Module):
 
         return hook
 
-    def _mask_hook(self, d: int, perm: torch.Tensor, per: int):
-        """Zero every channel but the c most important of the sampled width (weighted)."""
+    def _masks(self, d: int, perm: torch.Tensor, per: int) -> torch.Tensor:
+        """masks[g]: 1 on the channels choice g keeps."""
         masks = torch.zeros(len(self.space.dims[d].choices), len(perm))
         for g, c in enumerate(self.space.dims[d].choices):
             masks[g, perm[:c * per]] = 1.0
+        return masks
+
+    def _mask_hook(self, d: int, perm: torch.Tensor, per: int, last: bool):
+        """Zero every channel but the c most important of the sampled width (weighted)."""
+        masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             picks = self.sample.get(d)
             if not picks:
                 return out
             mask = sum(w * masks[g].to(out.device) for g, w in picks)
-            return out * mask.view(1, -1, *([1] * (out.dim() - 2)))
+            return out * (mask if last else mask.view(1, -1, *([1] * (out.dim() - 2))))
+
+        return hook
+
+    def _layernorm_hook(self, d: int, perm: torch.Tensor, per: int):
+        """A layer norm over the kept channels only (its statistics are what the sliced layer
+        computes), the others zeroed; one sampled width (hard) at a time."""
+        masks = self._masks(d, perm, per)
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            picks = self.sample.get(d)
+            if not picks:
+                return out
+            mask = sum(w * masks[g].to(out.device) for g, w in picks)
+            x = args[0]
+            kept = mask.sum()
+            mean = (x * mask).sum(-1, keepdim=True) / kept
+            var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / kept
+            y = (x - mean) * torch.rsqrt(var + module.eps)
+            if module.weight is not None:
+                y = y * module.weight
+            if module.bias is not None:
+                y = y + module.bias
+            return y * mask
 
         return hook
 

@@ -1,0 +1,177 @@
+"""Transformers: attention heads, MLP widths, the embedding width (residual stream, every
+LayerNorm, the position embedding) and depth are searched. Costs equal torch-pruning's count of
+the built network; the built network computes what the dense model computes with the dropped
+heads and channels zeroed (the channel-mask supernet, which never slices); grouped-query
+attention keeps key/value heads with their queries; vit_tiny goes through search, fine-tuning
+and export (TorchScript, ONNX)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+import prunesearch
+from prunesearch.config import load_config
+from prunesearch.models import create_model
+from prunesearch.pipeline import export_run, prepare, run_job
+from prunesearch.spaces import Arch, Space, blocks_kept, shrink_to_state, truncate_depth
+from prunesearch.spaces.attention import HeadLayout, register_attention
+from prunesearch.spaces.supernet import Supernet
+
+TINY = Path(__file__).parent / "configs" / "tiny.toml"
+
+
+class GroupedQueryAttention(nn.Module):
+    """Llama-style: 4 query heads share 2 key/value heads; head counts kept in attributes."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = (p(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                for p in (self.k_proj, self.v_proj))
+        rep = self.num_heads // self.num_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def _resize(m: GroupedQueryAttention) -> None:
+    m.num_heads = m.q_proj.out_features // m.head_dim
+    m.num_kv_heads = m.k_proj.out_features // m.head_dim
+
+
+register_attention(GroupedQueryAttention, resize=_resize, layout=lambda m: HeadLayout(
+    "q_proj", "k_proj", "v_proj", "o_proj", m.num_heads, m.num_kv_heads, m.head_dim))
+
+
+class TinyDecoder(nn.Module):
+    """Token embedding, two pre-norm blocks with grouped-query attention, tied nothing."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.blocks = nn.Sequential(*[nn.ModuleDict({
+            "norm1": nn.LayerNorm(dim), "attn": GroupedQueryAttention(dim),
+            "norm2": nn.LayerNorm(dim), "up": nn.Linear(dim, 64), "act": nn.GELU(),
+            "down": nn.Linear(64, dim)}) for _ in range(2)])
+        self.norm = nn.LayerNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for b in self.blocks:
+            x = x + b["attn"](b["norm1"](x))
+            x = x + b["down"](b["act"](b["up"](b["norm2"](x))))
+        return self.lm_head(self.norm(x))
+
+
+def _with_statistics(model: nn.Module) -> nn.Module:
+    """Non-trivial LayerNorm affine parameters, so a wrongly kept channel changes outputs."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.copy_(torch.rand(m.normalized_shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.normalized_shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("vit_tiny", 1, 10)
+
+
+CASES = [("vit_tiny", _vit, lambda g: torch.randn(3, 1, 28, 28, generator=g)),
+         ("gqa decoder", TinyDecoder, lambda g: torch.randint(0, 50, (3, 12), generator=g))]
+
+
+@pytest.mark.parametrize(("name", "build", "inputs"), CASES, ids=[c[0] for c in CASES])
+def test_heads_and_widths_cost_what_torch_pruning_counts_and_compute_the_masked_model(
+        name, build, inputs):
+    model = _with_statistics(build())
+    example = inputs(torch.Generator().manual_seed(2))
+    space = Space.from_model(model, example)
+    assert (space.dense_macs, space.dense_params) == tp.utils.count_ops_and_params(
+        model, example[:1])
+    masked = Supernet(space, model, space.channel_order(), hard=True).eval()
+    slicer = space.slicer(model)
+    rng = np.random.default_rng(0)
+    archs = [space.smallest(), space.uniform(0.5)] + [space.sample(rng) for _ in range(6)]
+    for arch in archs:
+        sliced = slicer.build(arch).eval()
+        assert (space.macs(arch), space.params(arch)) == tp.utils.count_ops_and_params(
+            sliced, example[:1]), arch
+        masked.sample = {d: [(g, torch.tensor(1.0))] for d, g in enumerate(space.encode(arch))}
+        with torch.no_grad():
+            torch.testing.assert_close(sliced(example), masked(example), rtol=0, atol=1e-5)
+        rebuilt = build()  # how an export is rebuilt: a full-size skeleton, the slim weights
+        truncate_depth(rebuilt, blocks_kept(arch.to_dict()))
+        shrink_to_state(rebuilt, sliced.state_dict())
+        rebuilt.load_state_dict(sliced.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt.eval()(example), sliced(example), rtol=0, atol=0)
+    assert space.macs(space.smallest()) < space.dense_macs
+
+
+def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
+    space = Space.from_model(_vit().eval(), torch.zeros(1, 1, 28, 28))
+    kinds = {d.name: (d.kind, d.full) for d in space.dims}
+    assert {n: f for n, (k, f) in kinds.items() if n.endswith(".attn")} == {
+        f"width:blocks.{b}.attn": 4 for b in range(4)}
+    assert {n: f for n, (k, f) in kinds.items() if n.endswith("mlp.0")} == {
+        f"width:blocks.{b}.mlp.0": 128 for b in range(4)}
+    embedding = [n for n, (k, f) in kinds.items() if k == "width" and f == 64]
+    assert len(embedding) == 1  # one residual stream: patch conv, position table, norms
+    members = {m.module for _, g in space.width_groups() if g.name == embedding[0][6:]
+               for m in g.members}
+    assert {"patch", "pos", "norm", "blocks.0.norm1", "blocks.3.mlp.2"} <= members
+    assert kinds["depth:blocks"] == ("depth", 4)
+
+
+def test_grouped_query_heads_go_with_their_queries():
+    model = _with_statistics(TinyDecoder())
+    space = Space.from_model(model, torch.randint(0, 50, (1, 12)))
+    dim = next(d for d in space.dims if d.name == "width:blocks.0.attn")
+    assert (dim.full, dim.choices) == (2, (1, 2))  # key/value heads
+    arch = Arch(tuple((n, 1 if n == dim.name else v) for n, v in space.largest().values))
+    attn = space.slicer(model).build(arch).blocks[0]["attn"]
+    assert (attn.num_heads, attn.num_kv_heads) == (2, 1)
+    assert attn.q_proj.out_features == 2 * attn.head_dim == attn.o_proj.in_features
+
+
+def test_vit_tiny_is_searched_finetuned_and_exported(tmp_path):
+    cfg = load_config(TINY, ["model.name='vit_tiny'", "model.width_mult=1.0",
+                             "model.train.lr=0.05", "search.budget=8",
+                             "finetune.targets=[0.5]", "finetune.epochs=1"])
+    run_dir = run_job(cfg, tmp_path / "runs", device="cpu", progress=False).run_dir
+    folder = export_run(run_dir, None, ("macs", 0.5), ["pt", "ts", "onnx"], tmp_path / "exp",
+                        progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert "not fine-tuned" not in meta["source"], meta["source"]
+    arch = Arch.from_dict(meta["arch"])
+    loaded = prunesearch.load(folder)
+    prep = prepare(load_config(run_dir / "config.toml"), torch.device("cpu"), progress=False)
+    assert meta["macs"] == prep.space.macs(arch) and meta["macs_ratio"] <= 0.5
+    assert sum(p.numel() for p in loaded.parameters()) == meta["params"]
+    x = prep.data.val_x[:16]
+    with torch.no_grad():
+        expected = loaded(x)
+        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), expected,
+                                   rtol=0, atol=1e-5)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() <= 1e-4
