@@ -82,12 +82,14 @@ class TinyDecoder(nn.Module):
 
 
 def _with_statistics(model: nn.Module) -> nn.Module:
-    """Non-trivial LayerNorm affine parameters, so a wrongly kept channel changes outputs."""
+    """Non-trivial norm scales and shifts, so a wrongly kept channel changes outputs."""
     gen = torch.Generator().manual_seed(1)
     for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.weight.data.copy_(torch.rand(m.normalized_shape, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.normalized_shape, generator=gen) * 0.1)
+        for name in ("weight", "bias"):
+            p = getattr(m, name, None) if "Norm" in type(m).__name__ else None
+            if isinstance(p, torch.Tensor):
+                p.data.copy_(torch.rand(p.shape, generator=gen) + 0.5 if name == "weight"
+                             else torch.randn(p.shape, generator=gen) * 0.1)
     return model.eval()
 
 
@@ -96,8 +98,20 @@ def _vit() -> nn.Module:
     return create_model("vit_tiny", 1, 10)
 
 
+def _hf_llama() -> nn.Module:
+    from prunesearch.models.hf import tiny_llama
+
+    torch.manual_seed(0)
+    return tiny_llama(vocab_size=50, hidden_size=32, layers=2, heads=4, kv_heads=2,
+                      intermediate_size=48)
+
+
+def _tokens(g: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 50, (3, 12), generator=g)
+
+
 CASES = [("vit_tiny", _vit, lambda g: torch.randn(3, 1, 28, 28, generator=g)),
-         ("gqa decoder", TinyDecoder, lambda g: torch.randint(0, 50, (3, 12), generator=g))]
+         ("gqa decoder", TinyDecoder, _tokens), ("hf llama", _hf_llama, _tokens)]
 
 
 @pytest.mark.parametrize(("name", "build", "inputs"), CASES, ids=[c[0] for c in CASES])

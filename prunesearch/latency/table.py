@@ -33,6 +33,7 @@ from prunesearch.fileio import write_json
 from prunesearch.latency.measure import latency_ratio, measure_latency_ms, median_seconds
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
+from prunesearch.spaces.layers import slice_scale_norm
 
 log = logging.getLogger("prunesearch")
 FORMAT = 1
@@ -66,6 +67,10 @@ class _Layer:
             return nn.LayerNorm(cin, eps=m.eps, elementwise_affine=m.elementwise_affine)
         if self.kind == "embedding":
             return nn.Embedding(m.num_embeddings, cout)
+        if self.kind == "rmsnorm":
+            norm = copy.deepcopy(m)
+            slice_scale_norm(norm, torch.arange(cin), None)
+            return norm
         return copy.deepcopy(m)  # activations and pooling hold no per-channel state
 
     def input(self, cin: int, batch: int, device: torch.device) -> torch.Tensor:
@@ -73,7 +78,7 @@ class _Layer:
             return torch.zeros((batch, *self.in_shape[1:]), dtype=torch.long, device=device)
         shape = [batch, *self.in_shape[1:]]
         if len(shape) > 1:
-            shape[-1 if self.kind in ("linear", "layernorm") else 1] = cin
+            shape[-1 if self.kind in ("linear", "layernorm", "rmsnorm") else 1] = cin
         return torch.zeros(shape, device=device)
 
 

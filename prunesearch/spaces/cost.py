@@ -80,14 +80,14 @@ class _Call:
             return self.inp.numel(lost) * (2 if self.affine else 1)
         if self.kind == "act":
             return self.out.numel(lost)
-        if self.kind == "embedding":
+        if self.kind in ("embedding", "rmsnorm"):
             return 0
         return self.inp.numel(lost)  # pool
 
     def params(self, lost: Sequence[int], density: float = 1.0) -> int:
         if self.kind in ("conv", "linear"):
             return self.weights(lost, density) + (self.out.channels(lost) if self.bias else 0)
-        if self.kind in ("norm", "layernorm") and self.affine:
+        if self.kind in ("norm", "layernorm", "rmsnorm") and self.affine:
             return self.out.channels(lost) * (2 if self.bias else 1)
         if self.kind == "embedding":
             return self.rows * self.out.channels(lost)
@@ -121,7 +121,7 @@ def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> in
                          f"channels are pruned; prunesearch cannot count its cost.")
     if changed:
         return changed.pop()
-    if kind in ("linear", "layernorm", "embedding"):
+    if kind in ("linear", "layernorm", "embedding", "rmsnorm"):
         return len(dense) - 1
     return min(1, len(dense) - 1)
 
@@ -184,11 +184,10 @@ class CostModel:
                     kernel=math.prod(module.kernel_size) if kind == "conv" else 1,
                     bias=getattr(module, "bias", None) is not None,
                     groups=getattr(module, "groups", 1),
-                    affine=bool(getattr(module, "affine", False)
-                                or getattr(module, "elementwise_affine", False)),
+                    affine=isinstance(getattr(module, "weight", None), torch.Tensor),
                     rows=getattr(module, "num_embeddings", 0),
                 ))
-            if kind in ("conv", "linear", "norm", "layernorm", "embedding"):
+            if kind in ("conv", "linear", "norm", "layernorm", "embedding", "rmsnorm"):
                 modeled.add(name)
             elif any(cl.inp.slopes or cl.out.slopes for cl in calls if cl.module == name) and \
                     sum(p.numel() for p in module.parameters(recurse=False)) > 1:

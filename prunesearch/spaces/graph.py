@@ -23,6 +23,7 @@ from torch import nn
 from prunesearch.errors import ModelError
 from prunesearch.spaces.attention import Heads, find_heads
 from prunesearch.spaces.groups import ChannelGroup, Member
+from prunesearch.spaces.layers import cost_kind, side_size, slicer_for
 
 
 class ModelGraph:
@@ -40,12 +41,14 @@ class ModelGraph:
         self._modules = dict(model.named_modules())
         ignored = {self._modules[n] for n in ignore}
         ignored.add(self._modules[self.output_layer])
+        _register_library_layers(model)
         heads = find_heads(model, set(ignore) | {self.output_layer})
         for h in heads:  # their output channels are heads, not torch-pruning groups
             ignored.update(self._modules[p] for p in h.projections[:3])
         model.eval()
         try:
-            self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+            self.dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, customized_pruners=_norm_pruners(model))
         except Exception as err:  # torch-pruning raises many kinds while tracing
             raise ModelError(
                 f"torch-pruning could not trace the model ({type(err).__name__}: {err}). The "
@@ -107,6 +110,40 @@ class ModelGraph:
             # stable: equal scores (or none known) keep channel order
             order[desc.name] = torch.argsort(-total, stable=True).tolist()
         return order
+
+
+def _register_library_layers(model: nn.Module) -> None:
+    """Hugging Face layers (attention, RMS norms) are registered by prunesearch.models.hf,
+    imported only for a model that holds one (importing transformers takes seconds)."""
+    if any(type(m).__module__.startswith("transformers.") for m in model.modules()):
+        import prunesearch.models.hf  # noqa: F401
+
+
+class _ScaleNormPruner(tp.pruner.function.BasePruningFunc):
+    """torch-pruning's view of a registered RMS norm it has no pruner for: one channel axis,
+    input and output channels the same (one function for both couples them), cut by the
+    layer's registered slicer."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
+        gone = set(idxs)
+        keep = torch.tensor([i for i in range(side_size(layer, "out")) if i not in gone])
+        slicer_for(type(layer))(layer, keep, None)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return side_size(layer, "out")
+
+    get_in_channels = get_out_channels
+
+
+def _norm_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.function.BasePruningFunc]:
+    """Pruners for the model's RMS-norm layer types (registered in layers.py) that torch-pruning
+    does not know, so its graph couples them with the channels they normalize."""
+    return {type(m): _ScaleNormPruner() for m in model.modules()
+            if cost_kind(type(m)) == "rmsnorm"
+            and tp.ops.module2type(m) == tp.ops.OPTYPE.ELEMENTWISE}
 
 
 def _is_grouped(m: nn.Module) -> bool:

@@ -7,7 +7,9 @@ exact type, as in torch-pruning's op counter, whose rule each cost kind follows:
 - "conv", "linear": multiply-adds of the (kept) weights, plus bias;
 - "norm", "layernorm": one op per input element, two with an affine transform;
 - "act": one op per output element; "pool": one op per input element;
-- "embedding": no ops (a lookup; torch-pruning counts none), its table as parameters.
+- "embedding": no ops (a lookup; torch-pruning counts none), its table as parameters;
+- "rmsnorm": no ops (torch-pruning's counter has no rule for RMS norms), its scale as
+  parameters.
 
 A slicer `fn(module, keep_out, keep_in)` cuts one module in place to the kept indices of its
 output and input channels (None keeps that side whole).
@@ -25,7 +27,7 @@ from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
 
-CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool", "embedding"]
+CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool", "embedding", "rmsnorm"]
 Keep = torch.Tensor | None  # indices kept on one side; None keeps that side whole
 SliceFn = Callable[[nn.Module, Keep, Keep], None]
 
@@ -78,8 +80,11 @@ def side_size(m: nn.Module, side: str) -> int:
                  else ("in_channels", "in_features")):
         if hasattr(m, attr):
             return int(getattr(m, attr))
-    if isinstance(m, nn.LayerNorm):
+    if isinstance(m, nn.LayerNorm | nn.RMSNorm):
         return int(m.normalized_shape[-1])
+    weight = getattr(m, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 1:  # a norm's per-channel scale
+        return int(weight.shape[0])
     raise ModelError(f"Layer type {type(m).__name__} has no {side}put channel count to prune.")
 
 
@@ -152,6 +157,17 @@ def _slice_embedding(m: nn.Module, out: Keep, inn: Keep) -> None:
         m.embedding_dim = len(out)
 
 
+def slice_scale_norm(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """A norm over the last axis with only a per-channel `weight` (RMS norms)."""
+    out = out if out is not None else inn
+    if out is None:
+        return
+    if getattr(m, "weight", None) is not None:
+        m.weight = _param(m.weight.data[out])
+    if hasattr(m, "normalized_shape"):
+        m.normalized_shape = (len(out),)
+
+
 def _slice_batchnorm(m: nn.Module, out: Keep, inn: Keep) -> None:
     out = out if out is not None else inn  # a norm layer has one channel axis
     if out is None:
@@ -188,6 +204,7 @@ register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.Instance
                nn.GroupNorm, cost="norm")
 register_layer(nn.LayerNorm, cost="layernorm", slicer=_slice_layernorm)
 register_layer(nn.Embedding, cost="embedding", slicer=_slice_embedding)
+register_layer(nn.RMSNorm, cost="rmsnorm", slicer=slice_scale_norm)
 register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, cost="act")
 register_layer(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,

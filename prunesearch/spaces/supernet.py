@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunesearch.spaces.groups import Member
+from prunesearch.spaces.layers import cost_kind
 from prunesearch.spaces.space import Space
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+_NORMS = ("norm", "layernorm", "rmsnorm")  # cost kinds whose layers normalize a group's channels
 # output channels on axis 1; every other prunable layer (linear, layer norm, embedding) has them
 # on the last axis
 _CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -71,7 +72,7 @@ class Supernet(nn.Module):
         for d, group in space.width_groups():
             rank = {root: r for r, root in enumerate(order[group.name])}
             outs = [m for m in group.members if m.side == "out" and _whole(m, group.size)]
-            norms = [m for m in outs if isinstance(modules[m.module], _NORMS)]
+            norms = [m for m in outs if cost_kind(type(modules[m.module])) in _NORMS]
             for member in norms or outs:
                 by_rank = sorted(zip(member.idxs, member.roots, strict=True),
                                  key=lambda ir: rank[ir[1]])
@@ -79,8 +80,8 @@ class Supernet(nn.Module):
                 per = len(member.idxs) // group.size  # channels per root (grouped conv: > 1)
                 module = modules[member.module]
                 last = not isinstance(module, _CHANNELS_FIRST)
-                if hard and isinstance(module, nn.LayerNorm):
-                    hook = self._layernorm_hook(d, perm, per)
+                if hard and cost_kind(type(module)) in ("layernorm", "rmsnorm"):
+                    hook = self._norm_hook(d, perm, per)
                 elif hard:
                     hook = self._mask_hook(d, perm, per, last)
                 else:
@@ -127,9 +128,9 @@ class Supernet(nn.Module):
 
         return hook
 
-    def _layernorm_hook(self, d: int, perm: torch.Tensor, per: int):
-        """A layer norm over the kept channels only (its statistics are what the sliced layer
-        computes), the others zeroed; one sampled width (hard) at a time."""
+    def _norm_hook(self, d: int, perm: torch.Tensor, per: int):
+        """A layer or RMS norm over the kept channels only (its statistics are what the sliced
+        layer computes), the others zeroed; one sampled width (hard) at a time."""
         masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
@@ -137,16 +138,19 @@ class Supernet(nn.Module):
             if not picks:
                 return out
             mask = sum(w * masks[g].to(out.device) for g, w in picks)
-            x = args[0]
+            x = args[0].float()
             kept = mask.sum()
-            mean = (x * mask).sum(-1, keepdim=True) / kept
-            var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / kept
-            y = (x - mean) * torch.rsqrt(var + module.eps)
-            if module.weight is not None:
+            centered = isinstance(module, nn.LayerNorm)
+            if centered:
+                x = x - (x * mask).sum(-1, keepdim=True) / kept
+            eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None) \
+                or torch.finfo(x.dtype).eps
+            y = x * torch.rsqrt(((x * mask) ** 2).sum(-1, keepdim=True) / kept + eps)
+            if getattr(module, "weight", None) is not None:
                 y = y * module.weight
-            if module.bias is not None:
+            if getattr(module, "bias", None) is not None:
                 y = y + module.bias
-            return y * mask
+            return (y * mask).to(out.dtype)
 
         return hook
 
