@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunesearch import distributed
@@ -40,10 +39,13 @@ from prunesearch.fileio import load_error_reason, write_torch
 from prunesearch.models.checkpoint import read_checkpoint
 from prunesearch.models.options import TrainConfig
 from prunesearch.models.train import (
+    distillation_kl,
     epoch_batches,
     evaluate_accuracy,
     progress_bar,
     recipe_optimizer,
+    soft_targets,
+    task_loss,
     training_tensors,
 )
 from prunesearch.spaces import Arch, Space
@@ -98,14 +100,13 @@ def _sandwich_step(net: Supernet, xb: torch.Tensor, yb: torch.Tensor,
     loss towards it (gradients summed); returns the largest's loss."""
     net.sample = {}
     logits = net(xb)
-    loss = F.cross_entropy(logits, yb)
+    loss = task_loss(logits, yb)
     loss.backward()
-    soft = F.softmax(logits.detach() / temperature, dim=1)
+    soft = soft_targets(logits.detach(), temperature)
     try:
         for sample in samples:
             net.sample = sample
-            student = F.log_softmax(net(xb) / temperature, dim=1)
-            (F.kl_div(student, soft, reduction="batchmean") * temperature**2).backward()
+            distillation_kl(net(xb), soft, temperature).backward()
     finally:
         net.sample = {}
     return loss.detach()

@@ -13,6 +13,7 @@ from prunesearch.data.packaged import load_digits, load_mnist1d
 from prunesearch.data.registry import list_datasets, load_dataset, register_dataset
 from prunesearch.data.splits import DatasetSplits, RawDataset, make_splits
 from prunesearch.data.synthetic import load_synthetic
+from prunesearch.data.text import load_stdlib_bytes
 
 __all__ = [
     "DatasetSplits",
@@ -28,4 +29,6 @@ register_dataset("fashion-mnist", default_val_size=5000, pinned=True)(load_fashi
 register_dataset("mnist", default_val_size=5000, pinned=True)(load_mnist)
 register_dataset("mnist1d", default_val_size=500, pinned=True)(load_mnist1d)
 register_dataset("digits", default_val_size=200, pinned=True)(load_digits)
+# the Python version's own sources: their content is hashed (not pinned)
+register_dataset("stdlib-bytes", default_val_size=1000)(load_stdlib_bytes)
 register_dataset("synthetic", default_val_size=64, pinned=True)(load_synthetic)

@@ -155,10 +155,12 @@ def _check_raw(result: object, what: str) -> RawDataset:
         if x.dim() < 2 or not (x.dtype.is_floating_point or _is_integer(x.dtype)):
             raise _bad(what, f"returned {split}_x of shape {tuple(x.shape)} and dtype {x.dtype}",
                        "inputs are real numbers, one row per example: (N, F) or (N, C, H, W)")
-        if y.dim() != 1 or not _is_integer(y.dtype):
+        sequence = y.dim() == 2 and _is_integer(x.dtype) and tuple(x.shape) == tuple(y.shape)
+        if not (y.dim() == 1 or sequence) or not _is_integer(y.dtype):
             raise _bad(what, f"returned {split}_y of shape {tuple(y.shape)} and dtype {y.dtype}",
                        "labels are a 1-D integer tensor, one class index per example "
-                       "(e.g. y.long())")
+                       "(e.g. y.long()), or for integer token inputs (N, T) one per position "
+                       "(N, T)")
         if len(x) != len(y):
             raise _bad(what, f"returned {len(x)} {split} inputs but {len(y)} {split} labels",
                        "return one label per example")

@@ -25,9 +25,10 @@ class RawDataset(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class DatasetSplits:
-    """A dataset held as tensors. Inputs are float32 and normalized with statistics of `train`;
-    `val` is a held-out slice of the original training set, fixed by the seed, so that search
-    never reads `test`."""
+    """A dataset held as tensors. Inputs are float32 and normalized with statistics of
+    `train`, or integer token ids (N, T), kept as they are, whose labels are the next token at
+    every position (N, T) (a language model's data); `val` is a held-out slice of the original
+    training set, fixed by the seed, so that search never reads `test`."""
 
     name: str
     train_x: torch.Tensor
@@ -41,7 +42,7 @@ class DatasetSplits:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example: (C, H, W) for images, (F,) for flat data."""
+        """Shape of one example: (C, H, W) for images, (F,) for flat data, (T,) for tokens."""
         return tuple(self.train_x.shape[1:])
 
     def to(self, device: torch.device | str) -> DatasetSplits:
@@ -81,6 +82,11 @@ class DatasetSplits:
         )
 
 
+def is_tokens(x: torch.Tensor) -> bool:
+    """Integer inputs are token ids (a sequence task), never normalized."""
+    return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
+
+
 def make_splits(
     name: str,
     train_x: torch.Tensor,
@@ -94,7 +100,7 @@ def make_splits(
 ) -> DatasetSplits:
     """Hold out `val_size` training examples (a permutation seeded by `seed`, not the global
     RNG) and normalize every split with the mean/std of what is left for training: per channel
-    for images (N, C, H, W), one global value for flat data (N, F)."""
+    for images (N, C, H, W), one global value for flat data (N, F); token ids stay as they are."""
     n_train = len(train_y)
     if not 1 <= val_size < n_train:
         raise DataError(
@@ -107,6 +113,10 @@ def make_splits(
     val_idx = order[:val_size].sort().values
     train_idx = order[val_size:].sort().values
 
+    if is_tokens(train_x):
+        return DatasetSplits(name, train_x[train_idx].long(), train_y[train_idx].long(),
+                             train_x[val_idx].long(), train_y[val_idx].long(), test_x.long(),
+                             test_y.long(), num_classes, content_digest)
     train_x = train_x.to(torch.float32)
     fit_x = train_x[train_idx]
     dims = [0, *range(2, fit_x.dim())] if fit_x.dim() > 2 else list(range(fit_x.dim()))

@@ -5,7 +5,9 @@ Importing this module registers Llama's RMS norm (a per-channel scale, sliced li
 `nn.RMSNorm`) and its attention (q/k/v/o projections; the module reads head counts from the
 projections' sizes and keeps the query-per-key/value-head ratio, which whole key/value groups
 preserve, so no attribute needs updating). The Space imports it by itself when a model holds
-a transformers module. Requires the `transformers` extra.
+a transformers module. Requires the `transformers` extra. The factory
+`prunesearch.models.hf:llama` (a job's model.name) builds `tiny_llama` for a dataset of token
+sequences, e.g. "stdlib-bytes".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm
 
+from prunesearch.errors import ModelError
 from prunesearch.spaces.attention import HeadLayout, register_attention
 from prunesearch.spaces.layers import register_layer, slice_scale_norm
 
@@ -26,14 +29,15 @@ register_attention(LlamaAttention, layout=lambda m: HeadLayout(
 
 class CausalLM(nn.Module):
     """A causal language model as a plain module: token ids (batch, time) -> logits (batch,
-    time, vocab), no cache; what the Space, the evaluators and export work with."""
+    time, vocab), no cache; what the Space, the evaluators and export work with. Ids of any
+    numeric dtype are taken (a probe of zeros from a shape alone is token 0 everywhere)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens, use_cache=False).logits
+        return self.model(input_ids=tokens.long(), use_cache=False).logits
 
 
 def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, layers: int = 4, heads: int = 4,
@@ -45,3 +49,17 @@ def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, layers: int = 4, he
                          num_attention_heads=heads, num_key_value_heads=kv_heads,
                          max_position_embeddings=context, tie_word_embeddings=False)
     return CausalLM(LlamaForCausalLM(config))
+
+
+def llama(in_chans: int, num_classes: int, width_mult: float = 1.0,
+          input_size: tuple[int, ...] = (64,)) -> CausalLM:
+    """The model factory `prunesearch.models.hf:llama`: `tiny_llama` over the dataset's
+    vocabulary (its classes) and context (its example length); width_mult scales the hidden
+    and MLP widths."""
+    if len(input_size) != 1:
+        raise ModelError(f"prunesearch.models.hf:llama reads token sequences (examples of "
+                         f"shape (T,)), not inputs of shape {(in_chans, *input_size)}; use a "
+                         f"text dataset such as 'stdlib-bytes'.")
+    hidden = max(8, round(64 * width_mult / 8) * 8)
+    return tiny_llama(vocab_size=num_classes, hidden_size=hidden,
+                      intermediate_size=round(hidden * 11 / 4), context=input_size[0])

@@ -135,7 +135,8 @@ def build_model(
 def check_model_io(
     model: nn.Module, name: str, input_shape: Sequence[int], num_classes: int
 ) -> None:
-    """Run a batch of two zero examples on the CPU; refuse anything but (2, num_classes)."""
+    """Run a batch of two zero examples on the CPU; refuse anything but (2, num_classes)
+    logits, or (2, T, num_classes) for examples of shape (T,) (a language model's tokens)."""
     example = torch.zeros(2, *input_shape)
     was_training = model.training
     model.eval()  # batch statistics of two zeros are meaningless; and BN1d refuses batch 1
@@ -149,7 +150,11 @@ def check_model_io(
                          f"(e.g. 'mlp' for flat features).") from err
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+    wanted = [(2, num_classes)] + ([(2, input_shape[0], num_classes)]
+                                   if len(input_shape) == 1 else [])
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) not in wanted:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"model '{name}' returned {got} for a batch of 2 examples; expected "
-                         f"logits of shape (2, {num_classes}), one per class of the dataset.")
+                         f"logits of shape (2, {num_classes}), one per class of the dataset"
+                         + (f", or (2, {input_shape[0]}, {num_classes}) for a sequence of "
+                            f"tokens" if len(input_shape) == 1 else "") + ".")

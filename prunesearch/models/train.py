@@ -1,5 +1,8 @@
 """Training a dense model on in-memory tensors, and the accuracy helper the evaluators reuse.
 
+Labels are one class per example (N,) or one per position (N, T) for a language model, whose
+logits are (N, T, classes): every loss and count here flattens positions into examples.
+
 Mini-batches are slices of a permutation drawn from a torch.Generator seeded by the caller, and
 augmentation draws from the same generator: no DataLoader workers, no global RNG, so the same
 seed and initial weights give the same trained weights.
@@ -29,6 +32,28 @@ MAX_SHIFT = 2  # pixels of random translation (pad + random crop)
 _REFRESH_EVERY = 20  # steps between progress-bar updates; reading the loss syncs the device
 
 
+def task_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every labelled position."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's tempered class probabilities, one row per labelled position."""
+    return F.softmax(teacher_logits.reshape(-1, teacher_logits.shape[-1]) / temperature, dim=1)
+
+
+def distillation_kl(logits: torch.Tensor, soft: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """T^2 * KL(soft || student_T), averaged over labelled positions (Hinton et al.'s scale)."""
+    student = F.log_softmax(logits.reshape(-1, logits.shape[-1]) / temperature, dim=1)
+    return F.kl_div(student, soft, reduction="batchmean") * temperature**2
+
+
+def correct_predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many labelled positions the arg-max class gets right."""
+    return (logits.argmax(-1) == y).sum()
+
+
 @dataclass(frozen=True)
 class TrainReport:
     epochs: int
@@ -43,7 +68,8 @@ class TrainReport:
 def evaluate_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
 ) -> float:
-    """Top-1 accuracy in eval mode on the model's device; the model's mode is restored."""
+    """Top-1 accuracy (of every labelled position) in eval mode on the model's device; the
+    model's mode is restored."""
     if len(x) == 0:
         raise ValueError("evaluate_accuracy needs at least one example")
     device = next(model.parameters(), torch.empty(0)).device
@@ -53,9 +79,25 @@ def evaluate_accuracy(
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             logits = model(x[i : i + batch_size].to(device))
-            correct += (logits.argmax(1) == y[i : i + batch_size].to(device)).sum()
+            correct += correct_predictions(logits, y[i : i + batch_size].to(device))
     model.train(was_training)
-    return correct.item() / len(x)
+    return correct.item() / y.numel()
+
+
+def evaluate_perplexity(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """exp(mean cross-entropy per labelled position) in eval mode; the mode is restored."""
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            yb = y[i : i + batch_size].to(device)
+            total += task_loss(model(x[i : i + batch_size].to(device)), yb).double() * yb.numel()
+    model.train(was_training)
+    return math.exp(total.item() / y.numel())
 
 
 def random_translate(
@@ -119,11 +161,9 @@ class Distillation:
 
     def loss(self, logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            soft = F.softmax(self.teacher(xb) / self.temperature, dim=1)
-        kl = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft,
-                      reduction="batchmean")
-        hard = F.cross_entropy(logits, yb)
-        return self.alpha * self.temperature**2 * kl + (1 - self.alpha) * hard
+            soft = soft_targets(self.teacher(xb), self.temperature)
+        kl = distillation_kl(logits, soft, self.temperature)
+        return self.alpha * kl + (1 - self.alpha) * task_loss(logits, yb)
 
 
 def progress_bar(disable: bool) -> Progress:
@@ -195,7 +235,7 @@ def train_model(
             for step, (xb, yb) in enumerate(batches):
                 xb, yb = distributed.share(xb), distributed.share(yb)
                 logits = net(xb)
-                loss = (F.cross_entropy(logits, yb) if distill is None
+                loss = (task_loss(logits, yb) if distill is None
                         else distill.loss(logits, xb, yb))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -203,10 +243,10 @@ def train_model(
                 sched.step()
                 if on_step is not None:
                     on_step(epoch * steps + step + 1)
-                loss_sum += loss.detach() * len(yb)
-                correct += (logits.argmax(1) == yb).sum()
+                loss_sum += loss.detach() * yb.numel()
+                correct += correct_predictions(logits, yb)
                 if (step + 1) % _REFRESH_EVERY == 0 or step + 1 == steps:
-                    seen = (step + 1) * batch_size
+                    seen = (step + 1) * batch_size * (yb.numel() // len(yb))
                     train_loss = distributed.summed(loss_sum).item() / seen
                     train_acc = distributed.summed(correct).item() / seen
                     bar.update(task, completed=step + 1,

@@ -29,7 +29,12 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from prunesearch.errors import ConfigError
-from prunesearch.models.train import epoch_batches, recipe_optimizer, training_tensors
+from prunesearch.models.train import (
+    epoch_batches,
+    recipe_optimizer,
+    task_loss,
+    training_tensors,
+)
 from prunesearch.objective import CostAxis
 from prunesearch.options import Options
 from prunesearch.runs.plots import plot_dimension_history
@@ -196,14 +201,14 @@ class DifferentiableStrategy(Strategy):
             relaxed.train()
             for step, (bx_a, by_a) in enumerate(batches_a):
                 ib = order_b[step * batch:(step + 1) * batch]
-                loss_w = F.cross_entropy(relaxed(bx_a, tau, gen, arch_step=False), by_a)
+                loss_w = task_loss(relaxed(bx_a, tau, gen, arch_step=False), by_a)
                 opt.zero_grad(set_to_none=True)
                 loss_w.backward()
                 opt.step()
                 sched.step()
                 ratio = relaxed.expected_cost(axis)
                 argmax_ratio = axis.arch_ratio(relaxed.argmax())
-                loss_a = F.cross_entropy(relaxed(xb[ib], tau, gen, arch_step=True), yb[ib]) + \
+                loss_a = task_loss(relaxed(xb[ib], tau, gen, arch_step=True), yb[ib]) + \
                     cfg.macs_weight * macs_loss(ratio, argmax_ratio, target, cfg.tolerance)
                 # gradients for the logits only: the weights' would be thrown away
                 alphas = list(relaxed.alphas)

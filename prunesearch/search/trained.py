@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call
@@ -27,7 +26,12 @@ from torch.func import functional_call
 from prunesearch.errors import ConfigError
 from prunesearch.evaluators import Result
 from prunesearch.models import evaluate_accuracy, train_model
-from prunesearch.models.train import epoch_batches, recipe_optimizer, training_tensors
+from prunesearch.models.train import (
+    epoch_batches,
+    recipe_optimizer,
+    task_loss,
+    training_tensors,
+)
 from prunesearch.options import Options
 from prunesearch.runs.finetuned import read_finetuned, save_trained
 from prunesearch.search.base import SearchContext, Strategy, TrainingKit
@@ -276,7 +280,7 @@ class BipStrategy(TrainedStrategy):
                 masks = masks_now()
                 z = {f"{n}.weight": (masks[n] * w).detach().requires_grad_(True)
                      for n, w in weights.items()}
-                loss = F.cross_entropy(functional_call(model, z, (xb,)), yb)
+                loss = task_loss(functional_call(model, z, (xb,)), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 with torch.no_grad():
