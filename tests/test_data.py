@@ -411,7 +411,21 @@ def test_to_and_fingerprint() -> None:
 
 
 def test_list_datasets() -> None:
-    assert set(list_datasets()) == {"fashion-mnist", "mnist", "mnist1d", "digits", "synthetic"}
+    assert set(list_datasets()) == {"fashion-mnist", "mnist", "mnist1d", "digits", "synthetic",
+                                    "stdlib-bytes"}
+
+
+def test_stdlib_bytes_is_next_byte_prediction_over_whole_files_split_apart():
+    splits = load_dataset("stdlib-bytes")
+    assert splits.train_x.dtype == torch.int64 and splits.input_shape == (64,)
+    assert splits.num_classes == 256
+    # labels are the inputs shifted by one byte; nothing normalized
+    assert torch.equal(splits.train_x[:, 1:], splits.train_y[:, :-1])
+    assert torch.equal(splits.test_x[:, 1:], splits.test_y[:, :-1])
+    text = bytes(splits.test_x[0].tolist()) + bytes(splits.test_y[0, -1:].tolist())
+    assert text.isascii() and len(text) == 65
+    train_windows = {bytes(w.tolist()) for w in splits.train_x}
+    assert not any(bytes(w.tolist()) in train_windows for w in splits.test_x[:200])
 
 
 def test_unknown_dataset() -> None:
