@@ -81,7 +81,7 @@ class Searched:
         """The best proxy candidate at or under `target` x dense MACs (what the product
         fine-tunes for that target)."""
         limit = target * self.prep.space.dense_macs
-        return max((r for r in self.results if r.macs <= limit), key=lambda r: r.val_acc).arch
+        return max((r for r in self.results if r.macs <= limit), key=lambda r: r.val_score).arch
 
 
 def searched(overrides: list[str], out: Path, name: str, device: torch.device) -> Searched:

@@ -78,7 +78,7 @@ def main() -> None:
 def _row(method, cand, tuned, density, space, wall) -> dict:
     return {"method": method, "density": density,
             "macs_ratio": cand.result.macs / space.dense_macs,
-            "proxy_val_acc": cand.result.val_acc, "test_acc": tuned["test_acc"],
+            "proxy_val_acc": cand.result.val_score, "test_acc": tuned["test_score"],
             "search_s": wall, "finetune_s": tuned["seconds"]}
 
 

@@ -76,7 +76,7 @@ def main() -> None:
             distill = None if kd is None else Distillation(found.prep.model, kd[1], kd[0])
             tuned = recipe.model_copy(update={"lr": recipe.lr * lr_share})
             accs = [train_model(slicer.build(arch), found.prep.data, tuned, seed=seed,
-                                device=dev, progress=False, distill=distill).test_acc
+                                device=dev, progress=False, distill=distill).test_score
                     for seed in seeds]
             rows.append({"target": target, "macs_ratio": macs, "setting": name, "test_acc": accs})
             print(rows[-1], flush=True)

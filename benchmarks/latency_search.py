@@ -45,7 +45,7 @@ def measured_ratio(model: torch.nn.Module, dense: torch.nn.Module, shape: tuple[
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(rows, key=lambda r: (r["val_acc"], -r["macs"]))
+    return max(rows, key=lambda r: (r["val_score"], -r["macs"]))
 
 
 def row(batch: int, kind: str, r: dict[str, Any], measured: float, test: float | None,
@@ -53,7 +53,7 @@ def row(batch: int, kind: str, r: dict[str, Any], measured: float, test: float |
     """One chosen point: its costs, measured latency ratio to the dense model, accuracies."""
     return {"batch": batch, "choice": kind, "id": r["id"], "arch": r["arch"],
             "macs_ratio": r["macs_ratio"], "predicted_latency_ratio": predicted,
-            "measured_latency_ratio": measured, "proxy": r["val_acc"], "test_acc": test,
+            "measured_latency_ratio": measured, "proxy": r["val_score"], "test_acc": test,
             "search_s": wall}
 
 
@@ -103,10 +103,10 @@ def main() -> None:
             table = lat_view.summary["latency_table"]
             rows += [
                 row(batch, "latency search, best proxy under the target", picked,
-                    picked_ratio, tuned_lat["test_acc"], lat_wall, picked["cost_ratio"]),
+                    picked_ratio, tuned_lat["test_score"], lat_wall, picked["cost_ratio"]),
                 row(batch, "MACs search, best proxy at equal measured latency"
                     if as_fast else "MACs search: none as fast; its fastest point", equal,
-                    front_ratio[equal["id"]], tuned_macs["test_acc"], macs_wall, None),
+                    front_ratio[equal["id"]], tuned_macs["test_score"], macs_wall, None),
                 row(batch, f"MACs search, best proxy at <= {args.target} MACs",
                     naive, front_ratio[naive["id"]], None, macs_wall, None)]
             rows[-3]["table"] = table

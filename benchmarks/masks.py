@@ -51,7 +51,7 @@ SETUPS = {
 def _at_target(space, candidates, target: float):
     under = [c for c in candidates if c.result.ok
              and space.weight_density(c.result.arch) <= target + TOLERANCE]
-    return max(under, key=lambda c: (space.weight_density(c.result.arch), c.result.val_acc))
+    return max(under, key=lambda c: (space.weight_density(c.result.arch), c.result.val_score))
 
 
 def bench(model: str, setup: dict, out: Path) -> dict:
@@ -80,7 +80,7 @@ def bench(model: str, setup: dict, out: Path) -> dict:
             rows.append({"model": model, "method": method, "target": t,
                          "density": space.weight_density(c.result.arch),
                          "macs_ratio": c.result.macs / space.dense_macs,
-                         "proxy_val_acc": c.result.val_acc, "test_acc": r["test_acc"],
+                         "proxy_val_acc": c.result.val_score, "test_acc": r["test_score"],
                          "epochs": setup["ft_epochs"], "train_s": r["seconds"],
                          "search_s": search_s})
         if method == "dp":
@@ -114,10 +114,10 @@ def bench(model: str, setup: dict, out: Path) -> dict:
             r = max(under, key=lambda r: r["density"])
             rows.append({"model": model, "method": method, "target": t,
                          "density": r["density"], "macs_ratio": r["macs_ratio"],
-                         "proxy_val_acc": r["proxy_val_acc"], "test_acc": r["test_acc"],
+                         "proxy_val_acc": r["proxy_val_score"], "test_acc": r["test_score"],
                          "epochs": r["epochs"], "train_s": r["seconds"], "search_s": wall})
         print(f"{model} {method}: {wall:.0f} s", flush=True)
-    return {"model": model, "dataset": cfg.data.dataset, "dense_test_acc": meta.get("test_acc"),
+    return {"model": model, "dataset": cfg.data.dataset, "dense_test_acc": meta.get("test_score"),
             "dense_epochs": cfg.model.train.epochs, "rows": rows, "additivity": additivity}
 
 

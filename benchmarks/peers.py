@@ -163,9 +163,9 @@ class Bench:
         for seed in self.args.seed_list:
             net = copy.deepcopy(model)
             report = train(net, seed)
-            accs.append(report.test_acc)
+            accs.append(report.test_score)
             secs.append(report.seconds)
-            print(f"{method} {target} seed {seed}: {100 * report.test_acc:.2f}% "
+            print(f"{method} {target} seed {seed}: {100 * report.test_score:.2f}% "
                   f"({report.seconds:.0f} s)", flush=True)
         row = {"method": method, "target": target, "macs_ratio": macs / self.dense_macs,
                "params": params, "test_acc": accs, "epochs": epochs, "make_s": make_s,
@@ -299,7 +299,7 @@ def main() -> None:
     dense_lat, ratios = latency_ratios(teacher, bench.finals, shape)
     for row, ratio in zip(bench.rows, ratios, strict=True):
         row["latency_ratio"] = ratio
-    dense_row = {"test_acc": prep.dense_meta.get("test_acc"), "macs": bench.dense_macs,
+    dense_row = {"test_acc": prep.dense_meta.get("test_score"), "macs": bench.dense_macs,
                  "params": bench.dense_params, "epochs": d_ep, "latency_ms": dense_lat,
                  "train_s": dense_s}
     run = {"command": command_line(), "machine": machine(), "dense": dense_row,

@@ -63,12 +63,12 @@ def spread(results: list[Result], limit: int, n: int) -> list[Result]:
     """`n` candidates under `limit` MACs: the proxy front's points spread evenly by MACs, topped
     up with the best remaining candidates by proxy accuracy."""
     under = [r for r in results if r.macs <= limit]
-    front = sorted((under[i] for i in pareto_indices([r.val_acc for r in under],
+    front = sorted((under[i] for i in pareto_indices([r.val_score for r in under],
                                                       [r.macs for r in under])),
                    key=lambda r: r.macs)
     picks = [front[round(i * (len(front) - 1) / max(1, n - 1))] for i in range(min(n, len(front)))]
     chosen = {r.arch: r for r in picks}
-    for r in sorted(under, key=lambda r: -r.val_acc):
+    for r in sorted(under, key=lambda r: -r.val_score):
         if len(chosen) >= n:
             break
         chosen.setdefault(r.arch, r)
@@ -103,7 +103,7 @@ def main() -> None:
                 report = train_model(slicer.build(r.arch), found.prep.data, recipe, seed=0,
                                      device=dev, progress=False, distill=distill)
                 points.append({"macs_ratio": r.macs / found.prep.space.dense_macs,
-                               "proxy": r.val_acc, "test_acc": report.test_acc})
+                               "proxy": r.val_score, "test_acc": report.test_score})
                 print(name, points[-1], flush=True)
             variants[name] = {
                 "supernet_epochs": epochs, "points": points,

@@ -57,7 +57,7 @@ def main() -> None:
                 start = time.perf_counter()
                 create_strategy(name, cfg.search.options_of(name)).search(ctx)
                 wall = time.perf_counter() - start
-            hv = hypervolume_history([r.val_acc for r in recorded], [r.macs for r in recorded],
+            hv = hypervolume_history([r.val_score for r in recorded], [r.macs for r in recorded],
                                      prep.space.dense_macs)
             runs.append({"strategy": name, "seed": seed, "evals": len(recorded),
                          "wall_s": wall, "hv": hv[-1], "hv_history": hv})

@@ -57,9 +57,9 @@ def main() -> None:
                   f"supernet.max_train_images={args.images}"])
         start = time.perf_counter()
         prep = prepare(load_config(None, stage), dev, progress=False)
-        proxies = [r.val_acc for r in prep.evaluator.evaluate(probes(prep.space))]
+        proxies = [r.val_score for r in prep.evaluator.evaluate(probes(prep.space))]
         meta = prep.supernet_meta or prep.dense_meta
-        rows.append({"lr": lr, "full_test_acc": meta["test_acc"], "uniform_25": proxies[0],
+        rows.append({"lr": lr, "full_test_acc": meta["test_score"], "uniform_25": proxies[0],
                      "uniform_50": proxies[1], "smallest": proxies[2],
                      "random_median": statistics.median(proxies[3:]),
                      "seconds": time.perf_counter() - start})

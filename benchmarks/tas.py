@@ -52,15 +52,15 @@ def main() -> None:
             for t in TARGETS:
                 if method == "emo":
                     under = [c for c in ok if c.result.macs <= t * dense]
-                    picks[t] = max(under, key=lambda c: c.result.val_acc)
+                    picks[t] = max(under, key=lambda c: c.result.val_score)
                 else:  # tas: its result for t; uniform: the nearest width
                     picks[t] = min(ok, key=lambda c, t=t: abs(c.result.macs / dense - t))
             tuned = finetune(run_dir, [c.id for c in picks.values()], *ft)
             for t, c in picks.items():
                 r = tuned[c.id]
                 rows.append({"method": method, "target": t, "macs_ratio": r["macs_ratio"],
-                             "params": r["params"], "proxy_val_acc": c.result.val_acc,
-                             "test_acc": r["test_acc"], "search_s": wall,
+                             "params": r["params"], "proxy_val_acc": c.result.val_score,
+                             "test_acc": r["test_score"], "search_s": wall,
                              "finetune_s": r["seconds"]})
             print(f"{method}: {[round(r['test_acc'], 4) for r in rows[-len(TARGETS):]]}",
                   flush=True)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from prunesearch.config import load_config
 from prunesearch.errors import UserError
+from prunesearch.metrics import metric_named, metric_of
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 out_console = Console()
@@ -73,10 +74,11 @@ def run(
     outcome = run_job(cfg, out, resume=resume, device=device, progress=not quiet,
                       console=err_console)
     s = outcome.summary
+    metric = metric_named(s["metric"]["name"])
     out_console.print(
         f"[bold]{outcome.run_dir}[/bold]: {s['n_evals']} candidates ({s['n_failed']} failed), "
         f"front of {s['front_size']}, hypervolume {s['hypervolume']['value']:.4f}, dense "
-        f"val acc {s['dense']['val_acc']:.4f}, {s['wall_s']:.0f} s")
+        f"val {metric.name} {metric.show(s['dense']['val_score'])}, {s['wall_s']:.0f} s")
     _print_front(outcome.run_dir)
 
 
@@ -84,31 +86,31 @@ def _print_front(run_dir: Path) -> None:
     from prunesearch.runs.rundir import RunView
 
     view = RunView.load(run_dir)
-    dense = view.summary["dense"]
+    dense, m = view.summary["dense"], view.metric
     latency = dense.get("latency_us")  # predicted, when the run has a latency table
-    table = Table(title=f"Pareto front of {run_dir} on {view.axis().label}: proxy accuracy on "
-                        f"validation; test accuracy after fine-tuning where a point was "
+    table = Table(title=f"Pareto front of {run_dir} on {view.axis().label}: proxy {m.name} on "
+                        f"validation; test {m.name} after fine-tuning where a point was "
                         f"fine-tuned")
     columns = ["id", "strategy", "FLOPs (MACs)", "MACs ratio"]
     columns += ["predicted latency", "latency ratio"] if latency else []
-    for col in (*columns, "params", "val acc (proxy)", "test acc (fine-tuned)"):
+    for col in (*columns, "params", f"val {m.name} (proxy)", f"test {m.name} (fine-tuned)"):
         table.add_column(col, justify="right")
     for row in view.front:
-        test = row.get("test_acc")
         cells = [str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
                  f"{row['macs_ratio']:.3f}"]
         if latency:
             cells += [f"{row['latency_us'] / 1e3:.3f} ms", f"{row['latency_us'] / latency:.3f}"]
-        table.add_row(*cells, f"{row['params'] / 1e3:.1f}k", f"{row['val_acc']:.4f}",
-                      "" if test is None else f"{test:.4f}")
+        table.add_row(*cells, f"{row['params'] / 1e3:.1f}k", m.show(row["val_score"]),
+                      m.show(row.get("test_score")))
     out_console.print(table)
     for name, variant in (view.summary.get("finetune") or {}).get("variants", {}).items():
-        points = ", ".join(f"#{p['id']} {p['macs_ratio']:.2f} MACs: {p['test_acc']:.4f}"
+        points = ", ".join(f"#{p['id']} {p['macs_ratio']:.2f} MACs: {m.show(p['test_score'])}"
                            for p in variant["points"])
-        out_console.print(f"fine-tuned {name}: {points}; test-accuracy hypervolume "
+        out_console.print(f"fine-tuned {name} (test {m.name}): {points}; test-score hypervolume "
                           f"{variant['hypervolume']['value']:.4f}, {variant['seconds']:.0f} s")
     out_console.print(f"dense: {dense['macs'] / 1e6:.2f}M MACs, {dense['params'] / 1e3:.1f}k "
-                      f"params, val acc {dense['val_acc']:.4f}, test acc {dense['test_acc']}"
+                      f"params, val {m.name} {m.show(dense['val_score'])}, test {m.name} "
+                      f"{m.show(dense['test_score'])}"
                       + (f", predicted latency {latency / 1e3:.3f} ms" if latency else ""))
 
 
@@ -194,7 +196,7 @@ def export(
     out_console.print(
         f"exported #{meta['id']} ({meta['source']}) to {folder}: {meta['macs'] / 1e6:.2f}M MACs "
         f"({meta['macs_ratio']:.3f} of dense), {meta['params'] / 1e3:.1f}k params, test acc "
-        f"{meta['test_acc']:.4f}; CPU latency ({lat['threads']} threads) batch 1 "
+        f"{meta['test_score']:.4f}; CPU latency ({lat['threads']} threads) batch 1 "
         f"{lat['model']['batch_1_ms']:.2f} ms ({lat['ratio_to_dense']['batch_1_ms']:.2f}x dense),"
         f" batch 64 {lat['model']['batch_64_ms']:.1f} ms "
         f"({lat['ratio_to_dense']['batch_64_ms']:.2f}x dense); checks: "
@@ -231,6 +233,10 @@ def plot(
     if x is not None and x not in OBJECTIVES:
         raise UserError(f"--x takes one of {', '.join(OBJECTIVES)}; got '{x}'.")
     views = [RunView.load(p) for p in run_dirs]
+    metrics = sorted({v.metric.name for v in views})
+    if len(metrics) > 1:
+        raise UserError(f"These runs score networks by different metrics ({', '.join(metrics)});"
+                        f" plot runs of one kind of data together.")
     axis = x or views[0].axis().name
     files = plot_fronts([v.series(axis) for v in views], output,
                         " vs ".join(v.path.name for v in views))
@@ -317,9 +323,11 @@ def train(
                                      cfg.supernet, cfg.model.train, cfg.space, seed=cfg.seed,
                                      device=dev, cache_dir=default_cache_dir(), progress=main)
         stages.append((f"its supernet ({cfg.supernet.epochs} epochs)", supernet))
+    m = metric_of(data.val_y)
     for what, done in stages if main else []:
-        out_console.print(f"{what} on {cfg.data.dataset}: val acc {done['val_acc']:.4f}, "
-                          f"test acc {done['test_acc']:.4f}, "
+        out_console.print(f"{what} on {cfg.data.dataset}: val {m.name} "
+                          f"{m.show(done['val_score'])}, test {m.name} "
+                          f"{m.show(done['test_score'])}, "
                           f"{'loaded from cache' if done.get('cached') else 'trained'}; "
                           f"checkpoint {done.get('checkpoint')}")
 

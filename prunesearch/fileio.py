@@ -79,13 +79,28 @@ def cell(row: dict[str, str], column: str, convert: Callable[[str], T]) -> T:
         raise ValueError(f"column '{column}' holds {row[column]!r} ({err})") from None
 
 
+# Fields renamed since earlier versions wrote run folders and caches (accuracy became the score
+# of the run's metric): read under their new names.
+RENAMED = {"val_acc": "val_score", "test_acc": "test_score", "proxy_val_acc": "proxy_val_score"}
+
+
+def renamed_fields(obj: Any) -> Any:
+    """`obj` (JSON-like) with every dict key in RENAMED under its new name."""
+    if isinstance(obj, dict):
+        return {RENAMED.get(k, k): renamed_fields(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [renamed_fields(v) for v in obj]
+    return obj
+
+
 def parse_rows(path: Path, parse: Callable[[dict[str, str]], T]) -> list[T]:
-    """The complete rows of a CSV journal, each through `parse` (which reads them with `cell`);
-    a row that does not parse is a UserError naming the file, line and column."""
+    """The complete rows of a CSV journal, each through `parse` (which reads them with `cell`;
+    columns in RENAMED under their new names); a row that does not parse is a UserError naming
+    the file, line and column."""
     out = []
     for line, row in enumerate(read_rows(path), start=2):  # line 1 is the header
         try:
-            out.append(parse(row))
+            out.append(parse({RENAMED.get(k, k): v for k, v in row.items()}))
         except ValueError as err:
             raise UserError(f"{path}, line {line}: {err}. The file was edited or corrupted; "
                             f"restore it from a backup, delete that line (its work is redone "

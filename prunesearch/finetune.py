@@ -78,7 +78,7 @@ def choose_points(front: list[dict[str, Any]], ft: FinetuneConfig) -> list[dict[
         for target in ft.targets:
             under = [r for r in rows if r["cost_ratio"] <= target]
             if under:
-                picks.append(max(under, key=lambda r: (r["val_acc"], -r["cost_ratio"])))
+                picks.append(max(under, key=lambda r: (r["val_score"], -r["cost_ratio"])))
         if not picks:
             smallest = rows[0]["cost_ratio"]
             raise UserError(f"finetune.targets {ft.targets} are all below the smallest front "
@@ -128,8 +128,8 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
         if not distributed.is_main():  # under torchrun the first process writes
             continue
         row = save_trained(run_dir, student, point, variant, ft.init, ft.kd, recipe.epochs,
-                           report.val_acc, report.test_acc, report.seconds)
-        log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_acc,
+                           report.val_score, report.test_score, report.seconds)
+        log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_score,
                  report.seconds)
         rows.append(row)
     return rows

@@ -24,7 +24,8 @@ from prunesearch.fileio import file_sha256
 from prunesearch.finetune import choose_points, finetune_front, variant_name
 from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.table import LatencyModel, build_latency_model
-from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_accuracy
+from prunesearch.metrics import metric_of
+from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_score
 from prunesearch.objective import CostAxis
 from prunesearch.runs.export import (
     FORMATS,
@@ -130,7 +131,7 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
     model, dense = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=progress)
     model.eval()
     timings["dense_s"] = time.perf_counter() - t
-    log.info("dense model: %s", {k: dense.get(k) for k in ("val_acc", "test_acc", "cached")})
+    log.info("dense model: %s", {k: dense.get(k) for k in ("val_score", "test_score", "cached")})
     t = time.perf_counter()
     space = build_space(cfg, model, data)
     timings["space_s"] = time.perf_counter() - t
@@ -141,7 +142,8 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
                                          cfg.space, seed=cfg.seed, device=dev,
                                          cache_dir=default_cache_dir(), progress=progress)
         timings["supernet_s"] = time.perf_counter() - t
-        log.info("supernet: %s", {k: supernet.get(k) for k in ("val_acc", "test_acc", "cached")})
+        log.info("supernet: %s",
+                 {k: supernet.get(k) for k in ("val_score", "test_score", "cached")})
     return prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table)
 
 
@@ -197,7 +199,7 @@ class _SearchProgress:
 
     def update(self, result: Result) -> None:
         if result.ok:
-            self.best = max(self.best, result.val_acc)
+            self.best = max(self.best, result.val_score)
         self.progress.update(self.task, advance=1, status=f"best proxy acc {self.best:.4f}")
 
 
@@ -384,11 +386,11 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
     ev = prep.evaluator
     dense_ref = {
         "macs": prep.space.dense_macs, "params": prep.space.dense_params,
-        "val_acc": evaluate_accuracy(prep.model, ev.val_x, ev.val_y),
-        "val_acc_note": "the full network the candidates are sliced from (after the supernet "
-                        "stage, if any) on the evaluator's validation subset; test_acc is "
+        "val_score": evaluate_score(prep.model, ev.val_x, ev.val_y),
+        "val_score_note": "the full network the candidates are sliced from (after the supernet "
+                        "stage, if any) on the evaluator's validation subset; test_score is "
                         "the dense model's before it",
-        "test_acc": prep.dense_meta.get("test_acc"),
+        "test_score": prep.dense_meta.get("test_score"),
         "checkpoint": prep.dense_meta.get("checkpoint"),
         "train_seconds": prep.dense_meta.get("seconds"), "cached": prep.dense_meta.get("cached"),
         "latency_us": prep.cost_axis("latency").dense if prep.latency else None,
@@ -396,6 +398,7 @@ def _write(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list, strate
     prep.timings["total_s"] = time.perf_counter() - t0
     summary = run.write_results(candidates, dense_ref, {
         "name": cfg.name, "strategy": strategy, "dataset": cfg.data.dataset,
+        "metric": metric_of(prep.data.val_y).to_json(),
         "model": cfg.model.name, "device": str(prep.data.train_x.device),
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
         "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,
@@ -420,8 +423,8 @@ def choose_export_point(view: RunView, point_id: int | None,
             raise UserError(f"Run '{view.path}' has no successful candidate with id {point_id} "
                             f"(ids 0..{len(view.candidates) - 1}; see candidates.csv or "
                             f"`prunesearch show`).")
-        test = {p["id"]: p["test_acc"] for p in view.final_points}
-        return {**view.candidate_rows([point_id])[0], "test_acc": test.get(point_id)}
+        test = {p["id"]: p["test_score"] for p in view.final_points}
+        return {**view.candidate_rows([point_id])[0], "test_score": test.get(point_id)}
     name, max_ratio = limit
     axis = view.axis(name)
     under = [r for r in view.front if axis.ratio(r) <= max_ratio]
@@ -431,7 +434,8 @@ def choose_export_point(view: RunView, point_id: int | None,
         raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
                         f"model's {axis.label} (the smallest has {smallest:.3f}); raise "
                         f"{option}.")
-    return max(under, key=lambda r: (r["test_acc"] is not None, r["test_acc"] or r["val_acc"]))
+    return max(under, key=lambda r: (r["test_score"] is not None,
+                                      r["test_score"] or r["val_score"]))
 
 
 def _predicted_latency(view: RunView, point: dict[str, Any],
@@ -484,9 +488,9 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
     meta = {
         "id": point["id"], "source": source, "run": str(run_dir), "arch": point["arch"],
         "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
-        "proxy_val_acc": point["val_acc"],
-        "test_acc": evaluate_accuracy(model, prep.data.test_x, prep.data.test_y),
-        "dense": {"macs": prep.space.dense_macs, "test_acc": prep.dense_meta.get("test_acc")},
+        "proxy_val_score": point["val_score"],
+        "test_score": evaluate_score(model, prep.data.test_x, prep.data.test_y),
+        "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
         "latency": {"device": "cpu", "threads": threads,
                     "statistic": "median over 5 rounds alternating with the dense model, each "
                                  "the median of timed forwards after warm-up",

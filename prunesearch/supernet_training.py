@@ -35,13 +35,13 @@ from prunesearch.config import SpaceConfig, SupernetConfig
 from prunesearch.data import DatasetSplits
 from prunesearch.errors import ModelError, UserError
 from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
-from prunesearch.fileio import load_error_reason, write_torch
+from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
 from prunesearch.models.checkpoint import read_checkpoint
 from prunesearch.models.options import TrainConfig
 from prunesearch.models.train import (
     distillation_kl,
     epoch_batches,
-    evaluate_accuracy,
+    evaluate_score,
     progress_bar,
     recipe_optimizer,
     soft_targets,
@@ -139,7 +139,8 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
                                              f"again.")
         trained = copy.deepcopy(model)
         trained.load_state_dict(state)
-        return trained.to(device).eval(), {**meta, "checkpoint": str(final), "cached": True}
+        return trained.to(device).eval(), {**renamed_fields(meta), "checkpoint": str(final),
+                                           "cached": True}
 
     net = Supernet(space, model, space.channel_order(), hard=True).to(device)
     x, y = x.to(device), y.to(device)
@@ -201,8 +202,8 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
     meta = {"key": key, "epochs": options.epochs, "seconds": seconds,
             "images_per_epoch": steps * batch_size,
             "options": options.model_dump(mode="json"),
-            "val_acc": evaluate_accuracy(trained, data.val_x, data.val_y),
-            "test_acc": evaluate_accuracy(trained, data.test_x, data.test_y)}
+            "val_score": evaluate_score(trained, data.val_x, data.val_y),
+            "test_score": evaluate_score(trained, data.test_x, data.test_y)}
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     if distributed.is_main():
         write_torch(final, {"state_dict": state, "meta": meta})

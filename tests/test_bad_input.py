@@ -194,8 +194,8 @@ CASES: dict[str, tuple[Case, str]] = {
                                       "RUN"), "line 2: column 'arch'"),
     "summary not json": (existing_run(write_file("summary.json", "{"), "show", "RUN"),
                          "Cannot read the results"),
-    "finetune.csv bad number": (existing_run(edit_csv("finetune.csv", 2, "test_acc", "high"),
-                                             "finetune", "RUN"), "line 2: column 'test_acc'"),
+    "finetune.csv bad number": (existing_run(edit_csv("finetune.csv", 2, "test_score", "high"),
+                                             "finetune", "RUN"), "line 2: column 'test_score'"),
     "finetune.csv weights escape": (existing_run(
         edit_csv("finetune.csv", 2, "weights", "../../../etc/passwd"), "finetune", "RUN"),
         "column 'weights'"),

@@ -58,7 +58,7 @@ def test_same_seed_gives_the_same_candidates(tmp_path, cli_env):
         res = cli("run", str(TINY), "--out", str(tmp_path), "--quiet", "--set", f"name={name}",
                   "--set", "search.strategy=tpe", env=cli_env)
         assert res.returncode == 0, res.stderr
-    keep = ("arch", "macs", "val_acc")
+    keep = ("arch", "macs", "val_score")
     a, b = ([{k: r[k] for k in keep} for r in _rows(tmp_path / n)] for n in ("a", "b"))
     assert a == b
 

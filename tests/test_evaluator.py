@@ -41,7 +41,7 @@ def test_adaptive_bn_beats_stale_statistics_on_a_slim_candidate(trained):
     arch = space.uniform(0.25)
     stale = evaluator.slicer.build(arch).eval()
     stale_acc = evaluate_accuracy(stale, data.val_x, data.val_y)
-    fresh_acc = evaluator.evaluate([arch])[0].val_acc
+    fresh_acc = evaluator.evaluate([arch])[0].val_score
     assert fresh_acc > stale_acc
 
 
@@ -49,7 +49,7 @@ def test_dense_arch_scores_like_the_dense_model(trained):
     data, model, space = trained
     evaluator = WeightSharingEvaluator(space, model, data.train_x[:256], data.val_x, data.val_y)
     dense_acc = evaluate_accuracy(model, data.val_x, data.val_y)
-    assert evaluator.evaluate([space.largest()])[0].val_acc == pytest.approx(dense_acc, abs=0.05)
+    assert evaluator.evaluate([space.largest()])[0].val_score == pytest.approx(dense_acc, abs=0.05)
     assert dense_acc > 0.6  # the synthetic task is learnable: the fixture trained something
 
 

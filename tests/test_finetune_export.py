@@ -48,7 +48,7 @@ def test_distillation_loss_reduces_to_its_parts():
 
 
 def test_choose_points_takes_the_best_proxy_point_under_each_target():
-    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "cost_ratio": m / 100, "val_acc": a}
+    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "cost_ratio": m / 100, "val_score": a}
              for i, (m, a) in enumerate([(10, 0.3), (20, 0.5), (45, 0.7), (70, 0.8), (90, 0.9)])]
     cfg = load_config(TINY)
     picked = choose_points(front, cfg.finetune.model_copy(update={"targets": [0.25, 0.5, 0.75]}))
@@ -126,7 +126,7 @@ def test_finetune_is_resumable_per_model_and_variants_add_up(searched):
         v = summary["finetune"]["variants"][name]
         assert v["final_front"] and 0 < v["hypervolume"]["value"] <= 1
     front = json.loads((searched / "pareto.json").read_text())["front"]
-    assert any(r["test_acc"] is not None for r in front)
+    assert any(r["test_score"] is not None for r in front)
 
 
 def test_finetune_refuses_keys_outside_finetune(searched):
@@ -142,4 +142,4 @@ def test_export_of_a_finetuned_point_uses_its_trained_weights(searched, tmp_path
     folder = export_run(searched, int(row["id"]), None, ["pt"], tmp_path / "ft", progress=False)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["source"].startswith("fine-tuned")
-    assert meta["test_acc"] == pytest.approx(float(row["test_acc"]))
+    assert meta["test_score"] == pytest.approx(float(row["test_score"]))

@@ -291,7 +291,7 @@ def test_train_model_learns_and_is_deterministic() -> None:
                         data.train_x, data.train_y)
     model_a, report = _trained(data, FAST)
     assert _mean_loss(model_a, data.train_x, data.train_y) < 0.5 * before
-    assert report.epochs == 2 and report.val_acc > 0.6 and report.images_per_s > 0
+    assert report.epochs == 2 and report.val_score > 0.6 and report.images_per_s > 0
     assert report.train_loss is not None and report.train_loss < before
     model_b, _ = _trained(data, FAST)
     a, b = model_a.state_dict(), model_b.state_dict()
@@ -304,7 +304,7 @@ def test_zero_epochs_only_evaluates() -> None:
     data = quadrant_data(64)
     model, report = _trained(data, TrainConfig(epochs=0))
     assert report.train_loss is None and report.images_per_s is None
-    assert report.val_acc == evaluate_accuracy(model, data.val_x, data.val_y)
+    assert report.val_score == evaluate_accuracy(model, data.val_x, data.val_y)
 
 
 def test_max_train_images_limits_training() -> None:
@@ -326,7 +326,7 @@ def test_dense_model_is_cached(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [f"{meta1['key']}.pt"]  # no temp files left
     second, meta2 = dense_model(SMALL, data, seed=0, device=CPU, cache_dir=tmp_path,
                                 progress=False)
-    assert meta2["cached"] is True and meta2["val_acc"] == meta1["val_acc"]
+    assert meta2["cached"] is True and meta2["val_score"] == meta1["val_score"]
     a, b = first.state_dict(), second.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -361,7 +361,7 @@ def test_explicit_checkpoint(tmp_path: Path) -> None:
                                   progress=False)
         assert meta["checkpoint"] == str(path) and meta["cached"] is False
         assert torch.equal(model.fc.weight, source.fc.weight)
-        assert meta["val_acc"] == evaluate_accuracy(model, data.val_x, data.val_y)
+        assert meta["val_score"] == evaluate_accuracy(model, data.val_x, data.val_y)
 
 
 @pytest.mark.parametrize(

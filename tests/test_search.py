@@ -120,7 +120,7 @@ def test_strategy_stays_in_bounds_and_budget(mixed_space, name, tmp_path):
 def test_strategy_is_deterministic_per_seed(mixed_space, name, tmp_path):
     a, _ = _search(mixed_space, name, tmp_path / "a", seed=3, budget=_budget(name))
     b, _ = _search(mixed_space, name, tmp_path / "b", seed=3, budget=_budget(name))
-    assert [(r.arch, r.macs, r.val_acc) for r in a] == [(r.arch, r.macs, r.val_acc) for r in b]
+    assert [(r.arch, r.macs, r.val_score) for r in a] == [(r.arch, r.macs, r.val_score) for r in b]
 
 
 @pytest.mark.parametrize("name", CONTRACT)

@@ -66,7 +66,7 @@ def test_optuna_dashboard_shows_the_run(strategy, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert detail["objective_names"] == ["1 - val_acc", "macs ratio"]  # set_metric_names
+    assert detail["objective_names"] == ["1 - val_score", "macs ratio"]  # set_metric_names
     trials = [t for t in detail["trials"] if t["state"] == "Complete"]
     assert len(trials) == sum(c.result.ok for c in candidates)
     by_arch = {c.result.arch.to_json(): c.result for c in candidates}
@@ -74,7 +74,7 @@ def test_optuna_dashboard_shows_the_run(strategy, tmp_path):
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         result = by_arch[attrs["arch"]]
         assert int(attrs["macs"]) == result.macs
-        assert float(trial["values"][0]) == pytest.approx(1 - result.val_acc)
+        assert float(trial["values"][0]) == pytest.approx(1 - result.val_score)
 
 
 def test_the_study_catches_up_with_the_journal_after_a_kill(tmp_path):

@@ -185,14 +185,14 @@ def test_stage_trains_a_copy_caches_it_and_is_deterministic(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [final.name]
     assert meta["cached"] is False and meta["checkpoint"] == str(final)
     assert meta["epochs"] == 1 and meta["images_per_epoch"] == 64 and meta["seconds"] > 0
-    assert 0 <= meta["val_acc"] <= 1 and 0 <= meta["test_acc"] <= 1
+    assert 0 <= meta["val_score"] <= 1 and 0 <= meta["test_score"] <= 1
     json.dumps(meta)  # goes into summary.json
 
     again, meta2 = _run(model, space, data, tmp_path / "a")
     assert meta2["cached"] is True and meta2["key"] == meta["key"]
     assert again is not model and again is not trained and not again.training
     _assert_same_state(_state(again), after)
-    assert meta2["val_acc"] == meta["val_acc"]
+    assert meta2["val_score"] == meta["val_score"]
 
     other, meta3 = _run(model, space, data, tmp_path / "b")  # same seed, fresh cache
     assert meta3["cached"] is False

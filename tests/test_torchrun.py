@@ -39,7 +39,7 @@ def _train(n_procs: int, cache: Path, env: dict[str, str]) -> tuple[list[dict], 
     """The weights trained (dense, then supernet) and the reported val accuracies."""
     res = _torchrun(n_procs, ["train", str(TINY), *PLAIN, "--set", "supernet.epochs=1"], cache,
                     env)
-    reported = re.findall(r"val acc ([0-9.]+)", res.stdout)
+    reported = re.findall(r"val accuracy ([0-9.]+)", res.stdout)
     assert len(reported) == 2  # only the first process reports (and writes the checkpoints)
     checkpoints = sorted((cache / "checkpoints").glob("*.pt"))
     assert len(checkpoints) == 2 and checkpoints[1].name.startswith("supernet-")
@@ -76,7 +76,7 @@ def test_two_processes_fine_tune_the_points_one_process_fine_tunes(tmp_path, cli
         assert len(rows) == 2 and len(weights) == 2  # each point written once
         tuned[n] = (rows, [torch.load(w, weights_only=True) for w in weights])
     (rows1, weights1), (rows2, weights2) = tuned[1], tuned[2]
-    assert [r["test_acc"] for r in rows1] == [r["test_acc"] for r in rows2]
+    assert [r["test_score"] for r in rows1] == [r["test_score"] for r in rows2]
     for mine, theirs in zip(weights1, weights2, strict=True):
         state1, state2 = (w.get("state_dict", w) for w in (mine, theirs))
         for key, value in state1.items():

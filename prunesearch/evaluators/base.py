@@ -24,12 +24,13 @@ log = logging.getLogger("prunesearch")
 
 @dataclass(frozen=True)
 class Result:
-    """One evaluated candidate. A failed one has `status="failed"`, `val_acc` None and the error."""
+    """One evaluated candidate: `val_score` is its score on validation (prunesearch.metrics:
+    higher is better). A failed one has `status="failed"`, `val_score` None and the error."""
 
     arch: Arch
     macs: int
     params: int
-    val_acc: float | None
+    val_score: float | None
     seconds: float
     status: Literal["ok", "failed"] = "ok"
     error: str = ""
@@ -44,7 +45,7 @@ class Result:
 class Evaluator(ABC):
     """Scores Archs of one Space. Results are cached by Arch: asking twice costs nothing.
     `val_x`/`val_y` are the validation examples scores are measured on (the training
-    strategies measure their networks there too, so their val_acc compares with proxies)."""
+    strategies measure their networks there too, so their val_score compares with proxies)."""
 
     val_x: torch.Tensor
     val_y: torch.Tensor
@@ -90,17 +91,17 @@ class Evaluator(ABC):
         macs, params = self.space.macs(arch), self.space.params(arch)
         start = time.perf_counter()
         try:
-            val_acc = self._score(arch)
+            val_score = self._score(arch)
         except Exception as err:  # a failing candidate is recorded, the search goes on
             log.warning("candidate failed: %s: %s", type(err).__name__, err)
             result = Result(arch, macs, params, None, time.perf_counter() - start, "failed",
                             f"{type(err).__name__}: {err}")
         else:
-            result = Result(arch, macs, params, val_acc, time.perf_counter() - start)
+            result = Result(arch, macs, params, val_score, time.perf_counter() - start)
         result = self.with_latency(result)
         self._cache[arch] = result
         return result
 
     @abstractmethod
     def _score(self, arch: Arch) -> float:
-        """Validation accuracy of `arch` in [0, 1]."""
+        """Validation score of `arch` in [0, 1] (prunesearch.metrics)."""

@@ -17,7 +17,7 @@ from torch import nn
 from prunesearch.errors import ConfigError
 from prunesearch.evaluators.base import Evaluator
 from prunesearch.evaluators.registry import register_evaluator
-from prunesearch.models import evaluate_accuracy
+from prunesearch.models import evaluate_score
 from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space, layer_densities
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
@@ -89,7 +89,7 @@ class WeightSharingEvaluator(Evaluator):
         return torch.cat([model(x) for x in self.calib])
 
     def _score(self, arch: Arch) -> float:
-        return evaluate_accuracy(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
+        return evaluate_score(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
 
 
 class WeightSharingOptions(Options):

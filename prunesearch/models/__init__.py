@@ -23,6 +23,7 @@ from prunesearch.models.train import (
     Distillation,
     TrainReport,
     evaluate_accuracy,
+    evaluate_score,
     random_translate,
     train_model,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "dense_model",
     "depth_stages",
     "evaluate_accuracy",
+    "evaluate_score",
     "list_models",
     "load_user_model",
     "random_translate",

@@ -20,10 +20,11 @@ from torch import nn
 
 from prunesearch import distributed
 from prunesearch.errors import ModelError
-from prunesearch.fileio import load_error_reason, write_torch
+from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
+from prunesearch.metrics import metric_of
 from prunesearch.models.options import ModelConfig, TrainConfig
 from prunesearch.models.registry import build_model, split_input_shape
-from prunesearch.models.train import evaluate_accuracy, train_model
+from prunesearch.models.train import evaluate_score, train_model
 
 if TYPE_CHECKING:
     from prunesearch.data import DatasetSplits
@@ -89,7 +90,7 @@ def load_weights(model: nn.Module, path: Path, fix: str) -> dict[str, Any]:
     ModelError ending with `fix`."""
     state, meta = read_checkpoint(path, fix)
     _load_state(model, state, path, fix)
-    return meta
+    return renamed_fields(meta)
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fix: str) -> None:
@@ -108,6 +109,11 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fi
     model.load_state_dict(state)
 
 
+def _scores(model: nn.Module, data: DatasetSplits) -> dict[str, float]:
+    return {"val_score": evaluate_score(model, data.val_x, data.val_y),
+            "test_score": evaluate_score(model, data.test_x, data.test_y)}
+
+
 def dense_model(
     cfg: ModelConfig,
     data: DatasetSplits,
@@ -123,7 +129,7 @@ def dense_model(
     loaded from that file and scored on val/test; otherwise they come from
     `<cache_dir>/<checkpoint_key>.pt` (default cache dir: `default_cache_dir()`), or are trained
     with `cfg.train` and saved there. The dict always holds model, width_mult, data_fingerprint,
-    val_acc, test_acc, checkpoint (the file's path, None if it could not be saved) and cached;
+    val_score, test_score, checkpoint (the file's path, None if it could not be saved) and cached;
     trained models add the recipe, seed, key and the TrainReport fields."""
     # seeded initial weights without touching the caller's global RNG
     with torch.random.fork_rng(devices=[]):
@@ -140,22 +146,25 @@ def dense_model(
             raise ModelError(f"model.checkpoint '{path}' does not exist. {fix}")
         load_weights(model, path, fix)
         model.to(device)
-        return model, {**described, "val_acc": evaluate_accuracy(model, data.val_x, data.val_y),
-                       "test_acc": evaluate_accuracy(model, data.test_x, data.test_y),
-                       "checkpoint": str(path), "cached": False}
+        return model, {**described, **_scores(model, data), "checkpoint": str(path),
+                       "cached": False}
 
     in_chans, _ = split_input_shape(data.input_shape)
     key = checkpoint_key(cfg.name, cfg.width_mult, in_chans, data.num_classes,
                          described["data_fingerprint"], cfg.train, seed)
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.pt"
+    metric = metric_of(data.val_y).name
     if path.is_file():
         fix = f"Delete '{path}' and the dense model is trained again."
         meta = load_weights(model, path, fix)
-        return model.to(device), {**meta, "checkpoint": str(path), "cached": True}
+        model.to(device)
+        if meta.get("metric", "accuracy") != metric:  # cached before scores were named
+            meta = {**meta, "metric": metric, **_scores(model, data)}
+        return model, {**meta, "checkpoint": str(path), "cached": True}
 
     report = train_model(model, data, cfg.train, seed=seed, device=device, progress=progress)
     meta = {**described, "recipe": cfg.train.model_dump(mode="json"), "seed": seed, "key": key,
-            **asdict(report), "torch_version": str(torch.__version__)}
+            **asdict(report), "metric": metric, "torch_version": str(torch.__version__)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     try:
         if distributed.is_main():  # under torchrun the processes hold the same weights

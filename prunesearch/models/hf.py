@@ -1,11 +1,6 @@
-"""Hugging Face transformers models: what prunesearch needs to know of their layers, and tiny
-models built from a config (random weights, nothing downloaded).
-
-Importing this module registers Llama's RMS norm (a per-channel scale, sliced like
-`nn.RMSNorm`) and its attention (q/k/v/o projections; the module reads head counts from the
-projections' sizes and keeps the query-per-key/value-head ratio, which whole key/value groups
-preserve, so no attribute needs updating). The Space imports it by itself when a model holds
-a transformers module. Requires the `transformers` extra. The factory
+"""Hugging Face transformers models built from a config (random weights, nothing downloaded),
+as plain modules prunesearch works with. What the Space needs to know of their layers is in
+prunesearch/spaces/hf.py. Requires the `transformers` extra. The factory
 `prunesearch.models.hf:llama` (a job's model.name) builds `tiny_llama` for a dataset of token
 sequences, e.g. "stdlib-bytes".
 """
@@ -15,16 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm
 
 from prunesearch.errors import ModelError
-from prunesearch.spaces.attention import HeadLayout, register_attention
-from prunesearch.spaces.layers import register_layer, slice_scale_norm
-
-register_layer(LlamaRMSNorm, cost="rmsnorm", slicer=slice_scale_norm)
-register_attention(LlamaAttention, layout=lambda m: HeadLayout(
-    "q_proj", "k_proj", "v_proj", "o_proj", m.q_proj.out_features // m.head_dim,
-    m.k_proj.out_features // m.head_dim, m.head_dim))
 
 
 class CausalLM(nn.Module):

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunesearch import distributed
 from prunesearch.errors import ModelError
+from prunesearch.metrics import metric_of
 from prunesearch.models.options import TrainConfig
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ class TrainReport:
     epochs: int
     train_loss: float | None  # mean loss of the last epoch; None when epochs == 0
     train_acc: float | None  # running accuracy of the last epoch (augmented, train mode)
-    val_acc: float
-    test_acc: float
+    val_score: float
+    test_score: float
     seconds: float  # training time, evaluation excluded
     images_per_s: float | None
 
@@ -98,6 +99,16 @@ def evaluate_perplexity(
             total += task_loss(model(x[i : i + batch_size].to(device)), yb).double() * yb.numel()
     model.train(was_training)
     return math.exp(total.item() / y.numel())
+
+
+def evaluate_score(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """The score every stage ranks networks by (see prunesearch.metrics): accuracy for one
+    label per example, 1 / perplexity for a label per position."""
+    if metric_of(y).lower_is_better:
+        return 1.0 / evaluate_perplexity(model, x, y, batch_size)
+    return evaluate_accuracy(model, x, y, batch_size)
 
 
 def random_translate(
@@ -260,8 +271,8 @@ def train_model(
         epochs=recipe.epochs,
         train_loss=train_loss,
         train_acc=train_acc,
-        val_acc=evaluate_accuracy(model, data.val_x, data.val_y),
-        test_acc=evaluate_accuracy(model, data.test_x, data.test_y),
+        val_score=evaluate_score(model, data.val_x, data.val_y),
+        test_score=evaluate_score(model, data.test_x, data.test_y),
         seconds=seconds,
         images_per_s=images / seconds if images else None,
     )

@@ -13,7 +13,7 @@ from prunesearch.fileio import append_row, cell, open_journal, parse_rows, save_
 
 FINETUNE_CSV, WEIGHTS_DIR = "finetune.csv", "finetuned"
 COLUMNS = ["id", "variant", "init", "kd", "epochs", "macs", "params", "macs_ratio",
-           "proxy_val_acc", "val_acc", "test_acc", "seconds", "weights"]
+           "proxy_val_score", "val_score", "test_score", "seconds", "weights"]
 
 
 def read_finetuned(run_dir: Path) -> list[dict[str, Any]]:
@@ -24,7 +24,7 @@ def _trained(row: dict[str, str]) -> dict[str, Any]:
     typed: dict[str, Any] = {c: cell(row, c, str) for c in COLUMNS}
     for key in ("id", "epochs", "macs", "params"):
         typed[key] = cell(row, key, int)
-    for key in ("macs_ratio", "proxy_val_acc", "val_acc", "test_acc", "seconds"):
+    for key in ("macs_ratio", "proxy_val_score", "val_score", "test_score", "seconds"):
         typed[key] = cell(row, key, float)
     typed["kd"] = cell(row, "kd", _bool)
     typed["weights"] = cell(row, "weights", _inside_run)
@@ -45,17 +45,17 @@ def _bool(text: str) -> bool:
 
 
 def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant: str,
-                 init: str, kd: bool, epochs: int, val_acc: float, test_acc: float,
+                 init: str, kd: bool, epochs: int, val_score: float, test_score: float,
                  seconds: float) -> dict[str, Any]:
     """Save a trained model's weights and append its row to finetune.csv (`point` is its
-    candidate row: id, macs, params, macs_ratio, val_acc as the proxy)."""
+    candidate row: id, macs, params, macs_ratio, val_score as the proxy)."""
     journal = run_dir / FINETUNE_CSV
     open_journal(journal, COLUMNS)
     weights = Path(WEIGHTS_DIR) / variant / f"{point['id']}.pt"
     save_state(run_dir / weights, model)
     row = {"id": point["id"], "variant": variant, "init": init, "kd": kd, "epochs": epochs,
            "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
-           "proxy_val_acc": point["val_acc"], "val_acc": val_acc, "test_acc": test_acc,
+           "proxy_val_score": point["val_score"], "val_score": val_score, "test_score": test_score,
            "seconds": seconds, "weights": str(weights)}
     append_row(journal, [row[c] for c in COLUMNS])
     return row

@@ -14,7 +14,7 @@ from prunesearch.evaluators import Result
 from prunesearch.fileio import append_row, cell, open_journal, parse_rows
 from prunesearch.spaces import Arch
 
-COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_acc", "stage",
+COLUMNS = ["id", "strategy", "arch", "macs", "params", "macs_ratio", "val_score", "stage",
            "seconds", "status", "error", "latency_us"]
 
 
@@ -31,7 +31,7 @@ def read_journal(path: Path) -> list[Candidate]:
 
 
 def _candidate(row: dict[str, str]) -> Candidate:
-    acc = cell(row, "val_acc", lambda v: float(v) if v else None)
+    acc = cell(row, "val_score", lambda v: float(v) if v else None)
     latency = (cell(row, "latency_us", lambda v: float(v) if v else None)
                if row.get("latency_us") is not None else None)  # journals from before latency
     result = Result(cell(row, "arch", Arch.from_json), cell(row, "macs", int),
@@ -54,7 +54,7 @@ class CandidateJournal:
         cand = Candidate(len(self.candidates), strategy, stage, result)
         row = [cand.id, strategy, result.arch.to_json(), result.macs, result.params,
                f"{result.macs / self.dense_macs:.6f}",
-               "" if result.val_acc is None else f"{result.val_acc:.6f}", stage,
+               "" if result.val_score is None else f"{result.val_score:.6f}", stage,
                f"{result.seconds:.4f}", result.status, result.error,
                "" if result.latency_us is None else f"{result.latency_us:.3f}"]
         append_row(self.path, row)

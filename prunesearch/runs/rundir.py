@@ -15,7 +15,8 @@ from typing import IO, Any
 
 from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
-from prunesearch.fileio import write_atomic, write_json
+from prunesearch.fileio import renamed_fields, write_atomic, write_json
+from prunesearch.metrics import Metric, metric_named
 from prunesearch.objective import CostAxis
 from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
 from prunesearch.runs.pareto import (
@@ -151,16 +152,19 @@ class RunDir:
         fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*).
         The front and hypervolume are on `axis` (MACs unless the run searched another cost);
         `dense` holds the full network's cost on it."""
+        metric = metric_named((summary.get("metric") or {}).get("name"))
+        score_meaning = (f"scores are {metric.to_json()['score']} (higher is better; "
+                         f"{metric.name} = {'1 / score' if metric.lower_is_better else 'score'})")
         ok = [c for c in candidates if c.result.ok]
-        front = [ok[i] for i in pareto_indices([c.result.val_acc for c in ok],
+        front = [ok[i] for i in pareto_indices([c.result.val_score for c in ok],
                                                [axis.of(c.result) for c in ok])]
-        test_acc = {r["id"]: r["test_acc"] for r in finetuned if r["variant"] == main_variant}
+        test = {r["id"]: r["test_score"] for r in finetuned if r["variant"] == main_variant}
         rows = [{"id": c.id, "strategy": c.strategy, "arch": c.result.arch.to_dict(),
                  "macs": c.result.macs, "params": c.result.params,
                  "macs_ratio": round(c.result.macs / dense["macs"], 6),
                  "latency_us": c.result.latency_us,
                  "cost_ratio": round(axis.ratio(c.result), 6),
-                 "val_acc": c.result.val_acc, "test_acc": test_acc.get(c.id)} for c in front]
+                 "val_score": c.result.val_score, "test_score": test.get(c.id)} for c in front]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"],
                                 lineterminator="\n")
@@ -169,11 +173,12 @@ class RunDir:
                          for r in rows)
         write_atomic(self.path / PARETO_CSV, buf.getvalue())
         write_json(self.path / PARETO_JSON, {
-            "accuracy": "val_acc: proxy (weight sharing, adaptive BN) on the validation subset; "
-                        f"test_acc: after fine-tuning ({main_variant}), on the test set",
+            "score": f"{score_meaning}; val_score: proxy (weight sharing, adaptive BN) on the "
+                     f"validation subset; test_score: after fine-tuning ({main_variant}), on the "
+                     f"test set",
             "cost_ratio": f"{axis.label} / the dense model's",
             "front": rows})
-        hv = hypervolume([r["val_acc"] for r in rows], [r["cost_ratio"] for r in rows], 1.0)
+        hv = hypervolume([r["val_score"] for r in rows], [r["cost_ratio"] for r in rows], 1.0)
         costs = {c.id: axis.of(c.result) for c in candidates}
         summary = {
             **summary,
@@ -183,7 +188,7 @@ class RunDir:
             "n_failed": len(candidates) - len(ok),
             "front_size": len(rows),
             "hypervolume": {"value": hv, "reference_point": list(HV_REFERENCE),
-                            "objectives": hv_objectives(axis.label), "accuracy": "val_acc (proxy)",
+                            "objectives": hv_objectives(axis.label), "score": "val_score (proxy)",
                             "computed_with": "pymoo.indicators.hv.HV"},
             "finetune": _finetune_summary(finetuned, main_variant, costs, axis.dense),
             "macs_convention": "multiply-accumulates for one example as counted by "
@@ -209,17 +214,17 @@ def _finetune_summary(rows: list[dict[str, Any]], main_variant: str | None,
     variants: dict[str, Any] = {}
     for name in dict.fromkeys(r["variant"] for r in rows):
         points = sorted((r for r in rows if r["variant"] == name), key=lambda r: costs[r["id"]])
-        acc = [r["test_acc"] for r in points]
+        acc = [r["test_score"] for r in points]
         cost = [costs[r["id"]] / dense_cost for r in points]
         final = pareto_indices(acc, cost)
         variants[name] = {
             "points": points,
             "final_front": [{**{k: points[i][k] for k in ("id", "macs", "params", "macs_ratio",
-                                                           "proxy_val_acc", "test_acc")},
+                                                           "proxy_val_score", "test_score")},
                              "cost_ratio": round(cost[i], 6)} for i in final],
             "hypervolume": {"value": hypervolume([acc[i] for i in final],
                                                  [cost[i] for i in final], 1.0),
-                            "reference_point": list(HV_REFERENCE), "accuracy": "test_acc"},
+                            "reference_point": list(HV_REFERENCE), "score": "test_score"},
             "seconds": sum(r["seconds"] for r in points),
         }
     return {"main_variant": main_variant, "variants": variants}
@@ -235,6 +240,11 @@ class RunView:
     front: list[dict[str, Any]]
 
     @property
+    def metric(self) -> Metric:
+        """What the run's scores measure (runs from before metrics were named: accuracy)."""
+        return metric_named((self.summary.get("metric") or {}).get("name"))
+
+    @property
     def final_points(self) -> list[dict[str, Any]]:
         """Fine-tuned points of the run config's variant (test accuracy)."""
         ft = self.summary.get("finetune") or {}
@@ -246,8 +256,8 @@ class RunView:
             raise UserError(f"'{path}' is not a finished run directory (it needs {CANDIDATES} "
                             f"and {SUMMARY}); pass a directory made by `prunesearch run`.")
         try:
-            summary = json.loads((path / SUMMARY).read_text())
-            front = json.loads((path / PARETO_JSON).read_text())["front"]
+            summary = renamed_fields(json.loads((path / SUMMARY).read_text()))
+            front = renamed_fields(json.loads((path / PARETO_JSON).read_text())["front"])
             axis = CostAxis.read_back(summary)
             for row in front:  # runs from before cost axes have no cost_ratio
                 row.setdefault("cost_ratio", axis.ratio(row))
@@ -276,25 +286,25 @@ class RunView:
                             f"not have (or that failed); see its candidates.csv.")
         return [{"id": i, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
                  "macs_ratio": r.macs / dense, "latency_us": r.latency_us,
-                 "cost_ratio": axis.ratio(r), "val_acc": r.val_acc}
+                 "cost_ratio": axis.ratio(r), "val_score": r.val_score}
                 for i, r in found.items()]
 
     def hv_history(self) -> list[float]:
         """Proxy hypervolume after each evaluation, in journal order, on the run's axis."""
         axis = self.axis()
-        return hypervolume_history([c.result.val_acc for c in self.candidates],
+        return hypervolume_history([c.result.val_score for c in self.candidates],
                                    [axis.ratio(c.result) for c in self.candidates], 1.0)
 
     def series(self, axis_name: str | None = None) -> PlotSeries:
         """What the plot draws, against the run's cost axis or the one called `axis_name`."""
         axis = self.axis(axis_name)
         ok = [c.result for c in self.candidates if c.result.ok]
-        cost, acc = [axis.of(r) for r in ok], [r.val_acc for r in ok]
+        cost, acc = [axis.of(r) for r in ok], [r.val_score for r in ok]
         front = pareto_indices(acc, cost)
         by_id = {c.id: c.result for c in self.candidates}
-        final = sorted((axis.of(by_id[r["id"]]), r["test_acc"]) for r in self.final_points)
+        final = sorted((axis.of(by_id[r["id"]]), r["test_score"]) for r in self.final_points)
         dense = self.summary["dense"]
         return PlotSeries(self.path.name, axis.name, cost, acc, [cost[i] for i in front],
-                          [acc[i] for i in front], axis.dense, dense.get("val_acc"),
-                          [c for c, _ in final], [a for _, a in final], dense.get("test_acc"),
-                          bool(self.summary.get("sparse_macs")))
+                          [acc[i] for i in front], axis.dense, dense.get("val_score"),
+                          [c for c, _ in final], [a for _, a in final], dense.get("test_score"),
+                          bool(self.summary.get("sparse_macs")), self.metric)

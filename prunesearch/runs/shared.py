@@ -374,7 +374,7 @@ class CandidateWorker:
         trial.set_user_attr(RESULT, result_to_attr(result))  # from here on, the result stands
         if result.ok:
             self._tell(trial, TrialState.COMPLETE,
-                       [1.0 - result.val_acc, self.axis.ratio(result)])
+                       [1.0 - result.val_score, self.axis.ratio(result)])
         else:
             self._tell(trial, TrialState.FAIL, None)
 

@@ -1,6 +1,6 @@
 """Every run's candidates as an Optuna study, so `optuna-dashboard runs/<name>/optuna.journal`
 shows any run of any strategy: the study named after the strategy in the run's journal file,
-one trial per candidate, values (1 - val_acc, cost ratio on the run's axis), both minimized,
+one trial per candidate, values (1 - val_score, cost ratio on the run's axis), both minimized,
 with metric names, the genes as integer parameters and the costs and arch as user attributes.
 
 random and tpe ask and tell their own study there (their trials get the same names and
@@ -39,7 +39,7 @@ def name_metrics(study: optuna.Study, axis: CostAxis) -> None:
     what we want on purpose)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["1 - val_acc", f"{axis.name} ratio"])
+        study.set_metric_names(["1 - val_score", f"{axis.name} ratio"])
 
 
 def trial_attrs(result: Result) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class StudyRecorder:
 
     def add(self, result: Result) -> None:
         genes = self.space.encode(result.arch)
-        values = [1.0 - result.val_acc, self.axis.ratio(result)] if result.ok else None
+        values = [1.0 - result.val_score, self.axis.ratio(result)] if result.ok else None
         self.study.add_trial(optuna.trial.create_trial(
             params={d.name: int(g) for d, g in zip(self.space.dims, genes, strict=True)},
             distributions=self.distributions, values=values,

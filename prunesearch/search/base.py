@@ -48,7 +48,7 @@ class TrainingKit:
     recipe: TrainConfig
     device: torch.device
     fresh_model: Callable[[int], nn.Module]
-    val_x: torch.Tensor  # the evaluator's validation subset: val_acc comparable to proxies
+    val_x: torch.Tensor  # the evaluator's validation subset: val_score comparable to proxies
     val_y: torch.Tensor
 
 
@@ -192,9 +192,9 @@ class SearchContext:
         return results
 
     def objectives(self, result: Result) -> tuple[float, float]:
-        """(1 - val_acc, cost ratio on the run's axis): both minimized, as in the run's
+        """(1 - val_score, cost ratio on the run's axis): both minimized, as in the run's
         hypervolume; a failed result gets the worst accuracy."""
-        return 1.0 - (result.val_acc or 0.0), self.axis.ratio(result)
+        return 1.0 - (result.val_score or 0.0), self.axis.ratio(result)
 
     # --- resume state ----------------------------------------------------------------------
     def save_state(self, name: str, obj: Any) -> Path:

@@ -99,7 +99,7 @@ ALGORITHMS = ("nsga2", "nsga3", "smsemoa", "agemoea2", "moead")
 
 @register_strategy("emo", options=EmoOptions)
 class EMOStrategy(AskTellStrategy):
-    """Objectives: 1 - val_acc, MACs ratio (and params ratio if asked); the MACs-ratio range
+    """Objectives: 1 - val_score, MACs ratio (and params ratio if asked); the MACs-ratio range
     is a pair of pymoo inequality constraints. A failed candidate gets the worst objectives.
     `initial` archs join the first population (emo-pms seeds its refinement with them)."""
 
@@ -198,7 +198,7 @@ class EMOStrategy(AskTellStrategy):
 
     def _log_generation(self, ctx: SearchContext) -> None:
         done = [r for r in ctx.evaluator.results() if r.ok]
-        acc = [r.val_acc for r in done]
+        acc = [r.val_score for r in done]
         ratios = [ctx.axis.ratio(r) for r in done]
         front = pareto_indices(acc, ratios)
         hv = hypervolume([acc[i] for i in front], [ratios[i] for i in front], 1.0)

@@ -115,7 +115,7 @@ class EMOPMSStrategy(Strategy):
                 return
             self._emo(ctx, part, (total // 2) * (i + 1) // len(parts), f"part{i}")
         known = ctx.evaluator.results()
-        dense_acc = next((r.val_acc for r in dense + known
+        dense_acc = next((r.val_score for r in dense + known
                           if r.arch == ctx.space.largest() and r.ok), None)
         if dense_acc is None:
             return  # the dense arch failed: nothing to measure impairments against
@@ -133,7 +133,7 @@ class EMOPMSStrategy(Strategy):
         for part in parts:
             front = _front([r for r in known if r.ok and part.owns(r.arch)], ctx.axis)
             options.append([(0.0, part.encode(ctx.space.largest()))] + [
-                (max(0.0, dense_acc - r.val_acc), part.encode(r.arch)) for r in front])
+                (max(0.0, dense_acc - r.val_score), part.encode(r.arch)) for r in front])
         while np.prod([len(o) for o in options]) > MAX_COMBINATIONS:
             longest = max(range(len(options)), key=lambda i: len(options[i]))
             options[longest] = options[longest][::2]  # thin the longest front evenly
@@ -158,4 +158,4 @@ class EMOPMSStrategy(Strategy):
 
 def _front(results: list[Result], axis: CostAxis) -> list[Result]:
     ok = [r for r in results if r.ok]
-    return [ok[i] for i in pareto_indices([r.val_acc for r in ok], [axis.of(r) for r in ok])]
+    return [ok[i] for i in pareto_indices([r.val_score for r in ok], [axis.of(r) for r in ok])]

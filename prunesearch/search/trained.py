@@ -3,7 +3,7 @@
 Their networks carry their own weights and masks, so unlike weight-sharing candidates they are
 not identified by an Arch alone. Each finished network is one evaluation: it is recorded in the
 run's archive (its arch is the nearest point of the density grid, its MACs/params the EXACT
-sparse costs of its masks, its val_acc measured on the evaluator's validation subset like every
+sparse costs of its masks, its val_score measured on the evaluator's validation subset like every
 proxy), and saved as variant `<strategy>` in finetune.csv and finetuned/<strategy>/<id>.pt with
 its test accuracy, cumulative training epochs and wall time, so cost/accuracy compare directly
 and the plot shows it beside fine-tuned points. Training runs without a progress bar (the
@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from prunesearch.errors import ConfigError
 from prunesearch.evaluators import Result
-from prunesearch.models import evaluate_accuracy, train_model
+from prunesearch.models import evaluate_score, train_model
 from prunesearch.models.train import (
     epoch_batches,
     recipe_optimizer,
@@ -128,13 +128,13 @@ class TrainedStrategy(Strategy):
         model.eval()
         densities = mask_densities(model, layers)
         macs, params = ctx.space.masked_costs(densities)
-        val_acc = evaluate_accuracy(model, kit.val_x, kit.val_y)
-        result = Result(ctx.space.with_densities(densities), macs, params, val_acc, seconds)
+        val_score = evaluate_score(model, kit.val_x, kit.val_y)
+        result = Result(ctx.space.with_densities(densities), macs, params, val_score, seconds)
         point = {"id": ctx.n_evals, "macs": macs, "params": params,
-                 "macs_ratio": macs / ctx.space.dense_macs, "val_acc": val_acc}
+                 "macs_ratio": macs / ctx.space.dense_macs, "val_score": val_score}
         ctx.submit(result)
-        full_val = evaluate_accuracy(model, kit.data.val_x, kit.data.val_y)
-        test = evaluate_accuracy(model, kit.data.test_x, kit.data.test_y)
+        full_val = evaluate_score(model, kit.data.val_x, kit.data.val_y)
+        test = evaluate_score(model, kit.data.test_x, kit.data.test_y)
         save_trained(ctx.run_dir, model.cpu(), point, self.name, init, False, epochs, full_val,
                      test, seconds)
         model.to(kit.device)
@@ -142,7 +142,7 @@ class TrainedStrategy(Strategy):
                  "%d epochs, %.0f s", self.name, point["id"],
                  sum(densities[n] * ctx.space.layer_weights[n] for n in layers)
                  / sum(ctx.space.layer_weights[n] for n in layers),
-                 point["macs_ratio"], val_acc, test, epochs, seconds)
+                 point["macs_ratio"], val_score, test, epochs, seconds)
         return result
 
     def pending_targets(self, ctx: SearchContext) -> Iterator[tuple[int, float]]:

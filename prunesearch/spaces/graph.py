@@ -113,10 +113,10 @@ class ModelGraph:
 
 
 def _register_library_layers(model: nn.Module) -> None:
-    """Hugging Face layers (attention, RMS norms) are registered by prunesearch.models.hf,
+    """Hugging Face layers (attention, RMS norms) are registered by prunesearch.spaces.hf,
     imported only for a model that holds one (importing transformers takes seconds)."""
     if any(type(m).__module__.startswith("transformers.") for m in model.modules()):
-        import prunesearch.models.hf  # noqa: F401
+        import prunesearch.spaces.hf  # noqa: F401
 
 
 class _ScaleNormPruner(tp.pruner.function.BasePruningFunc):
