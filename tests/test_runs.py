@@ -68,3 +68,16 @@ def test_journal_keeps_predicted_latency_and_reads_journals_from_before_it(tmp_p
     assert "latency_us" not in path.read_text()
     rows = read_journal(path)
     assert [(c.result.macs, c.result.latency_us) for c in rows] == [(50, None), (40, None)]
+
+
+def test_a_journal_written_before_scores_were_named_reads_under_the_new_names(tmp_path):
+    path = tmp_path / "candidates.csv"
+    arch = Arch((("width:a", 4),))
+    quoted = '"' + arch.to_json().replace('"', '""') + '"'
+    path.write_text("id,strategy,arch,macs,params,macs_ratio,val_acc,stage,seconds,status,"
+                    f"error,latency_us\n0,random,{quoted},100,10,0.5,0.8125,search,1.0,ok,,\n")
+    (cand,) = read_journal(path)
+    assert cand.result.val_score == 0.8125 and cand.result.arch == arch
+    journal = CandidateJournal(path, dense_macs=200)  # appending keeps the old header
+    journal.append(Result(arch, 50, 5, 0.5, 1.0), "random")
+    assert [c.result.val_score for c in read_journal(path)] == [0.8125, 0.5]

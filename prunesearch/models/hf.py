@@ -24,7 +24,11 @@ class CausalLM(nn.Module):
         self.model = model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens.long(), use_cache=False).logits
+        tokens = tokens.long()
+        # an explicit all-ones mask: without one transformers looks for packed sequences
+        # (torch.diff), which ONNX cannot export
+        return self.model(input_ids=tokens, attention_mask=torch.ones_like(tokens),
+                          use_cache=False).logits
 
 
 def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, layers: int = 4, heads: int = 4,

@@ -22,6 +22,7 @@ from torch import nn
 
 from prunesearch.errors import ModelError, UserError
 from prunesearch.fileio import load_error_reason, save_state, write_json
+from prunesearch.models.registry import SHIPPED_FACTORIES
 from prunesearch.spaces import blocks_kept, shrink_to_state, truncate_depth
 
 ONNX_OPSET = 17
@@ -55,8 +56,9 @@ def load(path: str | Path, trust_code: bool = False) -> nn.Module:
     """An exported model as an nn.Module in eval mode, from its export folder (or its
     model.pt): needs only arch.json + model.pt and the model's code (zoo or the user's).
 
-    A folder whose arch.json names the user's code (`package.module:factory`) is loaded only
-    with `trust_code=True`: building the model imports and calls that code."""
+    A folder whose arch.json names the user's code (`package.module:factory`, other than the
+    factories prunesearch ships) is loaded only with `trust_code=True`: building the model
+    imports and calls that code."""
     folder = Path(path)
     folder = folder.parent if folder.is_file() else folder
     if not (folder / "meta.json").is_file():
@@ -71,7 +73,7 @@ def load(path: str | Path, trust_code: bool = False) -> nn.Module:
                         f"({load_error_reason(err)}); pass a folder "
                         f"written by `prunesearch export` (arch.json + model.pt).") from None
     check_spec(spec, folder)
-    if ":" in spec["model"] and not trust_code:
+    if ":" in spec["model"] and spec["model"] not in SHIPPED_FACTORIES and not trust_code:
         raise UserError(f"'{folder}/arch.json' names code to run, '{spec['model']}': loading "
                         f"it imports and calls that factory. Pass trust_code=True only if you "
                         f"trust where the folder came from.")
