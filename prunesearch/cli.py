@@ -192,11 +192,11 @@ def export(
     folder = export_run(run_dir, id_, limits[0] if limits else None, formats, output,
                         progress=not quiet)
     meta = json.loads((folder / "meta.json").read_text())
-    lat = meta["latency"]
+    lat, m = meta["latency"], metric_named(meta["metric"]["name"])
     out_console.print(
         f"exported #{meta['id']} ({meta['source']}) to {folder}: {meta['macs'] / 1e6:.2f}M MACs "
-        f"({meta['macs_ratio']:.3f} of dense), {meta['params'] / 1e3:.1f}k params, test acc "
-        f"{meta['test_score']:.4f}; CPU latency ({lat['threads']} threads) batch 1 "
+        f"({meta['macs_ratio']:.3f} of dense), {meta['params'] / 1e3:.1f}k params, test "
+        f"{m.name} {m.show(meta['test_score'])}; CPU latency ({lat['threads']} threads) batch 1 "
         f"{lat['model']['batch_1_ms']:.2f} ms ({lat['ratio_to_dense']['batch_1_ms']:.2f}x dense),"
         f" batch 64 {lat['model']['batch_64_ms']:.1f} ms "
         f"({lat['ratio_to_dense']['batch_64_ms']:.2f}x dense); checks: "

@@ -129,7 +129,7 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
             continue
         row = save_trained(run_dir, student, point, variant, ft.init, ft.kd, recipe.epochs,
                            report.val_score, report.test_score, report.seconds)
-        log.info("fine-tuned #%d: test acc %.4f in %.0f s", point["id"], report.test_score,
+        log.info("fine-tuned #%d: test score %.4f in %.0f s", point["id"], report.test_score,
                  report.seconds)
         rows.append(row)
     return rows

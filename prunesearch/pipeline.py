@@ -187,7 +187,7 @@ def training_kit(cfg: RunConfig, prep: Prepared, dev: torch.device) -> TrainingK
 
 
 class _SearchProgress:
-    """A progress bar over the evaluation budget, with the best accuracy so far."""
+    """A progress bar over the evaluation budget, with the best score so far."""
 
     def __init__(self, total: int, done: int, console: Console, enabled: bool) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -200,7 +200,7 @@ class _SearchProgress:
     def update(self, result: Result) -> None:
         if result.ok:
             self.best = max(self.best, result.val_score)
-        self.progress.update(self.task, advance=1, status=f"best proxy acc {self.best:.4f}")
+        self.progress.update(self.task, advance=1, status=f"best proxy score {self.best:.4f}")
 
 
 @contextmanager
@@ -490,6 +490,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
         "proxy_val_score": point["val_score"],
         "test_score": evaluate_score(model, prep.data.test_x, prep.data.test_y),
+        "metric": metric_of(prep.data.test_y).to_json(),
         "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
         "latency": {"device": "cpu", "threads": threads,
                     "statistic": "median over 5 rounds alternating with the dense model, each "

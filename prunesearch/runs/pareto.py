@@ -1,4 +1,6 @@
-"""The non-dominated set (max accuracy, min cost: MACs, params or latency) and its hypervolume."""
+"""The non-dominated set (max score, min cost: MACs, params or latency) and its hypervolume.
+
+Scores are prunesearch.metrics scores (accuracy, or 1 / perplexity): in [0, 1], higher is better."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ HV_REFERENCE = (1.0, 1.0)
 
 def hv_objectives(cost_label: str) -> str:
     """How summary.json names the hypervolume's objectives."""
-    return f"(1 - accuracy, {cost_label} / the dense model's), both minimized"
+    return f"(1 - score, {cost_label} / the dense model's), both minimized"
 
 
 def pareto_indices(acc: Sequence[float], cost: Sequence[float]) -> list[int]:

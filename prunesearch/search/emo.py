@@ -204,6 +204,6 @@ class EMOStrategy(AskTellStrategy):
         hv = hypervolume([acc[i] for i in front], [ratios[i] for i in front], 1.0)
         best = {t: max((a for a, c in zip(acc, ratios, strict=True) if c <= t), default=0.0)
                 for t in (0.25, 0.5, 0.75)}
-        log.info("emo gen %d: %d evaluations, hypervolume %.4f, best proxy acc at 25/50/75%% "
+        log.info("emo gen %d: %d evaluations, hypervolume %.4f, best proxy score at 25/50/75%% "
                  "of dense %s: %.4f / %.4f / %.4f", self._generations, ctx.n_evals, hv,
                  ctx.axis.label, best[0.25], best[0.5], best[0.75])
