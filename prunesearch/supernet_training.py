@@ -76,7 +76,7 @@ def supernet_key(dense: nn.Module, space: SpaceConfig, options: SupernetConfig,
     recipe = recipe.model_copy(update={"max_train_images": images})
     made_of = {"format": FORMAT, "dense": weights_fingerprint(dense),
                "space": space.model_dump(mode="json"), "options": options.model_dump(mode="json"),
-               "recipe": recipe.model_dump(mode="json"), "data": data_fingerprint, "seed": seed}
+               "recipe": recipe.cache_fields(), "data": data_fingerprint, "seed": seed}
     canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -31,6 +31,7 @@ from prunesearch.models import (
     train_model,
 )
 from prunesearch.models.options import ModelConfig, TrainConfig
+from prunesearch.models.train import recipe_optimizer
 
 CPU = torch.device("cpu")
 
@@ -338,6 +339,19 @@ def test_checkpoint_key_depends_on_what_made_the_model() -> None:
     assert len(key()) == 16 and key() == key()
     assert key(TrainConfig(epochs=1, batch_size=32, lr=0.05)) != key()
     assert key(seed=1) != key() and key(width=0.5) != key()
+    adamw = SMALL.train.model_copy(update={"optimizer": "adamw"})
+    assert key(adamw) != key()
+    # SGD recipes hash as before the optimizer could be chosen: cached models stay found
+    assert "optimizer" not in SMALL.train.cache_fields() and "optimizer" in adamw.cache_fields()
+
+
+def test_adamw_recipes_train_with_adamw_and_sgd_ones_with_nesterov_sgd() -> None:
+    params = [nn.Parameter(torch.zeros(2))]
+    opt, _ = recipe_optimizer(params, TrainConfig(optimizer="adamw", lr=1e-3,
+                                                  weight_decay=0.05), 10)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
+    opt, _ = recipe_optimizer(params, TrainConfig(), 10)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
 
 
 def test_corrupt_cache_entry_is_a_model_error(tmp_path: Path) -> None:

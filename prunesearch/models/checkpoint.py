@@ -58,7 +58,7 @@ def checkpoint_key(
         "in_chans": in_chans,
         "num_classes": num_classes,
         "data": data_fingerprint,
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe.cache_fields(),
         "seed": seed,
     }
     canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))

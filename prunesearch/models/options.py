@@ -3,21 +3,35 @@ beside the code that uses them, so that models/ and search/ never import the CLI
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field
 
 from prunesearch.options import Options
 
 
 class TrainConfig(Options):
-    """Dense-training recipe: SGD with momentum, cosine schedule, light augmentation."""
+    """Dense-training recipe: SGD with momentum (or AdamW), cosine schedule, light
+    augmentation."""
 
     epochs: int = Field(3, ge=0)
     batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd: Nesterov momentum; adamw: decoupled weight decay (what "
+        "transformers train with; use an lr near 1e-3)")
     lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     weight_decay: float = Field(5e-4, ge=0)
     augment: bool = True
     max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The recipe as cache keys hash it: every field, the optimizer only when it is not
+        SGD (so keys made before the optimizer could be chosen still find their files)."""
+        fields = self.model_dump(mode="json")
+        if fields["optimizer"] == "sgd":
+            del fields["optimizer"]
+        return fields
 
 
 class ModelConfig(Options):

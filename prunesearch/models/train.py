@@ -189,11 +189,15 @@ def progress_bar(disable: bool) -> Progress:
 
 
 def recipe_optimizer(params: Iterable[torch.Tensor], recipe: TrainConfig, total_steps: int
-                     ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
-    """The recipe's SGD (Nesterov momentum, weight decay) and a cosine schedule over
-    `total_steps` steps: every loop that trains weights uses this one."""
-    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """The recipe's optimizer (SGD with Nesterov momentum, or AdamW; weight decay) and a
+    cosine schedule over `total_steps` steps: every loop that trains weights uses this one."""
+    if recipe.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=recipe.lr,
+                                                       weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                              weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
 
 
