@@ -281,10 +281,11 @@ def space(
     model = build_model(name, shape, classes, width_mult).eval()
     sp = space_of(space_cfg, model, torch.zeros(1, *shape))
     table = Table(title=f"search space of {name} on input {tuple(shape)}")
-    for col in ("#", "dimension", "kind", "full", "choices"):
+    for col in ("#", "dimension", "kind", "counts", "full", "choices"):
         table.add_column(col)
     for i, d in enumerate(sp.dims):
-        table.add_row(str(i), d.name, d.kind, str(d.full), " ".join(map(str, d.choices)))
+        table.add_row(str(i), d.name, d.kind, sp.unit(i), str(d.full),
+                      " ".join(map(str, d.choices)))
     out_console.print(table)
     smallest = sp.smallest()
     out_console.print(

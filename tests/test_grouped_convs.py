@@ -152,6 +152,7 @@ def test_a_grouped_conv_is_one_dimension_over_its_groups_and_keeps_their_width()
     space = Space.from_model(model, torch.zeros(1, 1, 16, 16))
     dim = next(d for d in space.dims if d.name == "width:grouped.0")
     assert (dim.choices, dim.full) == ((1, 2, 3, 4), 4)
+    assert space.unit(space.dims.index(dim)) == "conv groups"
     arch = Arch(tuple((n, 2 if n == dim.name else v) for n, v in space.largest().values))
     conv = space.slicer(model).build(arch).grouped[0]
     assert (conv.groups, conv.in_channels, conv.out_channels) == (2, 16, 16)

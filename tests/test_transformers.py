@@ -155,6 +155,8 @@ def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
                for m in g.members}
     assert {"patch", "pos", "norm", "blocks.0.norm1", "blocks.3.mlp.2"} <= members
     assert kinds["depth:blocks"] == ("depth", 4)
+    units = {space.unit(d) for d, dim in enumerate(space.dims) if dim.name.endswith(".attn")}
+    assert units == {"heads"}
 
 
 def test_grouped_query_heads_go_with_their_queries():
@@ -162,6 +164,7 @@ def test_grouped_query_heads_go_with_their_queries():
     space = Space.from_model(model, torch.randint(0, 50, (1, 12)))
     dim = next(d for d in space.dims if d.name == "width:blocks.0.attn")
     assert (dim.full, dim.choices) == (2, (1, 2))  # key/value heads
+    assert space.unit(space.dims.index(dim)) == "key/value heads"
     arch = Arch(tuple((n, 1 if n == dim.name else v) for n, v in space.largest().values))
     attn = space.slicer(model).build(arch).blocks[0]["attn"]
     assert (attn.num_heads, attn.num_kv_heads) == (2, 1)

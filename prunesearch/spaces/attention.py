@@ -80,9 +80,10 @@ class Heads:
         q_roots = tuple(i // per_q for i in q_idxs)
         kv_roots = tuple(i // lay.head_dim for i in kv_idxs)
         q, k, v, o = self.projections
+        unit = "heads" if lay.heads == lay.kv_heads else "key/value heads"
         return ChannelGroup(self.module, lay.kv_heads, (
             Member(q, "out", q_idxs, q_roots), Member(k, "out", kv_idxs, kv_roots),
-            Member(v, "out", kv_idxs, kv_roots), Member(o, "in", q_idxs, q_roots)))
+            Member(v, "out", kv_idxs, kv_roots), Member(o, "in", q_idxs, q_roots)), unit)
 
     @torch.no_grad()
     def importance(self, modules: dict[str, nn.Module]) -> torch.Tensor:

@@ -209,7 +209,8 @@ def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup]
         members = tuple(Member(x.module, x.side, x.idxs, tuple(maps[j][r] for r in x.roots))
                         for j in parts for x in groups[j].members)
         size = next(iter(count[i]))
-        out.append((ChannelGroup(conv, size, members), [(j, maps[j]) for j in parts]))
+        out.append((ChannelGroup(conv, size, members, "conv groups"),
+                    [(j, maps[j]) for j in parts]))
     return out
 
 

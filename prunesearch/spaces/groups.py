@@ -20,3 +20,4 @@ class ChannelGroup:
     name: str  # the root module's qualified name
     size: int
     members: tuple[Member, ...]
+    unit: str = "channels"  # what a root is: channels, conv groups, heads, key/value heads

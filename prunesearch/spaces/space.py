@@ -137,6 +137,14 @@ class Space:
     def width_groups(self) -> list[tuple[int, ChannelGroup]]:
         return [(d, g) for d, g in enumerate(self._groups) if g is not None]
 
+    def unit(self, d: int) -> str:
+        """What dimension `d` counts: channels, conv groups, heads, key/value heads, blocks, or
+        weight density."""
+        dim = self.dims[d]
+        if dim.kind == "width":
+            return self._groups[d].unit
+        return "blocks" if dim.kind == "depth" else "weight density"
+
     def depth_stages(self) -> list[tuple[int, str]]:
         return [(d, s) for d, s in enumerate(self._stages) if s is not None]
 
