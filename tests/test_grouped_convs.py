@@ -13,15 +13,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torch_pruning as tp
+from masked_reference import check_against_masked_model
 from torch import nn
 
 import prunesearch
 from prunesearch.config import load_config
 from prunesearch.latency import build_latency_model
 from prunesearch.pipeline import export_run, prepare, run_job
-from prunesearch.spaces import Arch, Space, shrink_to_state
-from prunesearch.spaces.supernet import Supernet
+from prunesearch.spaces import Arch, Space
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -123,28 +122,8 @@ CASES = [("mixed", MixedNet, (1, 16, 16)), ("chain", GroupedChain, (2, 12, 12))]
 def test_whole_groups_cost_what_torch_pruning_counts_and_compute_the_masked_model(
         name, cls, shape):
     torch.manual_seed(0)
-    model = _with_statistics(cls())
     example = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
-    space = Space.from_model(model, example)
-    assert (space.dense_macs, space.dense_params) == tp.utils.count_ops_and_params(
-        model, example[:1])
-    masked = Supernet(space, model, space.channel_order(), hard=True).eval()
-    slicer = space.slicer(model)
-    rng = np.random.default_rng(0)
-    archs = [space.smallest(), space.uniform(0.5)] + [space.sample(rng) for _ in range(6)]
-    for arch in archs:
-        sliced = slicer.build(arch).eval()
-        assert (space.macs(arch), space.params(arch)) == tp.utils.count_ops_and_params(
-            sliced, example[:1]), arch
-        masked.sample = {d: [(g, torch.tensor(1.0))] for d, g in enumerate(space.encode(arch))}
-        with torch.no_grad():
-            torch.testing.assert_close(sliced(example), masked(example), rtol=0, atol=1e-5)
-        rebuilt = cls()  # an export is rebuilt from a full-size skeleton and the slim weights
-        shrink_to_state(rebuilt, sliced.state_dict())
-        rebuilt.load_state_dict(sliced.state_dict())
-        with torch.no_grad():
-            torch.testing.assert_close(rebuilt.eval()(example), sliced(example), rtol=0, atol=0)
-    assert space.macs(space.smallest()) < space.dense_macs
+    check_against_masked_model(_with_statistics(cls()), example, cls)
 
 
 def test_a_grouped_conv_is_one_dimension_over_its_groups_and_keeps_their_width():

@@ -15,16 +15,15 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
+from masked_reference import check_against_masked_model
 from torch import nn
 
 import prunesearch
 from prunesearch.config import load_config
 from prunesearch.models import create_model
 from prunesearch.pipeline import export_run, prepare, run_job
-from prunesearch.spaces import Arch, Space, blocks_kept, shrink_to_state, truncate_depth
+from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.attention import HeadLayout, register_attention
-from prunesearch.spaces.supernet import Supernet
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -117,29 +116,8 @@ CASES = [("vit_tiny", _vit, lambda g: torch.randn(3, 1, 28, 28, generator=g)),
 @pytest.mark.parametrize(("name", "build", "inputs"), CASES, ids=[c[0] for c in CASES])
 def test_heads_and_widths_cost_what_torch_pruning_counts_and_compute_the_masked_model(
         name, build, inputs):
-    model = _with_statistics(build())
     example = inputs(torch.Generator().manual_seed(2))
-    space = Space.from_model(model, example)
-    assert (space.dense_macs, space.dense_params) == tp.utils.count_ops_and_params(
-        model, example[:1])
-    masked = Supernet(space, model, space.channel_order(), hard=True).eval()
-    slicer = space.slicer(model)
-    rng = np.random.default_rng(0)
-    archs = [space.smallest(), space.uniform(0.5)] + [space.sample(rng) for _ in range(6)]
-    for arch in archs:
-        sliced = slicer.build(arch).eval()
-        assert (space.macs(arch), space.params(arch)) == tp.utils.count_ops_and_params(
-            sliced, example[:1]), arch
-        masked.sample = {d: [(g, torch.tensor(1.0))] for d, g in enumerate(space.encode(arch))}
-        with torch.no_grad():
-            torch.testing.assert_close(sliced(example), masked(example), rtol=0, atol=1e-5)
-        rebuilt = build()  # how an export is rebuilt: a full-size skeleton, the slim weights
-        truncate_depth(rebuilt, blocks_kept(arch.to_dict()))
-        shrink_to_state(rebuilt, sliced.state_dict())
-        rebuilt.load_state_dict(sliced.state_dict())
-        with torch.no_grad():
-            torch.testing.assert_close(rebuilt.eval()(example), sliced(example), rtol=0, atol=0)
-    assert space.macs(space.smallest()) < space.dense_macs
+    check_against_masked_model(_with_statistics(build()), example, build)
 
 
 def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():

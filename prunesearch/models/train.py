@@ -66,39 +66,39 @@ class TrainReport:
     images_per_s: float | None
 
 
-def evaluate_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
-) -> float:
-    """Top-1 accuracy (of every labelled position) in eval mode on the model's device; the
-    model's mode is restored."""
+def _summed_over_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                         per_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                         ) -> float:
+    """sum of `per_batch(logits, labels)` over `x` in eval mode on the model's device (no
+    gradients); the model's mode is restored."""
     if len(x) == 0:
-        raise ValueError("evaluate_accuracy needs at least one example")
-    device = next(model.parameters(), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size].to(device))
-            correct += correct_predictions(logits, y[i : i + batch_size].to(device))
-    model.train(was_training)
-    return correct.item() / y.numel()
-
-
-def evaluate_perplexity(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
-) -> float:
-    """exp(mean cross-entropy per labelled position) in eval mode; the mode is restored."""
+        raise ValueError("evaluating a model needs at least one example")
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            yb = y[i : i + batch_size].to(device)
-            total += task_loss(model(x[i : i + batch_size].to(device)), yb).double() * yb.numel()
+            logits = model(x[i : i + batch_size].to(device))
+            total += per_batch(logits, y[i : i + batch_size].to(device)).double()
     model.train(was_training)
-    return math.exp(total.item() / y.numel())
+    return total.item()
+
+
+def evaluate_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """Top-1 accuracy (of every labelled position) in eval mode; the mode is restored."""
+    return _summed_over_batches(model, x, y, batch_size, correct_predictions) / y.numel()
+
+
+def evaluate_perplexity(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """exp(mean cross-entropy per labelled position) in eval mode; the mode is restored."""
+    total = _summed_over_batches(model, x, y, batch_size,
+                                 lambda logits, yb: task_loss(logits, yb) * yb.numel())
+    return math.exp(total / y.numel())
 
 
 def evaluate_score(

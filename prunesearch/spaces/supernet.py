@@ -115,15 +115,22 @@ class Supernet(nn.Module):
             masks[g, perm[:c * per]] = 1.0
         return masks
 
+    def _sampled_mask(self, d: int, masks: torch.Tensor,
+                      device: torch.device) -> torch.Tensor | None:
+        """The current sample's (weighted) channel mask of dimension `d`; None: not sampled."""
+        picks = self.sample.get(d)
+        if not picks:
+            return None
+        return sum(w * masks[g].to(device) for g, w in picks)
+
     def _mask_hook(self, d: int, perm: torch.Tensor, per: int, last: bool):
         """Zero every channel but the c most important of the sampled width (weighted)."""
         masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            picks = self.sample.get(d)
-            if not picks:
+            mask = self._sampled_mask(d, masks, out.device)
+            if mask is None:
                 return out
-            mask = sum(w * masks[g].to(out.device) for g, w in picks)
             return out * (mask if last else mask.view(1, -1, *([1] * (out.dim() - 2))))
 
         return hook
@@ -134,10 +141,9 @@ class Supernet(nn.Module):
         masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            picks = self.sample.get(d)
-            if not picks:
+            mask = self._sampled_mask(d, masks, out.device)
+            if mask is None:
                 return out
-            mask = sum(w * masks[g].to(out.device) for g, w in picks)
             x = args[0].float()
             kept = mask.sum()
             centered = isinstance(module, nn.LayerNorm)
