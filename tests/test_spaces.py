@@ -3,12 +3,11 @@ candidate computes what the same arch physically pruned by torch-pruning compute
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
+from masked_reference import tp_pruned
 from torch import nn
 from torch_pruning.utils import op_counter
 
@@ -95,25 +94,6 @@ def _models() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
 MODELS = _models()
 
 
-def _tp_pruned(space: Space, model: nn.Module, arch: Arch, example: torch.Tensor) -> nn.Module:
-    """The same arch built independently: drop blocks, then torch-pruning prunes each group."""
-    order = space.graph.channel_order()
-    pruned = copy.deepcopy(model)
-    for d, stage in space.depth_stages():
-        del pruned.get_submodule(stage)[arch[space.dims[d].name]:]
-    dg = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
-    modules = dict(pruned.named_modules())
-    for d, group in space.width_groups():
-        if group.name not in modules:
-            continue  # its block was dropped
-        root = modules[group.name]
-        removed = order[group.name][arch[space.dims[d].name]:]
-        if removed:
-            dg.get_pruning_group(root, dg.get_pruner_of_module(root).prune_out_channels,
-                                 idxs=list(removed)).prune()
-    return pruned.eval()
-
-
 @pytest.mark.parametrize(("name", "model", "shape"), MODELS, ids=[m[0] for m in MODELS])
 def test_analytic_costs_and_slicing_match_torch_pruning(name, model, shape):
     example = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
@@ -127,7 +107,7 @@ def test_analytic_costs_and_slicing_match_torch_pruning(name, model, shape):
         sliced = slicer.build(arch).eval()
         macs, params = tp.utils.count_ops_and_params(sliced, example[:1])
         assert (space.macs(arch), space.params(arch)) == (macs, params), arch
-        reference = _tp_pruned(space, model, arch, example)
+        reference = tp_pruned(space, model, arch, example)
         assert tp.utils.count_ops_and_params(reference, example[:1]) == (macs, params)
         with torch.no_grad():
             torch.testing.assert_close(sliced(example), reference(example), rtol=0, atol=1e-5)
