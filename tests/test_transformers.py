@@ -20,6 +20,7 @@ from torch import nn
 
 import prunesearch
 from prunesearch.config import load_config
+from prunesearch.latency import build_latency_model
 from prunesearch.models import create_model
 from prunesearch.pipeline import export_run, prepare, run_job
 from prunesearch.spaces import Arch, Space
@@ -170,3 +171,18 @@ def test_vit_tiny_is_searched_finetuned_and_exported(tmp_path):
                                    rtol=0, atol=1e-5)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize(("name", "build", "inputs"), [CASES[0], CASES[2]],
+                         ids=[CASES[0][0], CASES[2][0]])
+def test_latency_tables_time_embeddings_norms_and_heads(name, build, inputs, tmp_path):
+    model = build().eval()
+    example = inputs(torch.Generator().manual_seed(2))[:1]
+    space = Space.from_model(model, example)
+    table = build_latency_model(space, model, 2, torch.device("cpu"), cache_dir=tmp_path,
+                                repeats=1)
+    kinds = {call.kind for call in space.cost.calls}
+    assert {"embedding", "linear"} <= kinds and kinds & {"layernorm", "rmsnorm"}
+    # every call of every arch has an entry (timed, or scaled from its dense entry)
+    rng = np.random.default_rng(0)
+    assert all(table.predict(space.sample(rng)) > 0 for _ in range(4))
