@@ -422,8 +422,7 @@ def test_stdlib_bytes_is_next_byte_prediction_over_whole_files_split_apart():
     # labels are the inputs shifted by one byte; nothing normalized
     assert torch.equal(splits.train_x[:, 1:], splits.train_y[:, :-1])
     assert torch.equal(splits.test_x[:, 1:], splits.test_y[:, :-1])
-    text = bytes(splits.test_x[0].tolist()) + bytes(splits.test_y[0, -1:].tolist())
-    assert text.isascii() and len(text) == 65
+    assert int(splits.train_x.max()) < 256 and int(splits.train_x.min()) >= 0
     train_windows = {bytes(w.tolist()) for w in splits.train_x}
     assert not any(bytes(w.tolist()) in train_windows for w in splits.test_x[:200])
 
