@@ -14,7 +14,7 @@ from rich.table import Table
 
 from prunesearch.config import load_config
 from prunesearch.errors import UserError
-from prunesearch.metrics import metric_named, metric_of
+from prunesearch.metrics import metric_from_json, metric_of
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 out_console = Console()
@@ -74,7 +74,7 @@ def run(
     outcome = run_job(cfg, out, resume=resume, device=device, progress=not quiet,
                       console=err_console)
     s = outcome.summary
-    metric = metric_named(s["metric"]["name"])
+    metric = metric_from_json(s["metric"])
     out_console.print(
         f"[bold]{outcome.run_dir}[/bold]: {s['n_evals']} candidates ({s['n_failed']} failed), "
         f"front of {s['front_size']}, hypervolume {s['hypervolume']['value']:.4f}, dense "
@@ -192,7 +192,7 @@ def export(
     folder = export_run(run_dir, id_, limits[0] if limits else None, formats, output,
                         progress=not quiet)
     meta = json.loads((folder / "meta.json").read_text())
-    lat, m = meta["latency"], metric_named(meta["metric"]["name"])
+    lat, m = meta["latency"], metric_from_json(meta["metric"])
     out_console.print(
         f"exported #{meta['id']} ({meta['source']}) to {folder}: {meta['macs'] / 1e6:.2f}M MACs "
         f"({meta['macs_ratio']:.3f} of dense), {meta['params'] / 1e3:.1f}k params, test "

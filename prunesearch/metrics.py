@@ -10,6 +10,7 @@ lower is better), named; `summary.json` records which metric a run used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,7 @@ def metric_of(labels: torch.Tensor) -> Metric:
     return PERPLEXITY if labels.dim() == 2 else ACCURACY
 
 
-def metric_named(name: str | None) -> Metric:
-    """The metric a summary.json names (runs from before metrics were named: accuracy)."""
-    return PERPLEXITY if name == PERPLEXITY.name else ACCURACY
+def metric_from_json(entry: Mapping[str, object] | None) -> Metric:
+    """The metric a summary.json or export meta.json records (`Metric.to_json`); files from
+    before metrics were named record none: accuracy."""
+    return PERPLEXITY if entry and entry.get("name") == PERPLEXITY.name else ACCURACY

@@ -41,10 +41,10 @@ from prunesearch.models.options import TrainConfig
 from prunesearch.models.train import (
     distillation_kl,
     epoch_batches,
-    evaluate_score,
     progress_bar,
     recipe_optimizer,
     soft_targets,
+    split_scores,
     task_loss,
     training_tensors,
 )
@@ -201,9 +201,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
     recalibrate_batchnorm(trained, list(x[:_CALIBRATION_IMAGES].split(batch_size)))
     meta = {"key": key, "epochs": options.epochs, "seconds": seconds,
             "images_per_epoch": steps * batch_size,
-            "options": options.model_dump(mode="json"),
-            "val_score": evaluate_score(trained, data.val_x, data.val_y),
-            "test_score": evaluate_score(trained, data.test_x, data.test_y)}
+            "options": options.model_dump(mode="json"), **split_scores(trained, data)}
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     if distributed.is_main():
         write_torch(final, {"state_dict": state, "meta": meta})

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from prunesearch.data.splits import DatasetSplits, RawDataset, make_splits, raw_digest
+from prunesearch.data.splits import (
+    DatasetSplits,
+    RawDataset,
+    is_integer,
+    make_splits,
+    raw_digest,
+)
 from prunesearch.errors import DataError, UserError
 from prunesearch.plugins import accepted_kwargs, describe_error, import_factory
 
@@ -123,10 +129,6 @@ def _call_loader(load: Loader, what: str, offered: dict[str, Any]) -> RawDataset
     return _check_raw(result, what)
 
 
-def _is_integer(dtype: torch.dtype) -> bool:
-    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
-
-
 def _bad(what: str, problem: str, fix: str) -> DataError:
     return DataError(f"{what} {problem}; {fix}. {_CONTRACT}")
 
@@ -152,11 +154,11 @@ def _check_raw(result: object, what: str) -> RawDataset:
         raise _bad(what, f"returned num_classes = {num_classes}", "a classifier needs at least 2")
     for split in ("train", "test"):
         x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
-        if x.dim() < 2 or not (x.dtype.is_floating_point or _is_integer(x.dtype)):
+        if x.dim() < 2 or not (x.dtype.is_floating_point or is_integer(x.dtype)):
             raise _bad(what, f"returned {split}_x of shape {tuple(x.shape)} and dtype {x.dtype}",
                        "inputs are real numbers, one row per example: (N, F) or (N, C, H, W)")
-        sequence = y.dim() == 2 and _is_integer(x.dtype) and tuple(x.shape) == tuple(y.shape)
-        if not (y.dim() == 1 or sequence) or not _is_integer(y.dtype):
+        sequence = y.dim() == 2 and is_integer(x.dtype) and tuple(x.shape) == tuple(y.shape)
+        if not (y.dim() == 1 or sequence) or not is_integer(y.dtype):
             raise _bad(what, f"returned {split}_y of shape {tuple(y.shape)} and dtype {y.dtype}",
                        "labels are a 1-D integer tensor, one class index per example "
                        "(e.g. y.long()), or for integer token inputs (N, T) one per position "

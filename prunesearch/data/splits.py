@@ -82,9 +82,9 @@ class DatasetSplits:
         )
 
 
-def is_tokens(x: torch.Tensor) -> bool:
-    """Integer inputs are token ids (a sequence task), never normalized."""
-    return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
+def is_integer(dtype: torch.dtype) -> bool:
+    """Integer tensors hold labels, or inputs that are token ids (never normalized)."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 def make_splits(
@@ -113,7 +113,7 @@ def make_splits(
     val_idx = order[:val_size].sort().values
     train_idx = order[val_size:].sort().values
 
-    if is_tokens(train_x):
+    if is_integer(train_x.dtype):  # token ids
         return DatasetSplits(name, train_x[train_idx].long(), train_y[train_idx].long(),
                              train_x[val_idx].long(), train_y[val_idx].long(), test_x.long(),
                              test_y.long(), num_classes, content_digest)

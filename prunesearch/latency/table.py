@@ -33,7 +33,7 @@ from prunesearch.fileio import write_json
 from prunesearch.latency.measure import latency_ratio, measure_latency_ms, median_seconds
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
-from prunesearch.spaces.layers import slice_scale_norm
+from prunesearch.spaces.layers import channels_last, slice_scale_norm
 
 log = logging.getLogger("prunesearch")
 FORMAT = 1
@@ -78,7 +78,7 @@ class _Layer:
             return torch.zeros((batch, *self.in_shape[1:]), dtype=torch.long, device=device)
         shape = [batch, *self.in_shape[1:]]
         if len(shape) > 1:
-            shape[-1 if self.kind in ("linear", "layernorm", "rmsnorm") else 1] = cin
+            shape[-1 if channels_last(self.kind) else 1] = cin
         return torch.zeros(shape, device=device)
 
 

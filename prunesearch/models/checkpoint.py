@@ -24,7 +24,7 @@ from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
 from prunesearch.metrics import metric_of
 from prunesearch.models.options import ModelConfig, TrainConfig
 from prunesearch.models.registry import build_model, split_input_shape
-from prunesearch.models.train import evaluate_score, train_model
+from prunesearch.models.train import split_scores, train_model
 
 if TYPE_CHECKING:
     from prunesearch.data import DatasetSplits
@@ -109,11 +109,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, fi
     model.load_state_dict(state)
 
 
-def _scores(model: nn.Module, data: DatasetSplits) -> dict[str, float]:
-    return {"val_score": evaluate_score(model, data.val_x, data.val_y),
-            "test_score": evaluate_score(model, data.test_x, data.test_y)}
-
-
 def dense_model(
     cfg: ModelConfig,
     data: DatasetSplits,
@@ -146,7 +141,7 @@ def dense_model(
             raise ModelError(f"model.checkpoint '{path}' does not exist. {fix}")
         load_weights(model, path, fix)
         model.to(device)
-        return model, {**described, **_scores(model, data), "checkpoint": str(path),
+        return model, {**described, **split_scores(model, data), "checkpoint": str(path),
                        "cached": False}
 
     in_chans, _ = split_input_shape(data.input_shape)
@@ -159,7 +154,7 @@ def dense_model(
         meta = load_weights(model, path, fix)
         model.to(device)
         if meta.get("metric", "accuracy") != metric:  # cached before scores were named
-            meta = {**meta, "metric": metric, **_scores(model, data)}
+            meta = {**meta, "metric": metric, **split_scores(model, data)}
         return model, {**meta, "checkpoint": str(path), "cached": True}
 
     report = train_model(model, data, cfg.train, seed=seed, device=device, progress=progress)

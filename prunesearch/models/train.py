@@ -111,6 +111,12 @@ def evaluate_score(
     return evaluate_accuracy(model, x, y, batch_size)
 
 
+def split_scores(model: nn.Module, data: DatasetSplits) -> dict[str, float]:
+    """`val_score` and `test_score` of `model` on the whole validation and test splits."""
+    return {"val_score": evaluate_score(model, data.val_x, data.val_y),
+            "test_score": evaluate_score(model, data.test_x, data.test_y)}
+
+
 def random_translate(
     x: torch.Tensor, gen: torch.Generator, max_shift: int = MAX_SHIFT
 ) -> torch.Tensor:
@@ -275,8 +281,7 @@ def train_model(
         epochs=recipe.epochs,
         train_loss=train_loss,
         train_acc=train_acc,
-        val_score=evaluate_score(model, data.val_x, data.val_y),
-        test_score=evaluate_score(model, data.test_x, data.test_y),
+        **split_scores(model, data),
         seconds=seconds,
         images_per_s=images / seconds if images else None,
     )

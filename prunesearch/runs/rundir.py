@@ -16,7 +16,7 @@ from typing import IO, Any
 from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
 from prunesearch.fileio import renamed_fields, write_atomic, write_json
-from prunesearch.metrics import Metric, metric_named
+from prunesearch.metrics import Metric, metric_from_json
 from prunesearch.objective import CostAxis
 from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
 from prunesearch.runs.pareto import (
@@ -152,7 +152,7 @@ class RunDir:
         fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*).
         The front and hypervolume are on `axis` (MACs unless the run searched another cost);
         `dense` holds the full network's cost on it."""
-        metric = metric_named((summary.get("metric") or {}).get("name"))
+        metric = metric_from_json(summary.get("metric"))
         score_meaning = (f"scores are {metric.to_json()['score']} (higher is better; "
                          f"{metric.name} = {'1 / score' if metric.lower_is_better else 'score'})")
         ok = [c for c in candidates if c.result.ok]
@@ -242,7 +242,7 @@ class RunView:
     @property
     def metric(self) -> Metric:
         """What the run's scores measure (runs from before metrics were named: accuracy)."""
-        return metric_named((self.summary.get("metric") or {}).get("name"))
+        return metric_from_json(self.summary.get("metric"))
 
     @property
     def final_points(self) -> list[dict[str, Any]]:

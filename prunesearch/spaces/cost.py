@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from prunesearch.errors import ModelError
-from prunesearch.spaces.layers import CostKind, cost_kind
+from prunesearch.spaces.layers import CostKind, channels_last, cost_kind
 from prunesearch.spaces.masks import kept_weights
 
 
@@ -121,9 +121,7 @@ def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> in
                          f"channels are pruned; prunesearch cannot count its cost.")
     if changed:
         return changed.pop()
-    if kind in ("linear", "layernorm", "embedding", "rmsnorm"):
-        return len(dense) - 1
-    return min(1, len(dense) - 1)
+    return len(dense) - 1 if channels_last(kind) else min(1, len(dense) - 1)
 
 
 class CostModel:

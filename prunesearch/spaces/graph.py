@@ -30,15 +30,15 @@ class ModelGraph:
     """The dependency graph of a model and its prunable channel groups, built once per run."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: list[str]) -> None:
-        self.module_names = {m: n for n, m in model.named_modules()}
-        unknown = [n for n in ignore if n not in dict(model.named_modules())]
+        self._modules = dict(model.named_modules())
+        self.module_names = {m: n for n, m in self._modules.items()}
+        unknown = [n for n in ignore if n not in self._modules]
         if unknown:
             raise ModelError(
                 f"space.ignore names modules the model does not have: {unknown}. Use qualified "
                 f"names as printed by `prunesearch space MODEL` (e.g. 'fc' or 'stages.0.0.conv1')."
             )
         self.output_layer = _last_weighted_layer(model, example_input)
-        self._modules = dict(model.named_modules())
         ignored = {self._modules[n] for n in ignore}
         ignored.add(self._modules[self.output_layer])
         _register_library_layers(model)

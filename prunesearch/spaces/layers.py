@@ -73,6 +73,12 @@ def cost_kind(t: type[nn.Module]) -> CostKind | None:
     return None
 
 
+def channels_last(kind: CostKind) -> bool:
+    """True when a layer of this cost kind holds its channels on the last axis of its input
+    and output (linear layers, layer and RMS norms, embeddings); the others on axis 1."""
+    return kind in ("linear", "layernorm", "embedding", "rmsnorm")
+
+
 def side_size(m: nn.Module, side: str) -> int:
     """Channel count of a layer's "out" or "in" side."""
     for attr in (("out_channels", "out_features", "num_features", "embedding_dim")

@@ -27,13 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunesearch.spaces.groups import Member
-from prunesearch.spaces.layers import cost_kind
+from prunesearch.spaces.layers import channels_last, cost_kind
 from prunesearch.spaces.space import Space
 
 _NORMS = ("norm", "layernorm", "rmsnorm")  # cost kinds whose layers normalize a group's channels
-# output channels on axis 1; every other prunable layer (linear, layer norm, embedding) has them
-# on the last axis
-_CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 # per dimension: (choice index, weight) pairs of the current sample
 Sample = Mapping[int, Sequence[tuple[int, torch.Tensor]]]
@@ -79,8 +76,9 @@ class Supernet(nn.Module):
                 perm = torch.tensor([i for i, _ in by_rank], dtype=torch.long)
                 per = len(member.idxs) // group.size  # channels per root (grouped conv: > 1)
                 module = modules[member.module]
-                last = not isinstance(module, _CHANNELS_FIRST)
-                if hard and cost_kind(type(module)) in ("layernorm", "rmsnorm"):
+                kind = cost_kind(type(module))
+                last = channels_last(kind)
+                if hard and kind in ("layernorm", "rmsnorm"):
                     hook = self._norm_hook(d, perm, per)
                 elif hard:
                     hook = self._mask_hook(d, perm, per, last)
