@@ -1,6 +1,8 @@
 """Independent references for the networks a Space builds.
 
+`with_norm_statistics`: non-trivial norm statistics, so a wrongly kept channel shows.
 `tp_pruned`: the same arch pruned physically by torch-pruning (channel groups it can prune).
+`check_exported_formats`: an export's TorchScript and ONNX files compute what it loads as.
 
 `check_against_masked_model`: for what torch-pruning cannot prune the way prunesearch does
 (whole groups of a grouped conv, attention heads) or prunes wrongly (torch-pruning 1.6 keeps a
@@ -15,14 +17,45 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from prunesearch.spaces import Arch, Space, blocks_kept, shrink_to_state, truncate_depth
 from prunesearch.spaces.supernet import Supernet
+
+
+def with_norm_statistics(model: nn.Module, seed: int = 1) -> nn.Module:
+    """`model` in eval mode with random BatchNorm running statistics and random scales and
+    shifts in every norm layer (BatchNorm, LayerNorm, RMS norms), drawn from `seed`: a sliced
+    network that keeps a wrong channel then computes something else."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if "Norm" not in type(m).__name__:
+            continue
+        if getattr(m, "running_mean", None) is not None:
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+        for name, fill in (("weight", lambda n: torch.rand(n, generator=gen) + 0.5),
+                           ("bias", lambda n: torch.randn(n, generator=gen) * 0.1)):
+            p = getattr(m, name, None)
+            if isinstance(p, torch.Tensor):
+                p.data.copy_(fill(p.shape))
+    return model.eval()
+
+
+def check_exported_formats(folder: Path, loaded: nn.Module, x: torch.Tensor) -> None:
+    """model.ts and model.onnx in an export folder give `loaded`'s outputs on `x`."""
+    with torch.no_grad():
+        expected = loaded(x)
+        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), expected,
+                                   rtol=0, atol=1e-5)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() <= 1e-4
 
 
 def check_against_masked_model(model: nn.Module, example: torch.Tensor,

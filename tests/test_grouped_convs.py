@@ -10,10 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from masked_reference import check_against_masked_model
+from masked_reference import (
+    check_against_masked_model,
+    check_exported_formats,
+    with_norm_statistics,
+)
 from torch import nn
 
 import prunesearch
@@ -103,18 +106,6 @@ def mixed_net(in_chans: int, num_classes: int, **_: object) -> nn.Module:
     return MixedNet(in_chans, num_classes)
 
 
-def _with_statistics(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so a wrongly kept channel changes the output."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-    return model.eval()
-
-
 CASES = [("mixed", MixedNet, (1, 16, 16)), ("chain", GroupedChain, (2, 12, 12))]
 
 
@@ -123,11 +114,11 @@ def test_whole_groups_cost_what_torch_pruning_counts_and_compute_the_masked_mode
         name, cls, shape):
     torch.manual_seed(0)
     example = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
-    check_against_masked_model(_with_statistics(cls()), example, cls)
+    check_against_masked_model(with_norm_statistics(cls()), example, cls)
 
 
 def test_a_grouped_conv_is_one_dimension_over_its_groups_and_keeps_their_width():
-    model = _with_statistics(MixedNet())
+    model = with_norm_statistics(MixedNet())
     space = Space.from_model(model, torch.zeros(1, 1, 16, 16))
     dim = next(d for d in space.dims if d.name == "width:grouped.0")
     assert (dim.choices, dim.full) == ((1, 2, 3, 4), 4)
@@ -139,7 +130,7 @@ def test_a_grouped_conv_is_one_dimension_over_its_groups_and_keeps_their_width()
 
 
 def test_couplings_that_cannot_lose_whole_groups_stay_whole():
-    model = _with_statistics(GroupedChain())
+    model = with_norm_statistics(GroupedChain())
     space = Space.from_model(model, torch.zeros(1, 2, 12, 12))
     widths = {d.name: d for d in space.dims if d.kind == "width"}
     chained = widths.pop("width:g1.0")  # g1 and g2 share channels: one dimension, 6 groups
@@ -151,7 +142,7 @@ def test_couplings_that_cannot_lose_whole_groups_stay_whole():
 
 
 def test_the_latency_table_times_grouped_convs_at_each_number_of_groups(tmp_path):
-    model = _with_statistics(MixedNet())
+    model = with_norm_statistics(MixedNet())
     space = Space.from_model(model, torch.zeros(1, 1, 16, 16))
     table = build_latency_model(space, model, 2, torch.device("cpu"), cache_dir=tmp_path,
                                 repeats=1)
@@ -176,11 +167,5 @@ def test_a_model_with_grouped_convs_is_searched_finetuned_and_exported(tmp_path)
     loaded = prunesearch.load(folder, trust_code=True)
     assert loaded.grouped[0].groups == arch["width:grouped.0"]
     prep = prepare(load_config(run_dir / "config.toml"), torch.device("cpu"), progress=False)
-    x = prep.data.val_x[:16]
-    with torch.no_grad():
-        expected = loaded(x)
-        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), expected,
-                                   rtol=0, atol=1e-5)
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() <= 1e-4
+    check_exported_formats(folder, loaded, prep.data.val_x[:16])
     assert meta["macs"] == prep.space.macs(arch) and meta["macs_ratio"] <= 0.6

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
-from masked_reference import tp_pruned
+from masked_reference import tp_pruned, with_norm_statistics
 from torch import nn
 from torch_pruning.utils import op_counter
 
@@ -67,16 +67,6 @@ class BranchyNet(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def _randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
-    """Give BatchNorm layers non-trivial statistics so slicing mistakes change outputs."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-
-
 def _models() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     torch.manual_seed(0)
     out = [(name, create_model(name, 1, 10, input_size=(28, 28)), (1, 28, 28))
@@ -84,10 +74,8 @@ def _models() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     out.append(("mlp", create_model("mlp", 1, 10, input_size=(40,)), (40,)))
     out.append(("concat (test-only model)", ConcatNet(), (1, 16, 16)))
     out.append(("branchy (test-only model)", BranchyNet(), (1, 16, 16)))
-    gen = torch.Generator().manual_seed(1)
-    for _, model, _ in out:
-        _randomize_bn(model, gen)
-        model.eval()
+    for seed, (_, model, _) in enumerate(out, start=1):
+        with_norm_statistics(model, seed)
     return out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from masked_reference import with_norm_statistics
 from torch import nn
 
 import prunesearch.supernet_training as stage
@@ -48,14 +49,7 @@ def data() -> DatasetSplits:
 def _dense(data: DatasetSplits, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = create_model("resnet20", 1, data.num_classes, width_mult=0.5, input_size=(8, 8))
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():  # non-trivial statistics, so a wrong channel changes outputs
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-    return model.eval()
+    return with_norm_statistics(model, seed)
 
 
 def _space(model: nn.Module, data: DatasetSplits) -> Space:

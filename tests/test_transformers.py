@@ -11,11 +11,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from masked_reference import check_against_masked_model
+from masked_reference import (
+    check_against_masked_model,
+    check_exported_formats,
+    with_norm_statistics,
+)
 from torch import nn
 
 import prunesearch
@@ -81,18 +84,6 @@ class TinyDecoder(nn.Module):
         return self.lm_head(self.norm(x))
 
 
-def _with_statistics(model: nn.Module) -> nn.Module:
-    """Non-trivial norm scales and shifts, so a wrongly kept channel changes outputs."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        for name in ("weight", "bias"):
-            p = getattr(m, name, None) if "Norm" in type(m).__name__ else None
-            if isinstance(p, torch.Tensor):
-                p.data.copy_(torch.rand(p.shape, generator=gen) + 0.5 if name == "weight"
-                             else torch.randn(p.shape, generator=gen) * 0.1)
-    return model.eval()
-
-
 def _vit() -> nn.Module:
     torch.manual_seed(0)
     return create_model("vit_tiny", 1, 10)
@@ -118,7 +109,7 @@ CASES = [("vit_tiny", _vit, lambda g: torch.randn(3, 1, 28, 28, generator=g)),
 def test_heads_and_widths_cost_what_torch_pruning_counts_and_compute_the_masked_model(
         name, build, inputs):
     example = inputs(torch.Generator().manual_seed(2))
-    check_against_masked_model(_with_statistics(build()), example, build)
+    check_against_masked_model(with_norm_statistics(build()), example, build)
 
 
 def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
@@ -139,7 +130,7 @@ def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
 
 
 def test_grouped_query_heads_go_with_their_queries():
-    model = _with_statistics(TinyDecoder())
+    model = with_norm_statistics(TinyDecoder())
     space = Space.from_model(model, torch.randint(0, 50, (1, 12)))
     dim = next(d for d in space.dims if d.name == "width:blocks.0.attn")
     assert (dim.full, dim.choices) == (2, (1, 2))  # key/value heads
@@ -164,13 +155,7 @@ def test_vit_tiny_is_searched_finetuned_and_exported(tmp_path):
     prep = prepare(load_config(run_dir / "config.toml"), torch.device("cpu"), progress=False)
     assert meta["macs"] == prep.space.macs(arch) and meta["macs_ratio"] <= 0.5
     assert sum(p.numel() for p in loaded.parameters()) == meta["params"]
-    x = prep.data.val_x[:16]
-    with torch.no_grad():
-        expected = loaded(x)
-        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), expected,
-                                   rtol=0, atol=1e-5)
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() <= 1e-4
+    check_exported_formats(folder, loaded, prep.data.val_x[:16])
 
 
 @pytest.mark.parametrize(("name", "build", "inputs"), [CASES[0], CASES[2]],
