@@ -173,6 +173,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "factory module missing": (run_tiny("--set", "model.name='no_such_mod:factory'"),
                                "no_such_mod"),
     "factory not callable": (run_tiny("--set", "model.name='math:pi'"), "math:pi"),
+    "language model on images": (run_tiny("--set", "model.name='prunesearch.models.hf:llama'"),
+                                 "reads token sequences"),
+    "vit on flat data": (run_tiny("--set", "model.name='vit_tiny'", "--set",
+                                  "data.dataset='stdlib-bytes'"), "multiples of 4"),
     "checkpoint missing": (run_tiny("--set", "model.checkpoint='/nonexistent.pt'"),
                            "does not exist"),
     "checkpoint not torch": (lambda w, r: (w / "ck.pt").write_text("not a checkpoint") and

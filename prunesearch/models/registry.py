@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from prunesearch.errors import ModelError
+from prunesearch.errors import ModelError, UserError
 from prunesearch.plugins import accepted_kwargs, describe_error, import_factory
 
 
@@ -104,6 +104,8 @@ def load_user_model(
                          f"add the argument.")
     try:
         model = factory(**kwargs)
+    except UserError:  # the factory already says what is wrong and how to fix it
+        raise
     except Exception as err:
         raise ModelError(f"model spec '{spec}': calling it with {sorted(kwargs) or 'no args'} "
                          f"raised {describe_error(err)}; the factory should accept these "
