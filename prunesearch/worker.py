@@ -50,10 +50,13 @@ def _published(url: str, name: str, wait_s: float) -> tuple[SharedStudy, dict[st
     """The run's study and what it published, waiting up to `wait_s` for the run to create
     and publish it (it trains the dense model first)."""
     deadline = time.monotonic() + wait_s
+    shared: SharedStudy | None = None
     while True:
         missing: StudyMissing | None = None
         try:
-            shared = SharedStudy(url, name, create=False)
+            # opened once: each opening holds pooled connections, and a server refuses
+            # clients past max_connections (100 by default) long before a run publishes
+            shared = shared or SharedStudy(url, name, create=False)
             attrs = {k: shared.attr(k) for k in ("config", "weights", "mode")}
             if all(v is not None for v in attrs.values()):
                 return shared, attrs

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from pg_cluster import throwaway_postgres
 
 from prunesearch.runs.shared import SharedStudy, StudyMissing
@@ -129,7 +130,8 @@ def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
     killed = _kill_a_worker_mid_candidate(postgres, name, workers[0])
     _, err = run.communicate(timeout=600)
     assert run.returncode == 0, err
-    assert workers[1].wait(timeout=60) == 0
+    _, worker_err = workers[1].communicate(timeout=60)
+    assert workers[1].returncode == 0, worker_err
 
     rows = _rows(tmp_path / name)
     assert len(rows) == 60 and len({r["arch"] for r in rows}) == 60
@@ -141,6 +143,36 @@ def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
     held = {r["arch"] for r in rows}
     assert sum(t.user_attrs["result"]["arch"] in held for t in trials
                if "result" in t.user_attrs) == 60  # exactly one result per arch
+
+
+def _client_connections(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+            ).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_waiting_worker_holds_a_bounded_number_of_connections(postgres, cli_env):
+    """A worker polls once a second for its run's study; polling must not open connections
+    until the server refuses clients (max_connections: 100), which once failed a worker whose
+    run spent a minute training its dense model."""
+    SharedStudy(postgres, "someone-else").engine.dispose()  # optuna's tables exist, no study
+    before = _client_connections(postgres)
+    worker = subprocess.Popen(_cli("worker", "--storage", postgres, "--study", "not-yet",
+                                   "--wait", "12", "--quiet"),
+                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    peak = before
+    while worker.poll() is None:
+        peak = max(peak, _client_connections(postgres))
+        time.sleep(0.5)
+    _, err = worker.communicate()
+    assert worker.returncode == 2 and "no study named 'not-yet'" in " ".join(err.split())
+    assert peak - before <= 4, f"{peak - before} connections held while waiting"
 
 
 @pytest.mark.parametrize("config", ['[model]\nname = "mypkg.nets:build"\n',
@@ -180,6 +212,7 @@ def test_a_killed_run_resumes_its_shared_study_without_losing_or_repeating_a_can
     resumed = subprocess.run(_cli(*args, "--resume"), env=cli_env, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert worker.wait(timeout=60) == 0
+    _, worker_err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, worker_err
     rows = _rows(tmp_path / name)
     assert len(rows) == 120 and len({r["arch"] for r in rows}) == 120

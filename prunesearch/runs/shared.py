@@ -154,8 +154,10 @@ class SharedStudy:
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=_retry, skip_table_creation=not create)
         except StudyMissing:
+            self.engine.dispose()  # a waiting worker asks again: leave no connection open
             raise
         except Exception as err:
+            self.engine.dispose()
             raise UserError(f"Cannot open the storage '{_redacted(url)}' "
                             f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); check "
                             f"that the database server runs, the URL's host, port, user and "
