@@ -12,7 +12,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, create_model, field_validator
 
@@ -39,6 +39,10 @@ class SpaceConfig(Options):
                                    "per conv/linear layer (e.g. 1.0 down to 0.02); empty: none")
     round_to: int = Field(1, ge=1, description="channel counts in multiples of this (e.g. 8: "
                           "widths hardware runs fast); a group narrower than it stays whole")
+    importance: Literal["magnitude", "taylor"] = Field(
+        "magnitude", description="which channels a width keeps: largest weights (L1), or "
+        "largest first-order Taylor |weight x gradient| on training batches (LLM-Pruner)")
+    added_later: ClassVar[dict[str, Any]] = {"importance": "magnitude"}
 
     @field_validator("width_ratios")
     @classmethod

@@ -26,6 +26,7 @@ from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.metrics import metric_of
 from prunesearch.models import build_model, default_cache_dir, dense_model, evaluate_score
+from prunesearch.models.train import loss_gradients
 from prunesearch.objective import CostAxis
 from prunesearch.runs.export import (
     FORMATS,
@@ -72,8 +73,17 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None) -> DatasetSpl
     return data if dev is None else data.to(dev)
 
 
+TAYLOR_EXAMPLES = 1024  # training examples whose loss gradients rank channels (taylor)
+
+
 def build_space(cfg: RunConfig, model: torch.nn.Module, data: DatasetSplits) -> Space:
-    return space_of(cfg.space, model, data.train_x[:1])
+    """The run's Space over `model`, its channel order fixed as `space.importance` says."""
+    space = space_of(cfg.space, model, data.train_x[:1])
+    if cfg.space.importance == "taylor":  # the first examples: every process ranks alike
+        with loss_gradients(model, data.train_x[:TAYLOR_EXAMPLES],
+                            data.train_y[:TAYLOR_EXAMPLES]):
+            space.fix_channel_order(space.graph.channel_order(taylor=True))
+    return space
 
 
 def space_of(space_cfg: SpaceConfig, model: torch.nn.Module, example: torch.Tensor) -> Space:
@@ -303,6 +313,7 @@ def share_search(shared: SharedStudy, cfg: RunConfig, prep: Prepared, strategy: 
     path = Path(weights).resolve()
     mode = "sample" if strategy.keeps_study else "queue"
     shared.create(resume=resume, config_toml=config_to_toml(cfg), mode=mode,
+                  order=prep.space.channel_order(),
                   weights={"path": str(path), "sha256": file_sha256(path),
                            "data": prep.data.fingerprint()},
                   budget=cfg.search.budget, axis=axis)

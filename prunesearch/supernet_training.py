@@ -75,7 +75,7 @@ def supernet_key(dense: nn.Module, space: SpaceConfig, options: SupernetConfig,
     options = options.model_copy(update={"max_train_images": images})
     recipe = recipe.model_copy(update={"max_train_images": images})
     made_of = {"format": FORMAT, "dense": weights_fingerprint(dense),
-               "space": space.model_dump(mode="json"), "options": options.model_dump(mode="json"),
+               "space": space.cache_fields(), "options": options.model_dump(mode="json"),
                "recipe": recipe.cache_fields(), "data": data_fingerprint, "seed": seed}
     canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -28,13 +28,19 @@ from prunesearch.models import build_model
 from prunesearch.models.checkpoint import load_weights
 from prunesearch.pipeline import (
     Prepared,
-    build_space,
     latency_limit,
     load_run_data,
     prepared_over,
     resolve_device,
+    space_of,
 )
-from prunesearch.runs.shared import MODES, CandidateWorker, SharedStudy, StudyMissing
+from prunesearch.runs.shared import (
+    MODES,
+    PUBLISHED,
+    CandidateWorker,
+    SharedStudy,
+    StudyMissing,
+)
 from prunesearch.search import create_strategy
 from prunesearch.search.shared_search import POLL_S
 
@@ -57,7 +63,7 @@ def _published(url: str, name: str, wait_s: float) -> tuple[SharedStudy, dict[st
             # opened once: each opening holds pooled connections, and a server refuses
             # clients past max_connections (100 by default) long before a run publishes
             shared = shared or SharedStudy(url, name, create=False)
-            attrs = {k: shared.attr(k) for k in ("config", "weights", "mode")}
+            attrs = {k: shared.attr(k) for k in PUBLISHED}
             if all(v is not None for v in attrs.values()):
                 return shared, attrs
         except StudyMissing as err:
@@ -85,9 +91,10 @@ def _config(shared: SharedStudy, text: Any, trust_code: bool) -> RunConfig:
     return config_from_dict(tree, source)
 
 
-def _prepare(cfg: RunConfig, weights: Any, dev: torch.device) -> Prepared:
+def _prepare(cfg: RunConfig, weights: Any, order: Any, dev: torch.device) -> Prepared:
     """The run's data, space and evaluator over the weights it published, read from disk and
-    checked by hash (the weights are never trained here)."""
+    checked by hash (the weights are never trained here), keeping the run's channel order
+    (ranked on its dense weights, which a supernet stage trained further)."""
     if not isinstance(weights, dict) or not {"path", "sha256", "data"} <= weights.keys():
         raise UserError("The weights entry of the shared study is malformed; the storage was "
                         "edited. Start the run again under a new name.")
@@ -107,7 +114,13 @@ def _prepare(cfg: RunConfig, weights: Any, dev: torch.device) -> Prepared:
     model = build_model(cfg.model.name, data.input_shape, data.num_classes, cfg.model.width_mult)
     load_weights(model, path, fix)  # every weight and buffer: the initial draw does not matter
     model.to(dev).eval()
-    space = build_space(cfg, model, data)
+    space = space_of(cfg.space, model, data.train_x[:1])
+    try:
+        space.fix_channel_order(order)
+    except ValueError as err:
+        raise UserError(f"The channel order stored with study '{cfg.name}' does not fit the "
+                        f"run's space ({err}); the storage was edited. Start the run again "
+                        f"under a new name.") from None
     return prepared_over(cfg, data, model, {}, None, space, dev, {}, latency_table=True)
 
 
@@ -122,7 +135,7 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
     if mode not in MODES:
         raise UserError(f"The shared study's mode '{mode}' is not one of {MODES}; the storage "
                         f"was edited. Start the run again under a new name.")
-    prep = _prepare(cfg, attrs["weights"], dev)
+    prep = _prepare(cfg, attrs["weights"], attrs["order"], dev)
     sampler = None
     if mode == "sample":  # each worker its own sampler; seeds differ or they would agree
         strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))

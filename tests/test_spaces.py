@@ -3,6 +3,8 @@ candidate computes what the same arch physically pruned by torch-pruning compute
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +247,65 @@ def test_costed_layer_types_are_those_torch_pruning_counts_by_a_modeled_rule():
         else:
             assert cost_kind(t) == kind, t
     assert cost_kind(nn.Identity) is None
+
+
+class _DeadChannelNet(nn.Module):
+    """Hidden channel 0 has the largest weights but its output is never read (the next
+    layer's column 0 is zero): magnitude ranks it first, first-order Taylor last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.fc1.weight[0] *= 100
+            self.fc2.weight[:, 0] = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_taylor_importance_ranks_a_channel_nothing_reads_last():
+    from prunesearch.models.train import loss_gradients
+
+    model = _DeadChannelNet()
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 3
+    space = Space.from_model(model, x[:1])
+    assert space.channel_order()["fc1"][0] == 0  # magnitude
+    with loss_gradients(model, x, y, batch_size=16):
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        taylor = space.graph.channel_order(taylor=True)["fc1"]
+    assert taylor[-1] == 0
+    # the ranking is |w * g| summed over each channel's row and column
+    expected = ((model.fc1.weight * grads["fc1.weight"]).abs().sum(1)
+                + (model.fc2.weight * grads["fc2.weight"]).abs().sum(0))
+    assert taylor == torch.argsort(-expected, stable=True).tolist()
+    assert all(p.grad is None for p in model.parameters())  # the block leaves no gradients
+
+
+def test_a_channel_order_read_back_must_rank_every_channel_once():
+    space = Space.from_model(_DeadChannelNet(), torch.zeros(1, 4))
+    good = space.channel_order()
+    space.fix_channel_order({"fc1": list(reversed(good["fc1"]))})
+    assert space.channel_order()["fc1"] == list(reversed(good["fc1"]))
+    for bad in ({}, {"fc1": [0] * 8}, {"fc1": list(range(7))}, {"fc1": [str(i) for i in
+                range(8)]}, {"fc1": [float(i) for i in range(8)]}, "fc1", None):
+        with pytest.raises(ValueError, match="rank every channel"):
+            space.fix_channel_order(bad)
+
+
+def test_the_run_ranks_channels_by_taylor_importance_when_asked():
+    from prunesearch.config import load_config
+    from prunesearch.pipeline import build_space, load_run_data
+
+    cfg = load_config(Path(__file__).parent / "configs" / "tiny.toml")
+    taylor = cfg.model_copy(update={"space": cfg.space.model_copy(
+        update={"importance": "taylor"})})
+    data = load_run_data(cfg)
+    model = create_model("resnet20", 1, data.num_classes, 0.5).eval()
+    orders = [build_space(c, model, data).channel_order() for c in (cfg, taylor)]
+    assert orders[0] != orders[1]
+    assert all(p.grad is None for p in model.parameters())
+    # supernet and other cache keys change only when the option is not its old default
+    assert "importance" not in cfg.space.cache_fields()
+    assert taylor.space.cache_fields()["importance"] == "taylor"

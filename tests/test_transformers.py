@@ -97,12 +97,23 @@ def _hf_llama() -> nn.Module:
                       intermediate_size=48)
 
 
+def _hf_vit() -> nn.Module:
+    from prunesearch.models.hf import vit
+
+    torch.manual_seed(0)
+    return vit(1, 10, width_mult=0.5)
+
+
 def _tokens(g: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 50, (3, 12), generator=g)
 
 
-CASES = [("vit_tiny", _vit, lambda g: torch.randn(3, 1, 28, 28, generator=g)),
-         ("gqa decoder", TinyDecoder, _tokens), ("hf llama", _hf_llama, _tokens)]
+def _images(g: torch.Generator) -> torch.Tensor:
+    return torch.randn(3, 1, 28, 28, generator=g)
+
+
+CASES = [("vit_tiny", _vit, _images), ("gqa decoder", TinyDecoder, _tokens),
+         ("hf llama", _hf_llama, _tokens), ("hf vit", _hf_vit, _images)]
 
 
 @pytest.mark.parametrize(("name", "build", "inputs"), CASES, ids=[c[0] for c in CASES])
@@ -129,6 +140,21 @@ def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
     assert units == {"heads"}
 
 
+def test_hf_vit_class_token_and_position_table_go_with_the_embedding_width():
+    space = Space.from_model(_hf_vit().eval(), torch.zeros(1, 1, 28, 28))
+    members = [{m.module for m in g.members} for _, g in space.width_groups()]
+    embedding = [m for m in members if "model.vit.embeddings.cls_token" in m]
+    assert len(embedding) == 1
+    assert {"model.vit.embeddings.position_embeddings",
+            "model.vit.embeddings.patch_embeddings.projection",
+            "model.vit.layernorm"} <= embedding[0]
+    heads = [d for d in space.dims if d.name.endswith(".attention")]
+    assert len(heads) == 4 and {space.unit(space.dims.index(d)) for d in heads} == {"heads"}
+    smallest = space.slicer(_hf_vit()).build(space.smallest())
+    assert smallest.model.vit.embeddings.cls_token.shape[-1] == min(
+        d.choices[0] for d in space.dims if d.full == 32)
+
+
 def test_grouped_query_heads_go_with_their_queries():
     model = with_norm_statistics(TinyDecoder())
     space = Space.from_model(model, torch.randint(0, 50, (1, 12)))
@@ -141,8 +167,9 @@ def test_grouped_query_heads_go_with_their_queries():
     assert attn.q_proj.out_features == 2 * attn.head_dim == attn.o_proj.in_features
 
 
-def test_vit_tiny_is_searched_finetuned_and_exported(tmp_path):
-    cfg = load_config(TINY, ["model.name='vit_tiny'", "model.width_mult=1.0",
+@pytest.mark.parametrize("model", ["vit_tiny", "prunesearch.models.hf:vit"])
+def test_a_vit_is_searched_finetuned_and_exported(model, tmp_path):
+    cfg = load_config(TINY, [f"model.name='{model}'", "model.width_mult=1.0",
                              "model.train.lr=0.05", "search.budget=8",
                              "finetune.targets=[0.5]", "finetune.epochs=1"])
     run_dir = run_job(cfg, tmp_path / "runs", device="cpu", progress=False).run_dir

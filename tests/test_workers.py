@@ -58,11 +58,13 @@ def _study(url: str, name: str) -> optuna.Study:
 
 
 def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_path, cli_env):
+    """With a supernet stage: workers score on its weights, in the channel order the run
+    ranked on the dense weights (their own ranking of the trained-on weights would differ)."""
     workers = _workers(postgres, "shared-tpe", 1, cli_env)
     run = subprocess.run(_cli("run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage",
                               postgres, "--set", "name=shared-tpe", "--set",
                               "search.strategy=tpe", "--set", "search.budget=24", "--set",
-                              "finetune.enabled=false"),
+                              "finetune.enabled=false", "--set", "supernet.epochs=1"),
                          env=cli_env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     out, err = workers[0].communicate(timeout=60)
@@ -86,7 +88,9 @@ def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_p
     from prunesearch.spaces import Arch
 
     theirs = [t.user_attrs["result"] for t in results if t.user_attrs["worker"] == worker_id]
-    prep = prepare(load_config(str(TINY)), resolve_device("cpu"), progress=False)
+    prep = prepare(load_config(tmp_path / "shared-tpe" / "config.toml"), resolve_device("cpu"),
+                   progress=False)
+    assert prep.supernet_meta is not None
     for result in theirs[:3]:
         mine = prep.evaluator.evaluate([Arch.from_json(result["arch"])])[0]
         assert mine.val_score == pytest.approx(result["val_score"], abs=1e-9)

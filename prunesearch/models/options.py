@@ -3,7 +3,7 @@ beside the code that uses them, so that models/ and search/ never import the CLI
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,14 +24,7 @@ class TrainConfig(Options):
     weight_decay: float = Field(5e-4, ge=0)
     augment: bool = True
     max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
-
-    def cache_fields(self) -> dict[str, Any]:
-        """The recipe as cache keys hash it: every field, the optimizer only when it is not
-        SGD (so keys made before the optimizer could be chosen still find their files)."""
-        fields = self.model_dump(mode="json")
-        if fields["optimizer"] == "sgd":
-            del fields["optimizer"]
-        return fields
+    added_later: ClassVar[dict[str, Any]] = {"optimizer": "sgd"}
 
 
 class ModelConfig(Options):

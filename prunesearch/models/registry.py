@@ -36,7 +36,7 @@ class ModelFactory(Protocol):
 _REGISTRY: dict[str, ModelFactory] = {}
 # `package.module:factory` names of factories inside prunesearch (their module needs an
 # optional extra, so they are not zoo names): as safe to build from a file as zoo names.
-SHIPPED_FACTORIES = frozenset({"prunesearch.models.hf:llama"})
+SHIPPED_FACTORIES = frozenset({"prunesearch.models.hf:llama", "prunesearch.models.hf:vit"})
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:

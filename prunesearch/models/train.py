@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,27 @@ def _summed_over_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bat
             total += per_batch(logits, y[i : i + batch_size].to(device)).double()
     model.train(was_training)
     return total.item()
+
+
+@contextmanager
+def loss_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 128) -> Iterator[None]:
+    """While the block runs, the model's parameters hold the gradient of the task loss summed
+    over `x` (eval mode: no norm statistics or dropout change); cleared after, the mode
+    restored."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    try:
+        with torch.enable_grad():
+            for i in range(0, len(x), batch_size):
+                logits = model(x[i : i + batch_size].to(device))
+                task_loss(logits, y[i : i + batch_size].to(device)).backward()
+        yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
 
 
 def evaluate_accuracy(

@@ -51,6 +51,7 @@ GRACE_S = 10  # a trial whose heartbeat is older than this is taken for dead and
 RESULT = "result"  # the user attribute that holds a candidate's Result
 ATTR = "prunesearch."  # prefix of the study attributes the run writes for its workers
 MODES = ("sample", "queue")  # workers ask the sampler themselves, or take enqueued trials only
+PUBLISHED = ("config", "weights", "order", "mode")  # the attributes a worker waits for
 
 _tables = sa.MetaData()
 CLAIMS = sa.Table("prunesearch_claims", _tables,
@@ -168,9 +169,12 @@ class SharedStudy:
         return _redacted(self.url)
 
     # --- the study -------------------------------------------------------------------------
-    def create(self, *, resume: bool, config_toml: str, weights: dict[str, str], mode: str,
-               budget: int, axis: CostAxis) -> None:
-        """Create the run's study (or, resuming, open it) and publish what workers need."""
+    def create(self, *, resume: bool, config_toml: str, weights: dict[str, str],
+               order: dict[str, list[int]], mode: str, budget: int, axis: CostAxis) -> None:
+        """Create the run's study (or, resuming, open it) and publish what workers need: the
+        budget first, the attributes a worker waits for (PUBLISHED) last."""
+        published = {"config": config_toml, "weights": weights, "order": order, "mode": mode}
+        assert tuple(published) == PUBLISHED
         exists = self.name in {s.study_name for s in
                                optuna.get_all_study_summaries(self.storage)}
         if exists and not resume:
@@ -181,14 +185,13 @@ class SharedStudy:
                                     directions=DIRECTIONS, load_if_exists=True)
         name_metrics(study, axis)
         _tables.create_all(self.engine)
-        for key, value in (("config", config_toml), ("weights", weights), ("mode", mode),
-                           ("done", False)):
-            study.set_user_attr(ATTR + key, value)
         with self.engine.begin() as conn:
             row = {"study": self.name, "used": 0, "budget": budget}
             conn.execute(self._insert(BUDGET).values(**row).on_conflict_do_nothing())
             conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
                          .values(budget=budget))
+        for key, value in (("done", False), *published.items()):
+            study.set_user_attr(ATTR + key, value)
 
     @functools.cached_property
     def _study_id(self) -> int:

@@ -86,12 +86,14 @@ class Heads:
             Member(v, "out", kv_idxs, kv_roots), Member(o, "in", q_idxs, q_roots)), unit)
 
     @torch.no_grad()
-    def importance(self, modules: dict[str, nn.Module]) -> torch.Tensor:
-        """Per unit: the L1 norm of its q/k/v rows and output-projection columns, each
-        projection weighed alike (normalized by its mean)."""
+    def importance(self, modules: dict[str, nn.Module], taylor: bool = False) -> torch.Tensor:
+        """Per unit: the L1 norm of its q/k/v rows and output-projection columns (with
+        `taylor`: of |weight x gradient|), each projection weighed alike (normalized by its
+        mean)."""
         total = torch.zeros(self.layout.kv_heads)
         for member in self.group().members:
-            w = modules[member.module].weight.detach().float().abs()
+            weight = modules[member.module].weight
+            w = (weight * weight.grad if taylor else weight).detach().float().abs()
             per_channel = w.sum(1) if member.side == "out" else w.sum(0)
             units = torch.zeros(self.layout.kv_heads).index_add_(
                 0, torch.tensor(member.roots), per_channel[list(member.idxs)])

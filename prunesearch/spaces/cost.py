@@ -124,15 +124,25 @@ def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> in
     return len(dense) - 1 if channels_last(kind) else min(1, len(dense) - 1)
 
 
+@dataclass(frozen=True)
+class _Parameters:
+    """Parameters outside the modeled layers in one block (or outside every droppable
+    block): `full` in the dense model, fewer by `slope` per channel a width dim loses (a class
+    token or position table in the embedding's group; most have no slope)."""
+
+    block: tuple[int, int] | None
+    full: int
+    slopes: tuple[tuple[int, int], ...]
+
+
 class CostModel:
     """MACs and params of an Arch from layer calls recorded on probe forwards (batch of one)."""
 
-    def __init__(self, calls: list[_Call], modeled: set[str],
-                 fixed_params: dict[tuple[int, int] | None, int],
+    def __init__(self, calls: list[_Call], modeled: set[str], other_params: list[_Parameters],
                  dims_full: Sequence[int], depth_dims: Sequence[int],
                  density_dims: dict[str, int]):
         self.calls = calls
-        self.fixed_params = fixed_params
+        self.other_params = other_params
         self._full = list(dims_full)
         self._depth = list(depth_dims)
         self._density_dim = density_dims  # module name -> its density dimension
@@ -191,14 +201,27 @@ class CostModel:
                     sum(p.numel() for p in module.parameters(recurse=False)) > 1:
                 raise ModelError(f"Layer '{name}' ({type(module).__name__}) has per-channel "
                                  f"parameters prunesearch cannot prune; list it in space.ignore.")
-        fixed: dict[tuple[int, int] | None, int] = {}
+        probe_params = {d: (lost, dict(m.named_parameters()))
+                        for d, (lost, m) in width_probes.items()}
+        full: dict[tuple[int, int] | None, int] = {}  # per block, summed (all is linear)
+        slopes: dict[tuple[int, int] | None, dict[int, int]] = {}
         for pname, p in model.named_parameters():
             owner = pname.rsplit(".", 1)[0] if "." in pname else ""
             if owner in modeled:
                 continue
-            key = blocks(pname)
-            fixed[key] = fixed.get(key, 0) + p.numel()
-        return cls(calls, modeled, fixed, dims_full, depth_dims, density_dims)
+            block = blocks(pname)
+            full[block] = full.get(block, 0) + p.numel()
+            for d, (lost, params) in probe_params.items():
+                delta = p.numel() - params[pname].numel()
+                if delta % lost:
+                    raise ModelError(f"Parameter '{pname}' does not shrink linearly with its "
+                                     f"group; cannot count its cost.")
+                if delta:
+                    per_dim = slopes.setdefault(block, {})
+                    per_dim[d] = per_dim.get(d, 0) + delta // lost
+        terms = [_Parameters(block, n, tuple(sorted(slopes.get(block, {}).items())))
+                 for block, n in full.items()]
+        return cls(calls, modeled, terms, dims_full, depth_dims, density_dims)
 
     def _lost_and_kept(self, values: Sequence[float]) -> tuple[list[float], dict[int, float]]:
         lost = [self._full[d] - v for d, v in enumerate(values)]
@@ -247,8 +270,8 @@ class CostModel:
     def params(self, values: Sequence[float]) -> int:
         """Parameters; a masked layer counts only its kept weights."""
         lost, kept = self._lost_and_kept(values)
-        total = sum(n for key, n in self.fixed_params.items()
-                    if key is None or key[1] < kept[key[0]])
+        total = sum(t.full - sum(s * lost[d] for d, s in t.slopes) for t in self.other_params
+                    if t.block is None or t.block[1] < kept[t.block[0]])
         return total + sum(cl.params(lost, self._density(cl, values))
                            for cl in self._param_calls
                            if cl.block is None or cl.block[1] < kept[cl.block[0]])

@@ -7,6 +7,10 @@ torch-pruning's `root_idxs`, so one root channel may map to many features (flatt
 
 Attention modules registered in `attention.py` add one group each, over whole heads.
 
+A parameter used outside any layer (a ViT's class token and position table) is a member of the
+group its last axis joins, named by its qualified parameter name; torch-pruning finds such
+parameters itself. A group holding one that would be pruned along another axis is not searched.
+
 A grouped convolution (1 < groups, not depthwise) is pruned by whole groups: torch-pruning
 keeps its input and output channels in two separate groups, which are joined here into one whose
 "root channels" are the convolution's groups (units), each member index mapped to the unit its
@@ -15,6 +19,8 @@ convolutions with different group counts in one coupling), the groups involved s
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch_pruning as tp
@@ -32,6 +38,7 @@ class ModelGraph:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: list[str]) -> None:
         self._modules = dict(model.named_modules())
         self.module_names = {m: n for n, m in self._modules.items()}
+        self._param_names = {id(p): n for n, p in model.named_parameters()}
         unknown = [n for n in ignore if n not in self._modules]
         if unknown:
             raise ModelError(
@@ -47,8 +54,10 @@ class ModelGraph:
             ignored.update(self._modules[p] for p in h.projections[:3])
         model.eval()
         try:
-            self.dg = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_input, customized_pruners=_norm_pruners(model))
+            with warnings.catch_warnings():  # parameter members are handled (_describe)
+                warnings.filterwarnings("ignore", "Unwrapped parameters detected")
+                self.dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example_input, customized_pruners=_norm_pruners(model))
         except Exception as err:  # torch-pruning raises many kinds while tracing
             raise ModelError(
                 f"torch-pruning could not trace the model ({type(err).__name__}: {err}). The "
@@ -56,7 +65,9 @@ class ModelGraph:
             ) from None
         self.tp_groups = list(self.dg.get_all_groups(
             ignored_layers=list(ignored), root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear]))
-        described = [self._describe(g) for g in self.tp_groups]
+        last_axis = {id(u.parameters) for u in self.dg.unwrapped_parameters
+                     if u.pruning_dim in (-1, u.parameters.dim() - 1)}
+        described = [self._describe(g, last_axis) for g in self.tp_groups]
         # per final group: (torch-pruning group index, root channel -> unit or None: identity)
         # or the attention module whose heads it is
         self._parts: list[list[tuple[int, dict[int, int] | None]] | Heads] = []
@@ -68,11 +79,19 @@ class ModelGraph:
             self.groups.append(h.group())
             self._parts.append(h)
 
-    def _describe(self, group: tp.Group) -> ChannelGroup:
+    def _describe(self, group: tp.Group, last_axis: set[int]) -> ChannelGroup | None:
+        """The group as members; None when it holds a parameter pruned along another axis
+        than its last (a slicer would cut the wrong one)."""
         members = []
         root = group[0].dep.target.module
         for i, item in enumerate(group.items):
-            name = self.module_names.get(item.dep.target.module)
+            target = item.dep.target.module
+            if isinstance(target, nn.Parameter):
+                if id(target) not in last_axis:
+                    return None
+                name = self._param_names[id(target)]
+            else:
+                name = self.module_names.get(target)
             if name is None:
                 continue  # torch-pruning's internal nodes (add, flatten, concat)
             side = "in" if item.dep.handler.__name__ == "prune_in_channels" else "out"
@@ -82,10 +101,13 @@ class ModelGraph:
         return ChannelGroup(self.module_names[root], size, tuple(members))
 
     @torch.no_grad()
-    def channel_order(self) -> dict[str, list[int]]:
+    def channel_order(self, taylor: bool = False) -> dict[str, list[int]]:
         """Root channels of every group (by name), most important first: the group's L1 weight
-        norm. This fixes which channels a width choice keeps, once per run."""
-        importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
+        norm, or with `taylor` its first-order Taylor score |weight x gradient| (the model's
+        parameters must hold gradients). This fixes which channels a width choice keeps, once
+        per run."""
+        importance = tp.importance.GroupTaylorImportance(normalizer=None) if taylor else \
+            tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
         scores = {}
         for i in {i for parts in self._parts if not isinstance(parts, Heads) for i, _ in parts}:
             s = importance(self.tp_groups[i])
@@ -94,7 +116,7 @@ class ModelGraph:
         order = {}
         for desc, parts in zip(self.groups, self._parts, strict=True):
             if isinstance(parts, Heads):
-                order[desc.name] = torch.argsort(-parts.importance(self._modules),
+                order[desc.name] = torch.argsort(-parts.importance(self._modules, taylor),
                                                  stable=True).tolist()
                 continue
             total = torch.zeros(desc.size)
@@ -153,12 +175,14 @@ def _is_grouped(m: nn.Module) -> bool:
         m.groups == m.in_channels == m.out_channels)
 
 
-def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup]
+def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup | None]
                         ) -> list[tuple[ChannelGroup, list[tuple[int, dict[int, int] | None]]]]:
-    """The groups to search: torch-pruning's groups, except that the two groups holding a
-    grouped convolution's input and output channels become one group over its conv groups
-    (see the module docstring). Each comes with its parts: (index in `groups`, root -> unit)."""
-    where = {(m.module, m.side): i for i, g in enumerate(groups) for m in g.members}
+    """The groups to search: torch-pruning's groups but those described as None, except that
+    the two groups holding a grouped convolution's input and output channels become one group
+    over its conv groups (see the module docstring). Each comes with its parts: (index in
+    `groups`, root -> unit)."""
+    where = {(m.module, m.side): i for i, g in enumerate(groups) if g is not None
+             for m in g.members}
     parent = list(range(len(groups)))
 
     def find(i: int) -> int:
@@ -197,7 +221,7 @@ def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup]
     joined = {i for members in components.values() for i in members}
     out = []
     for i, group in enumerate(groups):
-        if i in frozen or (i in joined and find(i) != i):
+        if group is None or i in frozen or (i in joined and find(i) != i):
             continue  # stays whole, or is part of a joined group (emitted at its root)
         if i not in joined:
             out.append((group, [(i, None)]))

@@ -52,11 +52,13 @@ class Slicer:
         self.space = space
         self.model = model
         modules = dict(model.named_modules())
+        params = dict(model.named_parameters())
         # removed[(dim index, choice)] -> {(module, side): indices that choice removes}
         self._removed: dict[tuple[int, int], dict[tuple[str, str], set[int]]] = {}
         for d, group in space.width_groups():
             for mem in group.members:
-                _check_sliceable(mem.module, modules[mem.module])
+                if mem.module not in params:
+                    _check_sliceable(mem.module, modules[mem.module])
             ranked = order[group.name]
             for choice in space.dims[d].choices:
                 gone_roots = set(ranked[choice:])
@@ -77,18 +79,36 @@ class Slicer:
             for key, idxs in self._removed[(d, self.space.dims[d].choices[genes[d]])].items():
                 removed[key].update(idxs)
         modules = dict(sub.named_modules())
+        params = dict(sub.named_parameters())
         per_module: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         for (name, side), gone in removed.items():
-            if gone and name in modules:
-                size = side_size(modules[name], side)
-                per_module[name][side] = torch.tensor(
-                    [i for i in range(size) if i not in gone], dtype=torch.long)
+            if not gone:
+                continue
+            if name in params:  # a parameter member: its channels are its last axis
+                size = params[name].shape[-1]
+                slice_parameter(sub, name, _kept(size, gone))
+            elif name in modules:
+                per_module[name][side] = _kept(side_size(modules[name], side), gone)
         for name, keeps in per_module.items():
             module = modules[name]
             slicer_for(type(module))(module, keeps.get("out"), keeps.get("in"))
         resize_attention(sub)
         apply_masks(sub, magnitude_masks(sub, layer_densities(arch.to_dict())))
         return sub
+
+
+def _kept(size: int, gone: set[int]) -> torch.Tensor:
+    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
+
+
+def slice_parameter(model: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """Keep `keep` along the last axis of the parameter `name` (one used outside any layer,
+    such as a class token), in place."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    old = getattr(owner, attr)
+    setattr(owner, attr, nn.Parameter(old.data.index_select(-1, keep.to(old.device)).clone(),
+                                      requires_grad=old.requires_grad))
 
 
 def truncate_depth(model: nn.Module, blocks_kept: Mapping[str, int]) -> None:
@@ -118,4 +138,10 @@ def shrink_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
             inn = torch.arange(shape[1])
         if out is not None or inn is not None:
             slice_fn(module, out, inn)
+    for name, param in list(model.named_parameters()):  # parameter members (class tokens)
+        owner = model.get_submodule(name.rpartition(".")[0])
+        ref = state.get(name)
+        if slicer_for(type(owner)) is None and ref is not None and ref.shape != param.shape \
+                and ref.shape[:-1] == param.shape[:-1]:
+            slice_parameter(model, name, torch.arange(ref.shape[-1]))
     resize_attention(model)

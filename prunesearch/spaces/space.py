@@ -5,6 +5,7 @@ analytic costs of every Arch."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,6 +169,22 @@ class Space:
         if self._order is None:
             self._order = self.graph.channel_order()
         return self._order
+
+    def fix_channel_order(self, order: Any) -> None:
+        """Use `order` (another importance's, or the run's as read back) as the channel order;
+        ValueError unless it ranks every root of every width group exactly once."""
+        groups = {g.name: g.size for _, g in self.width_groups()}
+        try:
+            ranks = {name: list(order[name]) for name in groups}
+            valid = all(sorted(ranks[name]) == list(range(size)) and
+                        all(type(i) is int for i in ranks[name])
+                        for name, size in groups.items())
+        except (TypeError, KeyError):
+            valid = False
+        if not valid:
+            raise ValueError("a channel order must rank every channel of every width group "
+                             "of the space once")
+        self._order = ranks
 
     def slicer(self, model: nn.Module) -> Slicer:
         """A slicer over `model`'s weights, keeping the space's `channel_order`."""

@@ -68,7 +68,10 @@ class Supernet(nn.Module):
         modules = dict(self.net.named_modules())
         for d, group in space.width_groups():
             rank = {root: r for r, root in enumerate(order[group.name])}
-            outs = [m for m in group.members if m.side == "out" and _whole(m, group.size)]
+            # layers only: a parameter member (class token) reaches the group's channels
+            # through a norm, or through a layer's output that is masked
+            outs = [m for m in group.members if m.side == "out" and m.module in modules
+                    and _whole(m, group.size)]
             norms = [m for m in outs if cost_kind(type(modules[m.module])) in _NORMS]
             for member in norms or outs:
                 by_rank = sorted(zip(member.idxs, member.roots, strict=True),
