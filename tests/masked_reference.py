@@ -5,9 +5,7 @@
 `check_exported_formats`: an export's TorchScript and ONNX files compute what it loads as.
 
 `check_against_masked_model`: for what torch-pruning cannot prune the way prunesearch does
-(whole groups of a grouped conv, attention heads) or prunes wrongly (torch-pruning 1.6 keeps a
-LayerNorm's channels in set order: its LayerNorm pruner calls `keep_idxs.sort()` and drops the
-sorted result, so its pruned transformers scale the wrong channels). Analytic costs equal
+(whole groups of a grouped conv, attention heads). Analytic costs equal
 torch-pruning's count of the built network, the built network computes what the dense model
 computes with the dropped channels zeroed (the channel-mask supernet, which never slices), and
 an export's way of rebuilding it (a full-size skeleton shrunk to the slim weights) gives the

@@ -1,9 +1,10 @@
 """Transformers: attention heads, MLP widths, the embedding width (residual stream, every
 LayerNorm, the position embedding) and depth are searched. Costs equal torch-pruning's count of
 the built network; the built network computes what the dense model computes with the dropped
-heads and channels zeroed (the channel-mask supernet, which never slices); grouped-query
-attention keeps key/value heads with their queries; vit_tiny goes through search, fine-tuning
-and export (TorchScript, ONNX)."""
+heads and channels zeroed (the channel-mask supernet, which never slices), and, with every
+head kept (torch-pruning cannot prune heads), what torch-pruning's physically pruned network
+computes; grouped-query attention keeps key/value heads with their queries; vit_tiny and a
+Hugging Face ViT go through search, fine-tuning and export (TorchScript, ONNX)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from masked_reference import (
     check_against_masked_model,
     check_exported_formats,
+    tp_pruned,
     with_norm_statistics,
 )
 from torch import nn
@@ -121,6 +123,22 @@ def test_heads_and_widths_cost_what_torch_pruning_counts_and_compute_the_masked_
         name, build, inputs):
     example = inputs(torch.Generator().manual_seed(2))
     check_against_masked_model(with_norm_statistics(build()), example, build)
+
+
+@pytest.mark.parametrize(("name", "build", "inputs"), CASES, ids=[c[0] for c in CASES])
+def test_channel_widths_compute_what_torch_pruning_pruned_computes(name, build, inputs):
+    model = with_norm_statistics(build()).eval()
+    example = inputs(torch.Generator().manual_seed(2))
+    space = Space.from_model(model, example[:1])
+    slicer, rng = space.slicer(model), np.random.default_rng(1)
+    for _ in range(3):  # widths random, heads and blocks all kept
+        arch = Arch(tuple((n, v if space.unit(d) == "channels" else space.dims[d].full)
+                          for d, (n, v) in enumerate(space.sample(rng).values)))
+        assert arch != space.largest()
+        pruned = tp_pruned(space, model, arch, example[:1])
+        with torch.no_grad():
+            torch.testing.assert_close(slicer.build(arch).eval()(example), pruned(example),
+                                       rtol=0, atol=1e-5)
 
 
 def test_vit_dimensions_are_heads_mlp_widths_embedding_width_and_depth():
