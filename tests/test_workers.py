@@ -176,7 +176,7 @@ def test_a_waiting_worker_holds_a_bounded_number_of_connections(postgres, cli_en
         time.sleep(0.5)
     _, err = worker.communicate()
     assert worker.returncode == 2 and "no study named 'not-yet'" in " ".join(err.split())
-    assert peak - before <= 4, f"{peak - before} connections held while waiting"
+    assert peak - before <= 8, f"{peak - before} connections held while waiting"  # leaking: ~36
 
 
 @pytest.mark.parametrize("config", ['[model]\nname = "mypkg.nets:build"\n',
