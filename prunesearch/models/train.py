@@ -68,43 +68,43 @@ class TrainReport:
 
 
 def _summed_over_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                         per_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                         ) -> float:
-    """sum of `per_batch(logits, labels)` over `x` in eval mode on the model's device (no
-    gradients); the model's mode is restored."""
+                         per_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         grad: bool = False) -> float:
+    """sum of `per_batch(logits, labels)` over `x` in eval mode on the model's device
+    (gradients only with `grad`); the model's mode is restored."""
     if len(x) == 0:
         raise ValueError("evaluating a model needs at least one example")
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size].to(device))
-            total += per_batch(logits, y[i : i + batch_size].to(device)).double()
-    model.train(was_training)
+    try:
+        with torch.set_grad_enabled(grad):
+            for i in range(0, len(x), batch_size):
+                logits = model(x[i : i + batch_size].to(device))
+                total += per_batch(logits, y[i : i + batch_size].to(device)).detach().double()
+    finally:
+        model.train(was_training)
     return total.item()
+
+
+def _backward_task_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    loss = task_loss(logits, y)
+    loss.backward()
+    return loss
 
 
 @contextmanager
 def loss_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 128) -> Iterator[None]:
     """While the block runs, the model's parameters hold the gradient of the task loss summed
-    over `x` (eval mode: no norm statistics or dropout change); cleared after, the mode
-    restored."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    over `x` (eval mode: no norm statistics or dropout change); cleared after."""
     model.zero_grad(set_to_none=True)
     try:
-        with torch.enable_grad():
-            for i in range(0, len(x), batch_size):
-                logits = model(x[i : i + batch_size].to(device))
-                task_loss(logits, y[i : i + batch_size].to(device)).backward()
+        _summed_over_batches(model, x, y, batch_size, _backward_task_loss, grad=True)
         yield
     finally:
         model.zero_grad(set_to_none=True)
-        model.train(was_training)
 
 
 def evaluate_accuracy(
