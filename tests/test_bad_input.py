@@ -177,6 +177,8 @@ CASES: dict[str, tuple[Case, str]] = {
                                  "reads token sequences"),
     "vit on flat data": (run_tiny("--set", "model.name='vit_tiny'", "--set",
                                   "data.dataset='stdlib-bytes'"), "multiples of 4"),
+    "hf vit on tokens": (run_tiny("--set", "model.name='prunesearch.models.hf:vit'", "--set",
+                                  "data.dataset='stdlib-bytes'"), "square images"),
     "checkpoint missing": (run_tiny("--set", "model.checkpoint='/nonexistent.pt'"),
                            "does not exist"),
     "checkpoint not torch": (lambda w, r: (w / "ck.pt").write_text("not a checkpoint") and
