@@ -1,11 +1,13 @@
 """How well the latency table predicts measured latency: per model and batch size, the table is
 built from scratch (timed), then 30 random subnetworks of the default space, none of them among
-the table's calibration subnetworks, are built and timed (median after warm-up) and compared
-with the prediction: median absolute error and Spearman rank correlation, beside the Spearman
-of MACs alone (what the search ranked by before). Each subnetwork is timed in rounds
-alternating with the dense model, so the latency RATIO (what search.max_latency and the front
-use) is compared too, free of the machine's drift between the table's building and the
-measurement.
+the table's calibration subnetworks, are built and timed and compared with the prediction:
+median absolute error and Spearman rank correlation, beside the Spearman of MACs alone (what
+the search ranked by before). Each subnetwork is timed in turns alternating with the dense
+model (`latency_ratio`), in PASSES passes over the whole set; the median over passes is the
+measurement, so the latency RATIO (what search.max_latency and the front use) is compared too,
+free of the machine's drift between the table's building and the measurement. The first two
+passes compared with each other give the measurement's own repeatability: the floor under any
+model's error on this machine.
 
     python benchmarks/latency_model.py
 """
@@ -32,6 +34,8 @@ from prunesearch.models import build_model  # noqa: E402
 from prunesearch.pipeline import space_of  # noqa: E402
 
 SHAPE = (1, 28, 28)
+PASSES = 3
+PAIRS = 6
 
 
 def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]:
@@ -46,44 +50,51 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
         if arch not in calibration and arch not in archs:
             archs.append(arch)
     slicer = space.slicer(model)
-    repeats = 30 if batch == 1 else 15
-    measured, ratios, predicted, macs = [], [], [], []
-    for arch in archs:
-        net_ms, _, ratio = latency_ratio(slicer.build(arch), model, SHAPE, batch, rounds=3,
-                                         repeats=repeats)
-        measured.append(1000 * net_ms)
-        ratios.append(ratio)
-        predicted.append(table.predict(arch))
-        macs.append(space.macs(arch))
-    m, p = np.array(measured), np.array(predicted)
-    errors = np.abs(p / m - 1)
-    ratio_errors = np.abs((p / table.predict(space.largest())) / np.array(ratios) - 1)
+    nets = [slicer.build(arch) for arch in archs]
+    # passes over the whole set, minutes apart: one pass of this shared VM's timings can sit
+    # in a phase where thin (memory-bound) networks are dearer relative to the dense one
+    passes = [[latency_ratio(net, model, SHAPE, batch, pairs=PAIRS) for net in nets]
+              for _ in range(PASSES)]
+    ratios = np.median([[r for _, _, r in row] for row in passes], axis=0)
+    own_ms = np.median([[ms for ms, _, _ in row] for row in passes], axis=0)
+    first, second = (np.array([r for _, _, r in row]) for row in passes[:2])
+    p = np.array([table.predict(arch) for arch in archs])
+    macs = [space.macs(arch) for arch in archs]
+    errors = np.abs(p / (1000 * own_ms) - 1)
+    ratio_errors = np.abs((p / table.predict(space.largest())) / ratios - 1)
     return {"model": name, "batch": batch, "archs": n_archs, "table": table.meta,
             "median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()),
             "ratio_median_abs_error": float(np.median(ratio_errors)),
             "ratio_max_abs_error": float(ratio_errors.max()),
-            "spearman": float(spearmanr(p, m).statistic),
-            "spearman_macs": float(spearmanr(macs, m).statistic),
-            "measured_us": measured, "measured_ratio": ratios, "predicted_us": predicted,
-            "macs": macs}
+            "spearman": float(spearmanr(p, ratios).statistic),
+            "spearman_macs": float(spearmanr(macs, ratios).statistic),
+            "repeat_median_abs_difference": float(np.median(np.abs(first / second - 1))),
+            "repeat_spearman": float(spearmanr(first, second).statistic),
+            "measured_us": (1000 * own_ms).tolist(), "measured_ratio": ratios.tolist(),
+            "measured_ratio_passes": [[r for _, _, r in row] for row in passes],
+            "predicted_us": p.tolist(), "macs": macs}
 
 
 def table_lines(rows: list[dict[str, Any]], m: dict[str, Any], command: str,
                 archs: int) -> list[str]:
     lines = ["| model | batch | table entries | build (s) | calibration fit | median abs error "
-             "(max) | error of the ratio to dense (max) | Spearman | Spearman of MACs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "(max) | error of the ratio to dense (max) | Spearman | Spearman of MACs | "
+             "pass 1 vs pass 2: median difference, Spearman |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['table']['entries']} | "
               f"{r['table']['total_s']:.0f} | "
               f"{100 * r['table']['calibration_median_abs_error']:.1f}% | "
               f"{100 * r['median_abs_error']:.1f}% ({100 * r['max_abs_error']:.0f}%) | "
               f"{100 * r['ratio_median_abs_error']:.1f}% ({100 * r['ratio_max_abs_error']:.0f}%) "
-              f"| {r['spearman']:.3f} | {r['spearman_macs']:.3f} |" for r in rows]
+              f"| {r['spearman']:.3f} | {r['spearman_macs']:.3f} | "
+              f"{100 * r['repeat_median_abs_difference']:.1f}%, {r['repeat_spearman']:.3f} |"
+              for r in rows]
     lines.append(f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
                  f"{m['torch_threads']} torch threads, torch {m['torch']}; {archs} random "
-                 f"subnetworks per row (none used for calibration), latency = median of timed "
-                 f"forwards after warm-up, each subnetwork timed in 3 rounds alternating with "
-                 f"the dense model for the ratio.")
+                 f"subnetworks per row (none used for calibration), each timed in {PAIRS} "
+                 f"pairs of turns with the dense model (a turn: one untimed forward, then the "
+                 f"median of 2 timed ones), in {PASSES} passes over the set; measured = median "
+                 f"over passes; errors of the prediction against it.")
     return lines
 
 

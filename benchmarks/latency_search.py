@@ -41,7 +41,7 @@ from prunesearch.spaces import Arch  # noqa: E402
 def measured_ratio(model: torch.nn.Module, dense: torch.nn.Module, shape: tuple[int, ...],
                    batch: int) -> float:
     """Measured latency / the dense model's, timed in alternating rounds (drift-free)."""
-    return latency_ratio(model, dense, shape, batch, repeats=30 if batch == 1 else 15)[2]
+    return latency_ratio(model, dense, shape, batch, pairs=30 if batch == 1 else 15)[2]
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:

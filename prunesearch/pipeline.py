@@ -495,7 +495,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
     for b in sorted({1, 64, cfg.search.latency_batch}):  # and the batch the run predicted
         key = f"batch_{b}_ms"
         latency[key], dense_latency[key], ratio[key] = latency_ratio(
-            model, prep.model, tuple(prep.data.input_shape), b, repeats=10 if b == 1 else 5)
+            model, prep.model, tuple(prep.data.input_shape), b, pairs=20 if b == 1 else 8)
     meta = {
         "id": point["id"], "source": source, "run": str(run_dir), "arch": point["arch"],
         "macs": point["macs"], "params": point["params"], "macs_ratio": point["macs_ratio"],
@@ -504,8 +504,9 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         "metric": metric_of(prep.data.test_y).to_json(),
         "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
         "latency": {"device": "cpu", "threads": threads,
-                    "statistic": "median over 5 rounds alternating with the dense model, each "
-                                 "the median of timed forwards after warm-up",
+                    "statistic": "medians over turns alternating with the dense model (a turn: "
+                                 "one untimed forward, then the median of 2 timed ones); the "
+                                 "ratio is the median of the per-pair ratios",
                     "model": latency, "dense": dense_latency, "ratio_to_dense": ratio,
                     "predicted": _predicted_latency(view, point, cfg)},
     }

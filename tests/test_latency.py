@@ -29,9 +29,10 @@ def test_table_predicts_every_subnetwork_and_is_cached(name, tmp_path):
     predicted = [table.predict(a) for a in archs]  # a missing table entry would raise
     assert all(math.isfinite(p) and p > 0 for p in predicted)
     assert table.ratio(space.largest()) == pytest.approx(1.0)
-    # the smallest drops blocks: fewer calls summed (single timings are too noisy on a busy
-    # machine to compare the sums themselves at one repeat)
-    assert table.table_sum(space.smallest())[1] < table.table_sum(space.largest())[1]
+    # the smallest drops blocks and channels: fewer calls, fewer elements written (single
+    # timings are too noisy on a busy machine to compare the table sums at one repeat)
+    small, large = table.features(space.smallest()), table.features(space.largest())
+    assert small[2] < large[2] and small[1] < large[1]
 
     again = build_latency_model(space, model, 2, CPU, cache_dir=tmp_path, repeats=1)
     assert again.meta["cached"] and [again.predict(a) for a in archs] == predicted
@@ -51,7 +52,7 @@ def test_calls_with_too_many_channel_pairs_are_scaled_from_their_dense_entry(tmp
     assert table.meta["entries"] <= len(space.cost.calls)
     archs = [space.sample(np.random.default_rng(i)) for i in range(5)]
     assert all(math.isfinite(table.predict(a)) for a in archs)
-    assert table.table_sum(space.smallest())[0] < table.table_sum(space.largest())[0]
+    assert table.features(space.smallest())[0] < table.features(space.largest())[0]
 
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
@@ -168,6 +169,6 @@ def test_latency_ratio_times_both_models_and_divides():
             return x
 
     slow, fast = Sleeper(0.02), Sleeper(0.002)
-    slow_ms, fast_ms, ratio = latency_ratio(slow, fast, (1,), 1, rounds=3, repeats=3)
+    slow_ms, fast_ms, ratio = latency_ratio(slow, fast, (1,), 1, pairs=3)
     assert slow_ms >= 20.0 and fast_ms >= 2.0  # sleep is a floor
     assert ratio == pytest.approx(slow_ms / fast_ms, rel=0.5) and ratio > 2

@@ -23,19 +23,8 @@ def median_seconds(run: Callable[[], object], device: torch.device, repeats: int
     for _ in range(warmup):
         run()
     _synchronize(device)
-    inner = 1
-    if min_sample_s > 0:
-        start = time.perf_counter()
-        run()
-        _synchronize(device)
-        inner = max(1, int(min_sample_s / max(time.perf_counter() - start, 1e-7)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            run()
-        _synchronize(device)
-        samples.append((time.perf_counter() - start) / inner)
+    inner = _calls_per_sample(run, device, min_sample_s)
+    samples = [_sample(run, device, inner) for _ in range(repeats)]
     return statistics.median(samples)
 
 
@@ -49,13 +38,67 @@ def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: in
     return 1000 * median_seconds(lambda: model(x), device, repeats, warmup)
 
 
+def _calls_per_sample(run: Callable[[], object], device: torch.device,
+                      min_sample_s: float) -> int:
+    """How many back-to-back calls one sample must time to last `min_sample_s`."""
+    if min_sample_s <= 0:
+        return 1
+    start = time.perf_counter()
+    run()
+    _synchronize(device)
+    return max(1, int(min_sample_s / max(time.perf_counter() - start, 1e-7)))
+
+
+def _sample(run: Callable[[], object], device: torch.device, inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        run()
+    _synchronize(device)
+    return (time.perf_counter() - start) / inner
+
+
+def _turn(run: Callable[[], object], device: torch.device, inner: int, samples: int) -> float:
+    """One untimed call (the caches now hold this callable's weights and input, as they
+    do for a layer inside a running network), then the median of `samples` timed samples."""
+    run()
+    return statistics.median(_sample(run, device, inner) for _ in range(samples))
+
+
+@torch.no_grad()
+def paired_seconds(run: Callable[[], object], reference: Callable[[], object],
+                   device: torch.device, pairs: int, samples: int = 1, warmup: int = 2,
+                   min_sample_s: float = 0.0) -> tuple[float, float, float]:
+    """(median seconds of `run`, of `reference`, median of the per-pair ratios run /
+    reference). The two take turns, `pairs` times, the first of each pair alternating; a turn
+    is `samples` timed samples after an untimed call. A shared machine whose speed drifts by
+    10-20% from one second to the next (measured on the 2-core VM) moves both turns of a pair
+    alike, so the ratio keeps the work's difference and not the moment's."""
+    for _ in range(warmup):
+        run()
+        reference()
+    _synchronize(device)
+    inner_run = _calls_per_sample(run, device, min_sample_s)
+    inner_ref = _calls_per_sample(reference, device, min_sample_s)
+    ours, theirs = [], []
+    for i in range(pairs):
+        if i % 2:
+            theirs.append(_turn(reference, device, inner_ref, samples))
+            ours.append(_turn(run, device, inner_run, samples))
+        else:
+            ours.append(_turn(run, device, inner_run, samples))
+            theirs.append(_turn(reference, device, inner_ref, samples))
+    return (statistics.median(ours), statistics.median(theirs),
+            statistics.median(a / b for a, b in zip(ours, theirs, strict=True)))
+
+
 def latency_ratio(model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...],
-                  batch: int, rounds: int = 5, repeats: int = 10) -> tuple[float, float, float]:
-    """(model ms, reference ms, model / reference): both timed in alternating rounds and the
-    median taken over rounds, so a machine that slows down or speeds up for seconds at a time
-    (a shared VM) shifts both alike instead of the ratio."""
-    pairs = [(measure_latency_ms(model, input_shape, batch, repeats, warmup=2),
-              measure_latency_ms(reference, input_shape, batch, repeats, warmup=2))
-             for _ in range(rounds)]
-    return (statistics.median(m for m, _ in pairs), statistics.median(r for _, r in pairs),
-            statistics.median(m / r for m, r in pairs))
+                  batch: int, pairs: int = 10) -> tuple[float, float, float]:
+    """(model ms, reference ms, model / reference): eval-mode forwards of a `batch` of zeros
+    timed in alternating pairs (`paired_seconds`)."""
+    model.eval()
+    reference.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, *input_shape, device=device)
+    ours, theirs, ratio = paired_seconds(lambda: model(x), lambda: reference(x), device, pairs,
+                                         samples=2)
+    return 1000 * ours, 1000 * theirs, ratio

@@ -3,10 +3,17 @@
 Once-for-All / nn-Meter style: every layer call the cost model records (conv, linear, norm,
 activation, pooling) is timed alone, as a fresh layer of the same type and settings, at every
 (input, output) channel count the space can give it, on the target device at the target batch
-size; identical layers share their entries. A subnetwork's table sum misses what the layers do
-not show (residual adds, framework overhead per call), so the prediction is calibrated on a
-few built subnetworks (each timed as a ratio to the dense model alongside it, times one dense
-reference): latency = a * table sum + b * kept calls + c, non-negative least squares.
+size; identical layers share their entries. Each entry is timed in turns with one reference
+layer and kept as a ratio to it (`_Clock`), so the machine's drift while the table is built
+does not tilt it. A subnetwork's table sum misses what a layer timed alone does not pay:
+residual adds, framework overhead per call, and at large batches the memory a running network
+allocates and streams through for every tensor it writes (measured on the 2-core VM at batch
+64: resnet20's first-stage convs ran 2-4x slower inside the network than alone). So the
+prediction is calibrated on a few built subnetworks (each timed as a ratio to the dense model
+in alternating turns, times the dense model's median): latency = a * table sum + w * elements
+written + b * kept calls + c, non-negative least squares. At batch 64 the elements-written
+term took resnet20's leave-one-out error of the ratio to dense from 17% to 11% (Spearman 0.70
+to 0.96), mobilenetv2_small's from 14% to 4%.
 Tables are cached on disk by (device, torch version, threads, batch, the space's structure).
 """
 
@@ -18,6 +25,7 @@ import itertools
 import json
 import logging
 import platform
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,14 +38,15 @@ from scipy.optimize import nnls
 from torch import nn
 
 from prunesearch.fileio import write_json
-from prunesearch.latency.measure import latency_ratio, measure_latency_ms, median_seconds
+from prunesearch.latency.measure import latency_ratio, paired_seconds
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
 from prunesearch.spaces.layers import channels_last, slice_scale_norm
 
 log = logging.getLogger("prunesearch")
-FORMAT = 1
+FORMAT = 2
 CALIBRATION_ARCHS = 24
+CALIBRATION_PAIRS = 8
 MAX_COMBOS = 256  # channel pairs per layer call; more (wide concats) are scaled from dense
 
 
@@ -104,12 +113,15 @@ class LatencyModel:
         self._entries = entries
         self.coef = coef
         self.meta = meta
-        self._grids: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # expected()
+        self._grids: dict[tuple[int, tuple[int, ...], str], torch.Tensor] = {}  # expected()
 
-    def table_sum(self, arch: Arch) -> tuple[float, int]:
-        """(sum of the kept calls' table entries in microseconds, number of kept calls)."""
+    def features(self, arch: Arch) -> tuple[float, int, int]:
+        """(sum of the kept calls' table entries in microseconds, elements the kept calls
+        write per example, number of kept calls): what the calibration weighs."""
         calls = self.space.call_channels(arch)
-        return sum(self._entry(i, cin, cout) for i, cin, cout in calls), len(calls)
+        cost = self.space.cost.calls
+        return (sum(self._entry(i, cin, cout) for i, cin, cout in calls),
+                sum(cost[i].out.unit * cout for i, _, cout in calls), len(calls))
 
     def _entry(self, index: int, cin: int, cout: int) -> float:
         """The timed entry of one call at (cin, cout); a call with more channel pairs than
@@ -131,34 +143,35 @@ class LatencyModel:
         for one-hot distributions. TAS's latency loss."""
         kept = {d: self.space.block_kept(d, p) for d, p in probs.items()
                 if self.space.dims[d].kind == "depth"}
-        total = calls = torch.zeros(())
+        total = written = calls = torch.zeros(())
         for i, call in enumerate(self.space.cost.calls):
             runs = (kept[call.block[0]][call.block[1]]
                     if call.block is not None and call.block[0] in kept else 1.0)
-            total = total + runs * self._expected_entry(i, probs)
+            total = total + runs * self._expected(i, probs, "entry")
+            written = written + runs * self._expected(i, probs, "written")
             calls = calls + runs
-        a, b, c = self.coef
-        return a * total + b * calls + c
+        a, w, b, c = self.coef
+        return a * total + w * written + b * calls + c
 
-    def _expected_entry(self, index: int, probs: dict[int, torch.Tensor]) -> torch.Tensor:
-        """E[table entry] of one call over the distributions of the width dims it depends on:
-        the entries on the grid of their choices, contracted with each distribution."""
+    def _expected(self, index: int, probs: dict[int, torch.Tensor], what: str) -> torch.Tensor:
+        """E[table entry] (or E[elements written]) of one call over the distributions of the
+        width dims it depends on: the values on the grid of their choices, contracted with
+        each distribution."""
         dims = tuple(d for d in _width_dims(self.space, index) if d in probs)
-        grid = self._grids.get((index, dims))
+        grid = self._grids.get((index, dims, what))
         if grid is None:
-            entries = [self._entry(index, cin, cout)
-                       for cin, cout in _channels_over(self.space, index, dims)]
+            unit = self.space.cost.calls[index].out.unit
+            values = [self._entry(index, cin, cout) if what == "entry" else unit * cout
+                      for cin, cout in _channels_over(self.space, index, dims)]
             shape = [len(self.space.dims[d].choices) for d in dims]
-            grid = self._grids[(index, dims)] = torch.tensor(entries).reshape(shape)
+            grid = self._grids[(index, dims, what)] = torch.tensor(values).reshape(shape)
         out = grid
         for d in dims:  # contract the leading axis with that dimension's distribution
             out = torch.tensordot(probs[d].to(out.dtype), out, dims=([0], [0]))
         return out
 
     def predict(self, arch: Arch) -> float:
-        total, n = self.table_sum(arch)
-        a, b, c = self.coef
-        return a * total + b * n + c
+        return float(np.dot(self.coef, [*self.features(arch), 1.0]))
 
     def ratio(self, arch: Arch) -> float:
         """Predicted latency as a fraction of the full network's."""
@@ -210,12 +223,43 @@ def _channel_pairs(space: Space, index: int) -> set[tuple[int, int]]:
     return set(_channels_over(space, index, dims))
 
 
-def _time_layer(layer: _Layer, cin: int, cout: int, batch: int, device: torch.device,
-                repeats: int) -> float:
-    module = layer.replica(cin, cout).to(device).eval()
-    x = layer.input(cin, batch, device)
-    return 1e6 * median_seconds(lambda: module(x), device, repeats, warmup=3,
-                                min_sample_s=2e-4)
+class _Clock:
+    """Times layer replicas against one fixed reference layer, sampled in alternating pairs
+    (`paired_seconds`): an entry is its median ratio to the reference times the reference's
+    median over the whole table, so a machine that slows down while some entries are timed
+    does not make those entries dearer than the rest."""
+
+    def __init__(self, reference: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+        self._reference = lambda: reference(x)
+        self._device = device
+        self._ratios: list[float] = []
+        self._seconds: list[float] = []
+
+    def ratio(self, layer: _Layer, cin: int, cout: int, batch: int, repeats: int) -> float:
+        module = layer.replica(cin, cout).to(self._device).eval()
+        x = layer.input(cin, batch, self._device)
+        _, seconds, ratio = paired_seconds(lambda: module(x), self._reference, self._device,
+                                           pairs=2, samples=repeats, warmup=2,
+                                           min_sample_s=2e-4)
+        self._seconds.append(seconds)
+        return ratio
+
+    @property
+    def reference_us(self) -> float:
+        return 1e6 * statistics.median(self._seconds)
+
+
+def _reference_layer(space: Space, layers: list[_Layer], batch: int,
+                     device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+    """The dense conv/linear call of median multiply-adds among them: timed beside every
+    entry, so no dearer than a typical layer."""
+    full = [0] * len(space.dims)
+    computing = sorted((space.cost.calls[i].ops(full), i) for i in range(len(layers))
+                       if space.cost.calls[i].kind in ("conv", "linear"))
+    index = computing[len(computing) // 2][1]
+    call, layer = space.cost.calls[index], layers[index]
+    module = layer.replica(call.inp.full, call.out.full).to(device).eval()
+    return module, layer.input(call.inp.full, batch, device)
 
 
 def calibration_archs(space: Space, seed: int) -> list[Arch]:
@@ -236,7 +280,7 @@ def cache_key(space: Space, layers: list[_Layer], device: torch.device, batch: i
 
 
 def build_latency_model(space: Space, model: nn.Module, batch: int, device: torch.device,
-                        cache_dir: Path | None = None, repeats: int = 7,
+                        cache_dir: Path | None = None, repeats: int = 4,
                         seed: int = 0) -> LatencyModel:
     """The latency table of `space` over `model` for `batch` on `device`: from the cache, or
     measured (layers, then the calibration subnetworks) and cached. Weights do not matter,
@@ -256,30 +300,35 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
         except (ValueError, KeyError):
             log.warning("latency table %s is unreadable; measuring it again", path)
     start = time.perf_counter()
-    entries: dict[str, float] = {}
+    clock = _Clock(*_reference_layer(space, layers, batch, device), device)
+    ratios: dict[str, float] = {}
     for i, layer in enumerate(layers):
         pairs = _channel_pairs(space, i)
         call = space.cost.calls[i]
         dense = (call.inp.full, call.out.full)
         for cin, cout in sorted(pairs | {dense}):
             entry = f"{layer.template}|{cin}|{cout}"
-            if entry not in entries:
-                entries[entry] = _time_layer(layer, cin, cout, batch, device, repeats)
+            if entry not in ratios:
+                ratios[entry] = clock.ratio(layer, cin, cout, batch, repeats)
+    entries = {entry: ratio * clock.reference_us for entry, ratio in ratios.items()}
     table_s = time.perf_counter() - start
     slicer = space.slicer(model)
     shape = tuple(space.example.shape[1:])
-    reference = 1000 * measure_latency_ms(model, shape, batch, repeats=15, warmup=3)
-    rows, measured = [], []
+    rows, ratios_to_dense, dense_ms = [], [], []
     for arch in calibration_archs(space, seed):
-        # each as a ratio to the dense model timed alongside, times one dense reference: a
-        # machine that drifts while the subnetworks are timed does not bend the fit
-        ratio = latency_ratio(slicer.build(arch).to(device), model, shape, batch, rounds=3,
-                              repeats=5)[2]
-        measured.append(ratio * reference)
+        # each as a ratio to the dense model timed alongside, times the dense model's median
+        # over all of them: a machine that drifts while the subnetworks are timed does not
+        # bend the fit
+        _, dense, ratio = latency_ratio(slicer.build(arch).to(device), model, shape, batch,
+                                        pairs=CALIBRATION_PAIRS)
+        ratios_to_dense.append(ratio)
+        dense_ms.append(dense)
         rows.append(arch)
-    partial = LatencyModel(space, templates, entries, [1.0, 0.0, 0.0], {})
-    features = np.array([[*partial.table_sum(a), 1.0] for a in rows])
-    coef, _ = nnls(features, np.array(measured))
+    measured = 1000 * statistics.median(dense_ms) * np.array(ratios_to_dense)
+    partial = LatencyModel(space, templates, entries, [1.0, 0.0, 0.0, 0.0], {})
+    features = np.array([[*partial.features(a), 1.0] for a in rows])
+    scale = features.max(axis=0)  # columns of one size: µs, elements, calls
+    coef = nnls(features / scale, measured)[0] / scale
     fitted = features @ coef
     meta = {"device": device_fingerprint(device), "batch": batch, "torch": torch.__version__,
             "entries": len(entries), "calibration_archs": len(rows),
