@@ -19,6 +19,13 @@ dense model trains `--dense-epochs` D epochs (the checkpoint cache). Every metho
   scratch like uniform-scratch (D + F epochs, labels only): is the searched shape better than
   the uniform one when both are trained the same way ("Rethinking the Value of Network
   Pruning")?
+- prunesearch one-schedule: the product with `model.train.schedule_epochs = D + F`: its own
+  dense model trains D epochs of a (D + F)-epoch cosine schedule and stops half-way down it
+  (another dense checkpoint, trained D epochs like the shared one), the search runs on it, and
+  the best proxy point under each target trains the F epochs left, continuing the schedule
+  instead of restarting at the peak lr; tp-l1-local one-schedule: Torch-Pruning's local L1
+  pruning of that same dense model, trained the same F continued epochs (how much of the
+  difference is the schedule and how much the search).
 
 Fine-tuning (every pruned network the same call) is the product's default fine-tuning for the
 epochs left (finetune.kd, its temperature and alpha, finetune.lr; distillation from the network
@@ -79,10 +86,13 @@ from prunesearch.data import DatasetSplits  # noqa: E402
 from prunesearch.finetune import reinitialise  # noqa: E402
 from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
 from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
+from prunesearch.models.train import ScheduleSpan  # noqa: E402
 from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
 
 METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
-           "prunesearch +supernet", "prunesearch-arch-scratch"]
+           "prunesearch +supernet", "prunesearch-arch-scratch", "prunesearch one-schedule",
+           "tp-l1-local one-schedule"]
+ONE_SCHEDULE = " one-schedule"
 TP_STEPS = 400
 TAYLOR_IMAGES = 256
 WIDTH_MULTS = [m / 100 for m in range(5, 101)]
@@ -174,15 +184,19 @@ class Bench:
         self.finals.append(net)
         return row
 
-    def finetune(self, teacher: nn.Module, epochs: int) -> Callable[[nn.Module, int], Any]:
+    def finetune(self, teacher: nn.Module, epochs: int, span: ScheduleSpan | None = None
+                 ) -> Callable[[nn.Module, int], Any]:
+        """The product's fine-tuning for `epochs` (continuing a longer schedule: `span`)."""
         cfg = self.cfg
         recipe = full_finetune_recipe(cfg, epochs)
+        if span is not None:  # a continued schedule runs at the dense lr
+            recipe = recipe.model_copy(update={"lr": cfg.model.train.lr})
         distill = (Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
                    if cfg.finetune.kd else None)
 
         def train(net: nn.Module, seed: int) -> Any:
             return train_model(net, self.data, recipe, seed=seed, device=self.dev,
-                               progress=False, distill=distill)
+                               progress=False, distill=distill, span=span)
         return train
 
     def scratch(self, epochs: int) -> Callable[[nn.Module, int], Any]:
@@ -284,6 +298,37 @@ def main() -> None:
                 for target, arch in picks.items():
                     bench.record("prunesearch-arch-scratch", target, slicer.build(arch), 0.0,
                                  f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+
+    one_schedule = [m for m in methods if m.endswith(ONE_SCHEDULE)]
+    if one_schedule:
+        with tempfile.TemporaryDirectory() as tmp:
+            found = searched(base + [f"search.budget={args.search_budget}",
+                                     f"model.train.schedule_epochs={d_ep + f_ep}",
+                                     "supernet.epochs=0"],
+                             Path(tmp), "one-schedule", dev)
+            span = ScheduleSpan(d_ep, d_ep + f_ep, f_ep)
+            cont = f"ft {f_ep} (continuing a {d_ep + f_ep}-epoch schedule)"
+            one_dense_s = found.prep.dense_meta.get("seconds") or 0.0
+            slicer = found.prep.space.slicer(found.prep.model)
+            total_ft = 0.0
+            for target in targets:
+                if "tp-l1-local one-schedule" in methods:
+                    t = time.perf_counter()
+                    pruned = tp_prune(found.prep.model, prep.data, target, False, False, seed=0)
+                    bench.record("tp-l1-local one-schedule", target, pruned,
+                                 time.perf_counter() - t, cont,
+                                 bench.finetune(found.prep.model, f_ep, span))
+                if "prunesearch one-schedule" in methods:
+                    arch = found.best_under(target)
+                    row = bench.record("prunesearch one-schedule", target, slicer.build(arch),
+                                       found.search_s, cont,
+                                       bench.finetune(found.prep.model, f_ep, span))
+                    row["arch"] = arch.to_dict()
+                    row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
+                    total_ft += row["train_s"]
+            if "prunesearch one-schedule" in methods:
+                walls["prunesearch one-schedule"] = (one_dense_s + found.search_s
+                                                     + total_ft / len(targets))
 
     # equal wall time: uniform-scratch trained as many epochs as fit in each pipeline's time
     uniform_rows = {r["target"]: r for r in bench.rows if r["method"] == "uniform-scratch"}

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from prunesearch.errors import ConfigError
 from prunesearch.models.options import ModelConfig
@@ -163,6 +163,27 @@ class RunConfig(Options):
                              "'.', '_' or '-', starting with a letter or digit (no '/', '..' "
                              "or empty name: the run stays inside --out)")
         return v
+
+    @model_validator(mode="after")
+    def _schedule_leaves_fine_tuning(self) -> RunConfig:
+        train = self.model.train
+        if train.schedule_epochs is not None and train.schedule_epochs > train.epochs:
+            used = train.epochs + self.supernet.epochs
+            if (used >= train.schedule_epochs and self.finetune.enabled
+                    and self.finetune.init == "inherit"):
+                raise ValueError(
+                    f"model.train.schedule_epochs ({train.schedule_epochs}) leaves no epochs "
+                    f"for fine-tuning after the dense ({train.epochs}) and supernet "
+                    f"({self.supernet.epochs}) epochs (it would run at lr 0); make it longer")
+        return self
+
+    def schedule_epochs_left(self) -> int | None:
+        """Epochs of the dense recipe's longer schedule left after the dense and supernet
+        stages (None without one)."""
+        train = self.model.train
+        if train.schedule_epochs is None or train.schedule_epochs == train.epochs:
+            return None
+        return max(0, train.schedule_epochs - train.epochs - self.supernet.epochs) or None
 
 
 DEFAULT_CONFIG = "default.toml"

@@ -25,6 +25,7 @@ from prunesearch.errors import UserError
 from prunesearch.models import Distillation, train_model
 from prunesearch.models._layers import init_weights
 from prunesearch.models.options import TrainConfig
+from prunesearch.models.train import ScheduleSpan, continued_span
 from prunesearch.runs.finetuned import read_finetuned, save_trained
 from prunesearch.spaces import Arch, layer_densities
 from prunesearch.spaces.masks import hold_masks, magnitude_masks, release_masks
@@ -41,7 +42,9 @@ def variant_name(cfg: RunConfig) -> str:
         return cfg.search.strategy
     ft = cfg.finetune
     name = f"{ft.init}-{'kd' if ft.kd else 'ce'}-e{epochs_of(cfg)}"
-    if ft.lr is not None:
+    if finetune_span(cfg):
+        name += f"-cont{cfg.model.train.schedule_epochs}"
+    elif ft.lr is not None:
         name += f"-lr{ft.lr:g}"
     if ft.max_train_images is not None:
         name += f"-n{ft.max_train_images}"
@@ -49,14 +52,27 @@ def variant_name(cfg: RunConfig) -> str:
 
 
 def epochs_of(cfg: RunConfig) -> int:
-    return cfg.finetune.epochs or cfg.model.train.epochs
+    """finetune.epochs; by default the epochs left of the dense recipe's longer schedule
+    (after the dense and supernet epochs), or the dense epochs when it has none."""
+    return cfg.finetune.epochs or cfg.schedule_epochs_left() or cfg.model.train.epochs
+
+
+def finetune_span(cfg: RunConfig) -> ScheduleSpan | None:
+    """Where fine-tuning sits on the dense recipe's longer schedule: after the dense and
+    supernet epochs (None: no such schedule, or `init = "scratch"`, which starts over)."""
+    if cfg.finetune.init == "scratch":
+        return None
+    dense = cfg.model.train
+    return continued_span(dense, dense.epochs + cfg.supernet.epochs, epochs_of(cfg))
 
 
 def finetune_recipe(cfg: RunConfig) -> TrainConfig:
-    """The dense recipe with the fine-tuning stage's epochs, learning rate and images."""
+    """The dense recipe with the fine-tuning stage's epochs, learning rate and images (the
+    dense lr when fine-tuning continues its schedule)."""
     ft, dense = cfg.finetune, cfg.model.train
+    lr = dense.lr if finetune_span(cfg) else ft.lr or dense.lr
     return dense.model_copy(update={
-        "epochs": epochs_of(cfg), "lr": ft.lr or dense.lr,
+        "epochs": epochs_of(cfg), "lr": lr,
         "max_train_images": ft.max_train_images or dense.max_train_images})
 
 
@@ -108,6 +124,9 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
     ft, variant = cfg.finetune, variant_name(cfg)
     done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
     recipe = finetune_recipe(cfg)
+    if finetune_span(cfg) and ft.lr:
+        log.warning("finetune.lr (%g) is not used: fine-tuning continues the dense model's "
+                    "schedule (model.train.schedule_epochs)", ft.lr)
     rows = []
     for point in choose_points(front, ft):
         if point["id"] in done:
@@ -122,7 +141,7 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
         log.info("fine-tuning #%d (%.3f of dense MACs), %s", point["id"], point["macs_ratio"],
                  variant)
         report = train_model(student, data, recipe, seed=cfg.seed, device=device,
-                             progress=progress, distill=distill,
+                             progress=progress, distill=distill, span=finetune_span(cfg),
                              label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
         release_masks(student)
         if not distributed.is_main():  # under torchrun the first process writes

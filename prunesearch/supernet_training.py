@@ -39,6 +39,7 @@ from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
 from prunesearch.models.checkpoint import read_checkpoint
 from prunesearch.models.options import TrainConfig
 from prunesearch.models.train import (
+    continued_span,
     distillation_kl,
     epoch_batches,
     progress_bar,
@@ -150,8 +151,12 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
         raise ModelError(f"the supernet stage needs at least 2 training images, got {len(x)}; "
                          f"raise supernet.max_train_images.")
     distributed.check_batch(batch_size, "The supernet's training batch size")
-    lr_recipe = recipe.model_copy(update={"lr": options.lr or recipe.lr})
-    opt, sched = recipe_optimizer(net.parameters(), lr_recipe, options.epochs * steps)
+    span = continued_span(recipe, recipe.epochs, options.epochs)
+    if span and options.lr:
+        log.warning("supernet.lr (%g) is not used: the stage continues the dense model's "
+                    "schedule (model.train.schedule_epochs)", options.lr)
+    lr_recipe = recipe.model_copy(update={"lr": recipe.lr if span else options.lr or recipe.lr})
+    opt, sched = recipe_optimizer(net.parameters(), lr_recipe, options.epochs * steps, span)
     gen = torch.Generator().manual_seed(seed)
     first_epoch, seconds = 0, 0.0
     if partial.is_file():

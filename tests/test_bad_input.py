@@ -147,6 +147,11 @@ CASES: dict[str, tuple[Case, str]] = {
     "empty name": (run_tiny("--set", "name=''"), "run name"),
     "unknown strategy": (run_tiny("--set", "search.strategy=evolutoin"), "available:"),
     "unknown model": (run_tiny("--set", "model.name=resnet2000"), "unknown model"),
+    "schedule shorter than the dense epochs": (
+        run_tiny("--set", "model.train.schedule_epochs=1"), "schedule_epochs (1) is shorter"),
+    "schedule leaves no fine-tuning": (
+        run_tiny("--set", "model.train.schedule_epochs=3", "--set", "supernet.epochs=1"),
+        "leaves no epochs for fine-tuning"),
     "unknown dataset": (run_tiny("--set", "data.dataset=cifar"), "unknown dataset"),
     "val images too many": (run_tiny("--set", "evaluator.val_images=100000"),
                             "evaluator.val_images"),

@@ -129,6 +129,31 @@ def test_finetune_is_resumable_per_model_and_variants_add_up(searched):
     assert any(r["test_score"] is not None for r in front)
 
 
+def test_a_run_on_a_longer_schedule_continues_it_through_supernet_and_fine_tuning(
+        tmp_path, caplog):
+    """model.train.schedule_epochs: the dense model trains its epochs of the longer schedule
+    (another checkpoint than the plain recipe's), the supernet stage and fine-tuning continue
+    it, fine-tuning takes the epochs left by default, and the variant says so; the stages' own
+    lr settings are reported unused."""
+    import logging
+
+    overrides = ["model.train.schedule_epochs=5", "supernet.epochs=1", "supernet.lr=0.01",
+                 "finetune.targets=[0.5]", "finetune.lr=0.03", "search.budget=6"]
+    cfg = load_config(TINY, overrides)
+    assert finetune_recipe(cfg).epochs == 2 and finetune_recipe(cfg).lr == cfg.model.train.lr
+    with caplog.at_level(logging.WARNING, logger="prunesearch"):
+        run_dir = run_job(cfg, tmp_path, device="cpu", progress=False).run_dir
+    unused = [r.getMessage() for r in caplog.records if "is not used" in r.getMessage()]
+    assert any("supernet.lr" in m for m in unused) and any("finetune.lr" in m for m in unused)
+    rows = _finetune_rows(run_dir)
+    assert rows and {(r["variant"], r["epochs"]) for r in rows} == {("inherit-ce-e2-cont5",
+                                                                     "2")}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    plain = load_config(TINY, ["finetune.enabled=false"])
+    assert summary["dense"]["checkpoint"] != prepare(plain, torch.device("cpu"),
+                                                     progress=False).dense_meta["checkpoint"]
+
+
 def test_finetune_refuses_keys_outside_finetune(searched):
     from prunesearch.errors import UserError
 

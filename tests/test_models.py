@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,12 @@ from prunesearch.models import (
     train_model,
 )
 from prunesearch.models.options import ModelConfig, TrainConfig
-from prunesearch.models.train import recipe_optimizer
+from prunesearch.models.train import (
+    ScheduleSpan,
+    continued_span,
+    dense_span,
+    recipe_optimizer,
+)
 
 CPU = torch.device("cpu")
 
@@ -352,6 +358,44 @@ def test_adamw_recipes_train_with_adamw_and_sgd_ones_with_nesterov_sgd() -> None
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
     opt, _ = recipe_optimizer(params, TrainConfig(), 10)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+
+
+def _lrs(recipe: TrainConfig, steps: int, span: ScheduleSpan | None) -> list[float]:
+    opt, sched = recipe_optimizer([nn.Parameter(torch.zeros(1))], recipe, steps, span)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_stages_on_a_longer_schedule_continue_one_cosine_where_the_last_stopped() -> None:
+    """Dense 3 epochs of a 6-epoch schedule, a supernet epoch, 2 fine-tuning epochs (each
+    stage with its own steps per epoch): together the lr of one 6-epoch cosine, not three
+    restarts at the peak."""
+    recipe = TrainConfig(epochs=3, schedule_epochs=6, lr=0.1)
+    dense = _lrs(recipe, 3 * 10, dense_span(recipe))  # 10 steps per epoch
+    supernet = _lrs(recipe, 1 * 4, continued_span(recipe, 3, 1))  # 4 steps per epoch
+    finetune = _lrs(recipe, 2 * 10, continued_span(recipe, 4, 2))
+    assert dense[0] == pytest.approx(0.1) and dense[-1] > 0.05  # stopped half-way down
+    assert supernet[0] == pytest.approx(0.05)
+    assert finetune[0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 4 / 6)))
+    last = 0.1 * 0.5 * (1 + math.cos(math.pi * 59 / 60))  # step 19 of 20: 5.9 of 6 epochs
+    assert finetune[-1] == pytest.approx(last, rel=1e-6)
+    # a recipe without a longer schedule keeps torch's own cosine, and no stage continues it
+    plain = TrainConfig(epochs=3, lr=0.1)
+    assert dense_span(plain) is None and continued_span(plain, 3, 1) is None
+    assert _lrs(plain, 30, None)[15] == pytest.approx(0.05)
+    # a schedule as long as the dense epochs is no longer one: the next stage restarts
+    assert continued_span(TrainConfig(epochs=3, schedule_epochs=3), 3, 1) is None
+
+
+def test_a_longer_schedule_makes_another_dense_checkpoint_and_leaves_old_keys_alone() -> None:
+    longer = SMALL.train.model_copy(update={"schedule_epochs": 4})
+    assert "schedule_epochs" not in SMALL.train.cache_fields()
+    assert checkpoint_key("resnet20", 1.0, 1, 10, "abc", longer, 0) != checkpoint_key(
+        "resnet20", 1.0, 1, 10, "abc", SMALL.train, 0)
 
 
 def test_corrupt_cache_entry_is_a_model_error(tmp_path: Path) -> None:

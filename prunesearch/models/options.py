@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prunesearch.options import Options
 
@@ -24,7 +24,18 @@ class TrainConfig(Options):
     weight_decay: float = Field(5e-4, ge=0)
     augment: bool = True
     max_train_images: int | None = Field(None, ge=1, description="train on a prefix (smoke jobs)")
-    added_later: ClassVar[dict[str, Any]] = {"optimizer": "sgd"}
+    schedule_epochs: int | None = Field(
+        None, ge=1, description="length of the dense model's cosine schedule when longer than "
+        "`epochs`: the dense model stops part-way down it, and the supernet stage and "
+        "fine-tuning continue it (the dense lr, not their own) instead of restarting at a peak")
+    added_later: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "schedule_epochs": None}
+
+    @model_validator(mode="after")
+    def _schedule_covers_the_epochs(self) -> TrainConfig:
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:
+            raise ValueError(f"schedule_epochs ({self.schedule_epochs}) is shorter than epochs "
+                             f"({self.epochs}); make it at least epochs, or leave it out")
+        return self
 
 
 class ModelConfig(Options):

@@ -216,17 +216,54 @@ def progress_bar(disable: bool) -> Progress:
     )
 
 
-def recipe_optimizer(params: Iterable[torch.Tensor], recipe: TrainConfig, total_steps: int
-                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+def recipe_optimizer(params: Iterable[torch.Tensor], recipe: TrainConfig, total_steps: int,
+                     span: ScheduleSpan | None = None
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The recipe's optimizer (SGD with Nesterov momentum, or AdamW; weight decay) and a
-    cosine schedule over `total_steps` steps: every loop that trains weights uses this one."""
+    cosine schedule over `total_steps` steps, or over the part of a longer schedule that
+    `span` places these steps on: every loop that trains weights uses this one."""
     if recipe.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=recipe.lr,
                                                        weight_decay=recipe.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                               weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    if span is None:
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, span.factors(total_steps))
+
+
+def dense_span(recipe: TrainConfig) -> ScheduleSpan | None:
+    """The dense model's span: the first `epochs` of `schedule_epochs`, when that is longer."""
+    length = recipe.schedule_epochs
+    return None if length in (None, recipe.epochs) else ScheduleSpan(0, length, recipe.epochs)
+
+
+def continued_span(recipe: TrainConfig, start: float, epochs: float) -> ScheduleSpan | None:
+    """The span of a stage that follows `start` epochs of the dense recipe's longer schedule
+    (None when the recipe has none: the stage runs its own)."""
+    length = recipe.schedule_epochs
+    return None if length in (None, recipe.epochs) else ScheduleSpan(start, length, epochs)
+
+
+@dataclass(frozen=True)
+class ScheduleSpan:
+    """A stage's place on a cosine schedule longer than itself (`model.train.schedule_epochs`):
+    the schedule lasts `length` epochs, of which `start` ran in earlier stages, and this stage
+    runs `epochs` of it (the lr stays at zero past the end)."""
+
+    start: float
+    length: float
+    epochs: float
+
+    def factors(self, total_steps: int) -> Callable[[int], float]:
+        """The lr multiplier at each of the stage's steps."""
+        per_step = self.epochs / max(1, total_steps)
+
+        def factor(step: int) -> float:
+            done = min(1.0, (self.start + step * per_step) / self.length)
+            return 0.5 * (1 + math.cos(math.pi * done))
+        return factor
 
 
 def train_model(
@@ -240,6 +277,7 @@ def train_model(
     distill: Distillation | None = None,
     label: str = "epoch",
     on_step: Callable[[int], None] | None = None,
+    span: ScheduleSpan | None = None,
 ) -> TrainReport:
     """Train `model` in place on `data.train_*` (moved to `device`), then score val and test.
 
@@ -248,7 +286,8 @@ def train_model(
     eval mode and sees the same augmented batches). The last partial batch of each epoch is
     dropped (BatchNorm needs more than one example, and equal batches keep the schedule
     simple); a new permutation each epoch drops different images each time. `on_step(k)` is
-    called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind point."""
+    called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind point. `span`
+    places the epochs on a longer schedule (default: the recipe's own, `dense_span`)."""
     model.to(device)
     x, y = training_tensors(data, recipe.max_train_images, device)
     n = len(x)
@@ -258,7 +297,8 @@ def train_model(
     batch_size = max(1, min(recipe.batch_size, n))
     steps = n // batch_size
     gen = torch.Generator().manual_seed(seed)
-    opt, sched = recipe_optimizer(model.parameters(), recipe, recipe.epochs * steps)
+    opt, sched = recipe_optimizer(model.parameters(), recipe, recipe.epochs * steps,
+                                  span or dense_span(recipe))
     net = model
     if distributed.world_size() > 1:  # under torchrun: each process its share of a batch
         distributed.check_batch(batch_size, "The training batch size")
