@@ -83,10 +83,9 @@ from _machine import (  # noqa: E402
 
 from prunesearch.config import RunConfig, load_config  # noqa: E402
 from prunesearch.data import DatasetSplits  # noqa: E402
-from prunesearch.finetune import reinitialise  # noqa: E402
+from prunesearch.finetune import finetune_span, reinitialise  # noqa: E402
 from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
 from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
-from prunesearch.models.train import ScheduleSpan  # noqa: E402
 from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
 
 METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
@@ -184,13 +183,12 @@ class Bench:
         self.finals.append(net)
         return row
 
-    def finetune(self, teacher: nn.Module, epochs: int, span: ScheduleSpan | None = None
+    def finetune(self, teacher: nn.Module, epochs: int, cfg: RunConfig | None = None
                  ) -> Callable[[nn.Module, int], Any]:
-        """The product's fine-tuning for `epochs` (continuing a longer schedule: `span`)."""
-        cfg = self.cfg
-        recipe = full_finetune_recipe(cfg, epochs)
-        if span is not None:  # a continued schedule runs at the dense lr
-            recipe = recipe.model_copy(update={"lr": cfg.model.train.lr})
+        """The product's fine-tuning for `epochs`, as the benchmark's config (or `cfg`, e.g.
+        one whose fine-tuning continues a longer schedule) makes it."""
+        cfg = cfg or self.cfg
+        recipe, span = full_finetune_recipe(cfg, epochs), finetune_span(cfg)
         distill = (Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
                    if cfg.finetune.kd else None)
 
@@ -302,11 +300,10 @@ def main() -> None:
     one_schedule = [m for m in methods if m.endswith(ONE_SCHEDULE)]
     if one_schedule:
         with tempfile.TemporaryDirectory() as tmp:
-            found = searched(base + [f"search.budget={args.search_budget}",
-                                     f"model.train.schedule_epochs={d_ep + f_ep}",
-                                     "supernet.epochs=0"],
-                             Path(tmp), "one-schedule", dev)
-            span = ScheduleSpan(d_ep, d_ep + f_ep, f_ep)
+            one = base + [f"search.budget={args.search_budget}", "supernet.epochs=0",
+                          f"model.train.schedule_epochs={d_ep + f_ep}"]
+            found = searched(one, Path(tmp), "one-schedule", dev)
+            one_cfg = load_config(None, one + [f"finetune.epochs={f_ep}"])
             cont = f"ft {f_ep} (continuing a {d_ep + f_ep}-epoch schedule)"
             one_dense_s = found.prep.dense_meta.get("seconds") or 0.0
             slicer = found.prep.space.slicer(found.prep.model)
@@ -317,12 +314,12 @@ def main() -> None:
                     pruned = tp_prune(found.prep.model, prep.data, target, False, False, seed=0)
                     bench.record("tp-l1-local one-schedule", target, pruned,
                                  time.perf_counter() - t, cont,
-                                 bench.finetune(found.prep.model, f_ep, span))
+                                 bench.finetune(found.prep.model, f_ep, one_cfg))
                 if "prunesearch one-schedule" in methods:
                     arch = found.best_under(target)
                     row = bench.record("prunesearch one-schedule", target, slicer.build(arch),
                                        found.search_s, cont,
-                                       bench.finetune(found.prep.model, f_ep, span))
+                                       bench.finetune(found.prep.model, f_ep, one_cfg))
                     row["arch"] = arch.to_dict()
                     row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
                     total_ft += row["train_s"]

@@ -167,23 +167,21 @@ class RunConfig(Options):
     @model_validator(mode="after")
     def _schedule_leaves_fine_tuning(self) -> RunConfig:
         train = self.model.train
-        if train.schedule_epochs is not None and train.schedule_epochs > train.epochs:
-            used = train.epochs + self.supernet.epochs
-            if (used >= train.schedule_epochs and self.finetune.enabled
-                    and self.finetune.init == "inherit"):
-                raise ValueError(
-                    f"model.train.schedule_epochs ({train.schedule_epochs}) leaves no epochs "
-                    f"for fine-tuning after the dense ({train.epochs}) and supernet "
-                    f"({self.supernet.epochs}) epochs (it would run at lr 0); make it longer")
+        if (train.longer_schedule and not self.schedule_epochs_left()
+                and self.finetune.enabled and self.finetune.init == "inherit"):
+            raise ValueError(
+                f"model.train.schedule_epochs ({train.schedule_epochs}) leaves no epochs "
+                f"for fine-tuning after the dense ({train.epochs}) and supernet "
+                f"({self.supernet.epochs}) epochs (it would run at lr 0); make it longer")
         return self
 
     def schedule_epochs_left(self) -> int | None:
         """Epochs of the dense recipe's longer schedule left after the dense and supernet
-        stages (None without one)."""
+        stages (None without one, or with none left)."""
         train = self.model.train
-        if train.schedule_epochs is None or train.schedule_epochs == train.epochs:
+        if train.longer_schedule is None:
             return None
-        return max(0, train.schedule_epochs - train.epochs - self.supernet.epochs) or None
+        return max(0, train.longer_schedule - train.epochs - self.supernet.epochs) or None
 
 
 DEFAULT_CONFIG = "default.toml"

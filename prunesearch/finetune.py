@@ -123,8 +123,8 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
     process writes and returns the new ones)."""
     ft, variant = cfg.finetune, variant_name(cfg)
     done = {r["id"]: r for r in read_finetuned(run_dir) if r["variant"] == variant}
-    recipe = finetune_recipe(cfg)
-    if finetune_span(cfg) and ft.lr:
+    recipe, span = finetune_recipe(cfg), finetune_span(cfg)
+    if span and ft.lr:
         log.warning("finetune.lr (%g) is not used: fine-tuning continues the dense model's "
                     "schedule (model.train.schedule_epochs)", ft.lr)
     rows = []
@@ -141,7 +141,7 @@ def finetune_front(cfg: RunConfig, run_dir: Path, front: list[dict[str, Any]],
         log.info("fine-tuning #%d (%.3f of dense MACs), %s", point["id"], point["macs_ratio"],
                  variant)
         report = train_model(student, data, recipe, seed=cfg.seed, device=device,
-                             progress=progress, distill=distill, span=finetune_span(cfg),
+                             progress=progress, distill=distill, span=span,
                              label=f"fine-tune #{point['id']} ({point['macs_ratio']:.2f} MACs)")
         release_masks(student)
         if not distributed.is_main():  # under torchrun the first process writes

@@ -232,7 +232,6 @@ class _Clock:
     def __init__(self, reference: nn.Module, x: torch.Tensor, device: torch.device) -> None:
         self._reference = lambda: reference(x)
         self._device = device
-        self._ratios: list[float] = []
         self._seconds: list[float] = []
 
     def ratio(self, layer: _Layer, cin: int, cout: int, batch: int, repeats: int) -> float:

@@ -30,6 +30,12 @@ class TrainConfig(Options):
         "fine-tuning continue it (the dense lr, not their own) instead of restarting at a peak")
     added_later: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "schedule_epochs": None}
 
+    @property
+    def longer_schedule(self) -> int | None:
+        """`schedule_epochs` when it is longer than `epochs` (else None: no stage continues
+        the dense model's schedule)."""
+        return None if self.schedule_epochs in (None, self.epochs) else self.schedule_epochs
+
     @model_validator(mode="after")
     def _schedule_covers_the_epochs(self) -> TrainConfig:
         if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:

@@ -233,17 +233,16 @@ def recipe_optimizer(params: Iterable[torch.Tensor], recipe: TrainConfig, total_
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, span.factors(total_steps))
 
 
-def dense_span(recipe: TrainConfig) -> ScheduleSpan | None:
-    """The dense model's span: the first `epochs` of `schedule_epochs`, when that is longer."""
-    length = recipe.schedule_epochs
-    return None if length in (None, recipe.epochs) else ScheduleSpan(0, length, recipe.epochs)
-
-
 def continued_span(recipe: TrainConfig, start: float, epochs: float) -> ScheduleSpan | None:
     """The span of a stage that follows `start` epochs of the dense recipe's longer schedule
     (None when the recipe has none: the stage runs its own)."""
-    length = recipe.schedule_epochs
-    return None if length in (None, recipe.epochs) else ScheduleSpan(start, length, epochs)
+    length = recipe.longer_schedule
+    return None if length is None else ScheduleSpan(start, length, epochs)
+
+
+def dense_span(recipe: TrainConfig) -> ScheduleSpan | None:
+    """The dense model's span: the first `epochs` of its longer schedule."""
+    return continued_span(recipe, 0, recipe.epochs)
 
 
 @dataclass(frozen=True)
