@@ -1,4 +1,5 @@
-"""Where a benchmark ran: committed next to every result."""
+"""Where a benchmark ran: committed next to every result. Importing it sets malloc as the
+`prunesearch` command does (prunesearch/allocator.py), so benchmarks time what users run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from prunesearch.allocator import allocator_settings, keep_freed_memory
+
+keep_freed_memory()
 
 
 def machine() -> dict[str, object]:
@@ -29,6 +34,7 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.date.today().isoformat(),
+        "allocator": allocator_settings(),
     }
 
 

@@ -2,15 +2,19 @@
 the policy is set here, before anything imports torch: worker threads that finish a parallel
 region sleep instead of spinning. Beside one busy process on 2 cores a fine-tuning epoch then
 ran 1.68x slower than alone instead of 3.18x, for 5% more time alone
-(benchmarks/contention.py). An OMP_WAIT_POLICY the user exported wins."""
+(benchmarks/contention.py). An OMP_WAIT_POLICY the user exported wins. malloc keeps freed
+tensors' memory (prunesearch/allocator.py): fewer page faults, faster and steadier forwards."""
 
 from __future__ import annotations
 
 import os
 
+from prunesearch.allocator import keep_freed_memory
+
 
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_freed_memory()
     from prunesearch.cli import main as cli_main
 
     cli_main()

@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prunesearch import distributed
+from prunesearch.allocator import allocator_settings
 from prunesearch.config import RunConfig, SpaceConfig, config_to_toml
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import UserError
@@ -503,7 +504,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         "test_score": evaluate_score(model, prep.data.test_x, prep.data.test_y),
         "metric": metric_of(prep.data.test_y).to_json(),
         "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
-        "latency": {"device": "cpu", "threads": threads,
+        "latency": {"device": "cpu", "threads": threads, "allocator": allocator_settings(),
                     "statistic": "medians over turns alternating with the dense model (a turn: "
                                  "one untimed forward, then the median of 2 timed ones); the "
                                  "ratio is the median of the per-pair ratios",

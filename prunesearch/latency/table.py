@@ -14,7 +14,8 @@ in alternating turns, times the dense model's median): latency = a * table sum +
 written + b * kept calls + c, non-negative least squares. At batch 64 the elements-written
 term took resnet20's leave-one-out error of the ratio to dense from 17% to 11% (Spearman 0.70
 to 0.96), mobilenetv2_small's from 14% to 4%.
-Tables are cached on disk by (device, torch version, threads, batch, the space's structure).
+Tables are cached on disk by (device, torch version, threads, batch, malloc settings: see
+prunesearch/allocator.py, the space's structure).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
+from prunesearch.allocator import allocator_settings
 from prunesearch.fileio import write_json
 from prunesearch.latency.measure import latency_ratio, paired_seconds
 from prunesearch.spaces import Arch, Space
@@ -271,6 +273,7 @@ def calibration_archs(space: Space, seed: int) -> list[Arch]:
 
 def cache_key(space: Space, layers: list[_Layer], device: torch.device, batch: int) -> str:
     made_of = {"format": FORMAT, "device": device_fingerprint(device),
+               "allocator": allocator_settings(),
                "torch": torch.__version__, "batch": batch,
                "dims": [[d.name, list(d.choices)] for d in space.dims if d.kind != "density"],
                "layers": [layer.template for layer in layers]}
@@ -329,7 +332,8 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     scale = features.max(axis=0)  # columns of one size: µs, elements, calls
     coef = nnls(features / scale, measured)[0] / scale
     fitted = features @ coef
-    meta = {"device": device_fingerprint(device), "batch": batch, "torch": torch.__version__,
+    meta = {"device": device_fingerprint(device), "allocator": allocator_settings(),
+            "batch": batch, "torch": torch.__version__,
             "entries": len(entries), "calibration_archs": len(rows),
             "calibration_median_abs_error": float(np.median(np.abs(fitted / measured - 1))),
             "table_s": table_s, "total_s": time.perf_counter() - start, "key": key,
