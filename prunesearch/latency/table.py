@@ -8,7 +8,8 @@ layer and kept as a ratio to it (`_Clock`), so the machine's drift while the tab
 does not tilt it. A subnetwork's table sum misses what a layer timed alone does not pay:
 residual adds, framework overhead per call, and at large batches the memory a running network
 allocates and streams through for every tensor it writes (measured on the 2-core VM at batch
-64: resnet20's first-stage convs ran 2-4x slower inside the network than alone). So the
+64: resnet20's first-stage convs ran 2-4x slower inside the network than alone, much of it
+page faults on fresh tensors, which prunesearch/allocator.py now spares the process). So the
 prediction is calibrated on a few built subnetworks (each timed as a ratio to the dense model
 in alternating turns, times the dense model's median): latency = a * table sum + w * elements
 written + b * kept calls + c, non-negative least squares. At batch 64 the elements-written
