@@ -2,7 +2,9 @@
 
 A channel-pruned network scored with the dense model's BatchNorm statistics is near chance;
 re-estimating the running statistics on a few training batches (adaptive BN) recovers most of
-it, so every candidate is recalibrated on the same fixed batches before it is scored.
+it, so every candidate is recalibrated on the same fixed batches before it is scored. Image
+batches and the candidates that score them are kept channels-last (NHWC): oneDNN's convolutions
+ran a resnet20 forward at batch 256 in 63 ms instead of 85 on the 2-core VM.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None
         m.momentum = momentum
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """An image batch (4-d) channels-last; any other tensor as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class WeightSharingEvaluator(Evaluator):
     """Scores an Arch by slicing the shared dense weights (no training).
 
@@ -59,14 +66,17 @@ class WeightSharingEvaluator(Evaluator):
                  val_x: torch.Tensor, val_y: torch.Tensor, batch_size: int = 256) -> None:
         super().__init__(space)
         self.slicer = space.slicer(model)
-        self.calib = list(calib_x.split(batch_size))
-        self.val_x, self.val_y = val_x, val_y
+        self.calib = [_channels_last(x) for x in calib_x.split(batch_size)]
+        self.val_x, self.val_y = _channels_last(val_x), val_y
         self.batch_size = batch_size
         self._work: nn.Module | None = None
 
     def build(self, arch: Arch) -> nn.Module:
-        """The candidate as a real slim model with recalibrated BatchNorm, in eval mode."""
+        """The candidate as a real slim model with recalibrated BatchNorm, in eval mode (its
+        4-d weights channels-last when the images are 4-d)."""
         sub = self.slicer.build(arch)
+        if self.calib and self.calib[0].dim() == 4:
+            sub.to(memory_format=torch.channels_last)
         recalibrate_batchnorm(sub, self.calib)
         return sub
 
@@ -75,7 +85,7 @@ class WeightSharingEvaluator(Evaluator):
         if self.space.reshapes(arch):
             return self.build(arch)
         if self._work is None:
-            self._work = copy.deepcopy(self.slicer.model)
+            self._work = copy.deepcopy(self.slicer.model).to(memory_format=torch.channels_last)
         self._work.load_state_dict(self.slicer.model.state_dict())
         apply_masks(self._work, magnitude_masks(self._work, layer_densities(arch.to_dict())))
         recalibrate_batchnorm(self._work, self.calib)
