@@ -488,9 +488,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         model = build_slim(spec, state)
         source = f"fine-tuned ({tuned[0]['variant']})"
     else:  # sliced dense weights; BatchNorm recalibrated, as scored in the search
-        # in the memory layout users load it in, so its latency is what they will see
-        model = prep.evaluator.build(Arch.from_dict(point["arch"])).to(
-            memory_format=torch.contiguous_format)
+        model = prep.evaluator.build(Arch.from_dict(point["arch"]))
         source = "sliced dense weights, BatchNorm recalibrated (not fine-tuned)"
     threads = torch.get_num_threads()
 

@@ -72,18 +72,20 @@ class WeightSharingEvaluator(Evaluator):
         self._work: nn.Module | None = None
 
     def build(self, arch: Arch) -> nn.Module:
-        """The candidate as a real slim model with recalibrated BatchNorm, in eval mode (its
-        4-d weights channels-last when the images are 4-d)."""
-        sub = self.slicer.build(arch)
-        if self.calib and self.calib[0].dim() == 4:
-            sub.to(memory_format=torch.channels_last)
+        """The candidate as a real slim model with recalibrated BatchNorm, in eval mode, in the
+        contiguous layout users load (so what is timed or exported from it is theirs)."""
+        return self._sliced(arch).to(memory_format=torch.contiguous_format)
+
+    def _sliced(self, arch: Arch) -> nn.Module:
+        """The slim candidate, channels-last (a module's 4-d weights only), recalibrated."""
+        sub = self.slicer.build(arch).to(memory_format=torch.channels_last)
         recalibrate_batchnorm(sub, self.calib)
         return sub
 
     def _candidate(self, arch: Arch) -> nn.Module:
         """The candidate, recalibrated; valid until the next call (it may be the work copy)."""
         if self.space.reshapes(arch):
-            return self.build(arch)
+            return self._sliced(arch)
         if self._work is None:
             self._work = copy.deepcopy(self.slicer.model).to(memory_format=torch.channels_last)
         self._work.load_state_dict(self.slicer.model.state_dict())
