@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
+RUNS = 5
 FORWARDS = """
 import json, resource, sys, torch
 from prunesearch.allocator import allocator_settings, keep_freed_memory
@@ -40,10 +42,14 @@ def run(mode: str, **env: str) -> dict:
 
 
 def test_kept_memory_saves_page_faults_of_repeated_forwards():
-    default, tuned = run("default"), run("tuned")
-    assert default["settings"] == "default"
-    assert tuned["settings"].startswith("glibc mmap threshold")
-    assert tuned["faults"] < default["faults"] / 4, (tuned, default)
+    # medians of fresh processes: one process's count moves with the kernel's page reclaim
+    # and glibc's dynamic threshold (a default process came out at 3136 faults in 1 of 8)
+    defaults, tuneds = [run("default") for _ in range(RUNS)], [run("tuned") for _ in range(RUNS)]
+    assert {r["settings"] for r in defaults} == {"default"}
+    assert all(r["settings"].startswith("glibc mmap threshold") for r in tuneds)
+    default = statistics.median(r["faults"] for r in defaults)
+    tuned = statistics.median(r["faults"] for r in tuneds)
+    assert tuned < default / 4, (tuned, default)
 
 
 def test_users_malloc_settings_win():
