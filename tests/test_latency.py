@@ -98,6 +98,9 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     assert predicted["ratio_to_dense"] <= 0.75 and "batch_2_ms" in predicted
     measured = meta["latency"]["model"]  # beside the prediction, at its batch too
     assert sorted(measured) == ["batch_1_ms", "batch_2_ms", "batch_64_ms"]
+    dense_now = meta["latency"]["dense"]["batch_2_ms"]
+    assert predicted["batch_2_ms_anchored"] == pytest.approx(predicted["ratio_to_dense"]
+                                                             * dense_now)
 
 
 def test_a_macs_run_has_no_latency_axis_and_dass_cannot_search_latency(tmp_path):

@@ -335,6 +335,7 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     fitted = features @ coef
     meta = {"device": device_fingerprint(device), "allocator": allocator_settings(),
             "batch": batch, "torch": torch.__version__,
+            "dense_measured_us": 1000 * statistics.median(dense_ms),
             "entries": len(entries), "calibration_archs": len(rows),
             "calibration_median_abs_error": float(np.median(np.abs(fitted / measured - 1))),
             "table_s": table_s, "total_s": time.perf_counter() - start, "key": key,
