@@ -25,7 +25,12 @@ dense model trains `--dense-epochs` D epochs (the checkpoint cache). Every metho
   the best proxy point under each target trains the F epochs left, continuing the schedule
   instead of restarting at the peak lr; tp-l1-local one-schedule: Torch-Pruning's local L1
   pruning of that same dense model, trained the same F continued epochs (how much of the
-  difference is the schedule and how much the search).
+  difference is the schedule and how much the search);
+- prunesearch one-schedule ranked: the same dense model, then per target a supernet stage on
+  12000 training images that only RANKS candidates (`finetune.init = "dense"`), an emo search
+  held to [0.9 x target, target] of dense MACs, and its best proxy point cut from the dense
+  model's own weights, trained the F epochs left of the schedule on fewer images per epoch so
+  that supernet and fine-tuning images together make F epochs.
 
 Fine-tuning (every pruned network the same call) is the product's default fine-tuning for the
 epochs left (finetune.kd, its temperature and alpha, finetune.lr; distillation from the network
@@ -88,10 +93,13 @@ from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
 from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
 from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
 
+RANKED = "prunesearch one-schedule ranked"
 METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
            "prunesearch +supernet", "prunesearch-arch-scratch", "prunesearch one-schedule",
-           "tp-l1-local one-schedule"]
+           "tp-l1-local one-schedule", RANKED]
 ONE_SCHEDULE = " one-schedule"
+RANKING_IMAGES = 12_000  # the ranking supernet's images: the default job's supernet stage
+BAND = 0.9  # the ranked search keeps candidates in [BAND x target, target] of dense MACs
 TP_STEPS = 400
 TAYLOR_IMAGES = 256
 WIDTH_MULTS = [m / 100 for m in range(5, 101)]
@@ -183,12 +191,15 @@ class Bench:
         self.finals.append(net)
         return row
 
-    def finetune(self, teacher: nn.Module, epochs: int, cfg: RunConfig | None = None
-                 ) -> Callable[[nn.Module, int], Any]:
+    def finetune(self, teacher: nn.Module, epochs: int, cfg: RunConfig | None = None,
+                 images: int | None = None) -> Callable[[nn.Module, int], Any]:
         """The product's fine-tuning for `epochs`, as the benchmark's config (or `cfg`, e.g.
-        one whose fine-tuning continues a longer schedule) makes it."""
+        one whose fine-tuning continues a longer schedule) makes it; on the first `images`
+        training images per epoch when given (all by default)."""
         cfg = cfg or self.cfg
         recipe, span = full_finetune_recipe(cfg, epochs), finetune_span(cfg)
+        if images is not None:
+            recipe = recipe.model_copy(update={"max_train_images": images})
         distill = (Distillation(teacher, cfg.finetune.temperature, cfg.finetune.alpha)
                    if cfg.finetune.kd else None)
 
@@ -298,6 +309,8 @@ def main() -> None:
                                  f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
 
     one_schedule = [m for m in methods if m.endswith(ONE_SCHEDULE)]
+    if RANKED in methods:
+        walls[RANKED] = ranked_rows(bench, base, args, targets, dev)
     if one_schedule:
         with tempfile.TemporaryDirectory() as tmp:
             one = base + [f"search.budget={args.search_budget}", "supernet.epochs=0",
@@ -356,6 +369,42 @@ def main() -> None:
                                                "run": run}, indent=1) + "\n")
     else:
         merge(args.model, [{"label": label, "run": run}])
+
+
+def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
+                targets: list[float], dev: torch.device) -> float:
+    """The `prunesearch one-schedule ranked` rows; the pipeline's mean wall time per target.
+    Per target, the product with `model.train.schedule_epochs = D + F`: a supernet stage on
+    RANKING_IMAGES images that only ranks candidates (`finetune.init = "dense"`), an emo
+    search held to [BAND x target, target] of dense MACs on it, and its best proxy point cut
+    from the dense model's own weights and trained the F epochs left of the schedule, on as
+    many images per epoch as leaves the supernet's and the fine-tuning's images together at
+    F epochs."""
+    d_ep, f_ep = args.dense_epochs, args.budget_epochs
+    per_epoch = len(bench.data.train_x)
+    images = (f_ep * per_epoch - RANKING_IMAGES) // f_ep
+    schedule = [f"search.budget={args.search_budget}", f"model.train.schedule_epochs={d_ep + f_ep}",
+                "supernet.epochs=1", f"supernet.max_train_images={RANKING_IMAGES}",
+                "finetune.init=dense", f"finetune.epochs={f_ep}", "search.strategy=emo"]
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in targets:
+            overrides = base + schedule + [f"search.emo.macs_min={BAND * target:.4f}",
+                                           f"search.emo.macs_max={target}"]
+            found = searched(overrides, Path(tmp), f"ranked-{target}", dev)
+            cfg = load_config(None, overrides)
+            source = found.prep.finetune_source(cfg)
+            arch = found.best_under(target)
+            row = bench.record(RANKED, target, found.prep.space.slicer(source).build(arch),
+                               found.supernet_s + found.search_s,
+                               f"supernet ranking {RANKING_IMAGES / per_epoch:.2f} + ft {f_ep} "
+                               f"x {images / per_epoch:.2f} (continuing a {d_ep + f_ep}-epoch "
+                               f"schedule)", bench.finetune(source, f_ep, cfg, images))
+            row["arch"] = arch.to_dict()
+            row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
+            walls.append((found.prep.dense_meta.get("seconds") or 0.0) + found.supernet_s
+                         + found.search_s + row["train_s"])
+    return statistics.mean(walls)
 
 
 def merge(model: str, parts: list[dict[str, Any]]) -> None:

@@ -123,7 +123,11 @@ class FinetuneConfig(Options):
     max_train_images: int | None = Field(None, ge=1, description="train on a prefix: cheap "
                                          "fine-tuning of many points (default: "
                                          "model.train.max_train_images)")
-    init: Literal["inherit", "scratch"] = "inherit"
+    init: Literal["inherit", "dense", "scratch"] = Field(
+        "inherit", description="the weights a point starts from: the ones the search scored it "
+        "on (inherit: the supernet's when that stage ran), the dense model's own, sliced "
+        "(dense: the supernet stage then only ranks the candidates, and fine-tuning continues "
+        "the dense model's schedule), or fresh ones (scratch)")
     kd: bool = Field(False, description="distil from the network the point was cut from "
                      "(labels only by default: measured better, benchmarks/kd_settings.py)")
     temperature: float = Field(4.0, gt=0)
@@ -168,20 +172,26 @@ class RunConfig(Options):
     def _schedule_leaves_fine_tuning(self) -> RunConfig:
         train = self.model.train
         if (train.longer_schedule and not self.schedule_epochs_left()
-                and self.finetune.enabled and self.finetune.init == "inherit"):
+                and self.finetune.enabled and self.finetune.init != "scratch"):
             raise ValueError(
                 f"model.train.schedule_epochs ({train.schedule_epochs}) leaves no epochs "
-                f"for fine-tuning after the dense ({train.epochs}) and supernet "
-                f"({self.supernet.epochs}) epochs (it would run at lr 0); make it longer")
+                f"for fine-tuning after the {self.epochs_before_finetuning()} epochs the "
+                f"fine-tuned weights have had (it would run at lr 0); make it longer")
         return self
 
+    def epochs_before_finetuning(self) -> int:
+        """Epochs of training the weights fine-tuning starts from have had: the dense ones,
+        and the supernet's unless fine-tuning starts from the dense model (finetune.init)."""
+        supernet = 0 if self.finetune.init == "dense" else self.supernet.epochs
+        return self.model.train.epochs + supernet
+
     def schedule_epochs_left(self) -> int | None:
-        """Epochs of the dense recipe's longer schedule left after the dense and supernet
-        stages (None without one, or with none left)."""
+        """Epochs of the dense recipe's longer schedule left after the training the fine-tuned
+        weights have had (None without one, or with none left)."""
         train = self.model.train
         if train.longer_schedule is None:
             return None
-        return max(0, train.longer_schedule - train.epochs - self.supernet.epochs) or None
+        return max(0, train.longer_schedule - self.epochs_before_finetuning()) or None
 
 
 DEFAULT_CONFIG = "default.toml"

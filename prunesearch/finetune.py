@@ -2,11 +2,12 @@
 
 Each chosen Arch is built as a physically smaller model (its weight masks held fixed while it
 trains, the masks found on the inherited weights) and trained with the dense recipe's
-schedule, by default from the inherited (sliced) weights with knowledge distillation from the
-dense model; `init = "scratch"` re-initialises the same architecture ("Rethinking the Value of
-Network Pruning" baseline) and `kd = false` uses labels only. Test accuracy is measured after
-training, never used for choosing. Every finished model is appended to finetune.csv and its
-weights saved, so a killed stage resumes with the next model.
+schedule, by default from the inherited (sliced) weights the search scored; `init = "dense"`
+slices the dense model's own weights instead (a supernet stage then only ranks candidates),
+`init = "scratch"` re-initialises the same architecture ("Rethinking the Value of Network
+Pruning" baseline), and `kd = true` distils from the network the point was cut from. Test
+accuracy is measured after training, never used for choosing. Every finished model is
+appended to finetune.csv and its weights saved, so a killed stage resumes with the next model.
 """
 
 from __future__ import annotations
@@ -58,12 +59,11 @@ def epochs_of(cfg: RunConfig) -> int:
 
 
 def finetune_span(cfg: RunConfig) -> ScheduleSpan | None:
-    """Where fine-tuning sits on the dense recipe's longer schedule: after the dense and
-    supernet epochs (None: no such schedule, or `init = "scratch"`, which starts over)."""
+    """Where fine-tuning sits on the dense recipe's longer schedule: after the epochs its
+    weights have had (None: no such schedule, or `init = "scratch"`, which starts over)."""
     if cfg.finetune.init == "scratch":
         return None
-    dense = cfg.model.train
-    return continued_span(dense, dense.epochs + cfg.supernet.epochs, epochs_of(cfg))
+    return continued_span(cfg.model.train, cfg.epochs_before_finetuning(), epochs_of(cfg))
 
 
 def finetune_recipe(cfg: RunConfig) -> TrainConfig:

@@ -117,6 +117,14 @@ class Prepared:
     evaluator: Evaluator
     timings: dict[str, float]
     latency: LatencyModel | None = None  # when the run predicts latency (search.objective)
+    dense_model: torch.nn.Module | None = None  # before the supernet stage (None: `model`)
+
+    def finetune_source(self, cfg: RunConfig) -> torch.nn.Module:
+        """The network fine-tuned points are cut from (and distil from): the weights the
+        search scored on, or the dense model's own when `finetune.init = "dense"`."""
+        if cfg.finetune.init == "dense" and self.dense_model is not None:
+            return self.dense_model
+        return self.model
 
     def cost_axis(self, objective: str) -> CostAxis:
         """The cost `objective` names, priced on this job's space (latency: its table)."""
@@ -146,7 +154,7 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
     t = time.perf_counter()
     space = build_space(cfg, model, data)
     timings["space_s"] = time.perf_counter() - t
-    supernet = None
+    supernet, dense_weights = None, model
     if cfg.supernet.epochs:
         t = time.perf_counter()
         model, supernet = train_supernet(model, space, data, cfg.supernet, cfg.model.train,
@@ -155,7 +163,9 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
         timings["supernet_s"] = time.perf_counter() - t
         log.info("supernet: %s",
                  {k: supernet.get(k) for k in ("val_score", "test_score", "cached")})
-    return prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table)
+    prep = prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table)
+    prep.dense_model = dense_weights
+    return prep
 
 
 def prepared_over(cfg: RunConfig, data: DatasetSplits, model: torch.nn.Module,
@@ -359,8 +369,9 @@ def finetune_run(run_dir: Path, overrides: list[str], device: str = "auto",
     distributed.init_from_env(dev)
     if not distributed.is_main():  # a helper: trains each point with the first process
         prep = prepare(cfg, dev, progress=False)
+        source = prep.finetune_source(cfg)
         finetune_front(cfg, run_dir, finetune_inputs(cfg, run_dir),
-                       prep.space.slicer(prep.model), prep.model, prep.data, dev, False)
+                       prep.space.slicer(source), source, prep.data, dev, False)
         return None
     with (RunDir.existing(run_dir) as run,
           _logging_to(run, (console or Console(stderr=True)) if progress else None)):
@@ -385,7 +396,8 @@ def _finetune_and_write(cfg: RunConfig, run: RunDir, prep: Prepared, dev: torch.
                         progress: bool, t0: float, front: list[dict[str, Any]]
                         ) -> dict[str, Any]:
     t = time.perf_counter()
-    finetune_front(cfg, run.path, front, prep.space.slicer(prep.model), prep.model, prep.data, dev,
+    source = prep.finetune_source(cfg)
+    finetune_front(cfg, run.path, front, prep.space.slicer(source), source, prep.data, dev,
                    progress)
     prep.timings["finetune_s"] = time.perf_counter() - t
     candidates = read_journal(run.path / "candidates.csv")

@@ -154,6 +154,29 @@ def test_a_run_on_a_longer_schedule_continues_it_through_supernet_and_fine_tunin
                                                      progress=False).dense_meta["checkpoint"]
 
 
+def test_dense_init_cuts_points_from_the_dense_weights_and_continues_their_schedule(tmp_path):
+    """finetune.init = "dense": the supernet stage only ranks candidates; points are cut from
+    the dense model's own weights (not the supernet's) and take every epoch of the longer
+    schedule left after the dense ones, where inherit leaves the supernet's out."""
+    overrides = ["model.train.schedule_epochs=5", "supernet.epochs=1", "finetune.targets=[0.5]",
+                 "search.budget=6"]
+    inherit = load_config(TINY, overrides)
+    cfg = load_config(TINY, [*overrides, "finetune.init=dense"])
+    assert finetune_recipe(inherit).epochs == 2 and finetune_recipe(cfg).epochs == 3
+    run_dir = run_job(cfg, tmp_path, device="cpu", progress=False).run_dir
+    assert {(r["variant"], r["epochs"]) for r in _finetune_rows(run_dir)} == {
+        ("dense-ce-e3-cont5", "3")}
+    prep = prepare(cfg, torch.device("cpu"), progress=False)
+    source = prep.finetune_source(cfg)
+    assert source is prep.dense_model and source is not prep.model
+    dense_state = torch.load(prep.dense_meta["checkpoint"], weights_only=True)
+    dense_state = dense_state["state_dict"]
+    key = next(k for k in dense_state if k.endswith("conv1.weight"))
+    assert torch.equal(source.state_dict()[key], dense_state[key])
+    assert not torch.equal(prep.model.state_dict()[key], dense_state[key])  # the supernet's
+    assert prep.finetune_source(inherit) is prep.model
+
+
 def test_finetune_refuses_keys_outside_finetune(searched):
     from prunesearch.errors import UserError
 
