@@ -381,10 +381,11 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
     many images per epoch as leaves the supernet's and the fine-tuning's images together at
     F epochs."""
     d_ep, f_ep = args.dense_epochs, args.budget_epochs
-    per_epoch = len(bench.data.train_x)
-    images = (f_ep * per_epoch - RANKING_IMAGES) // f_ep
+    per_epoch = min(len(bench.data.train_x), args.max_train_images or len(bench.data.train_x))
+    ranking = min(RANKING_IMAGES, per_epoch)
+    images = (f_ep * per_epoch - ranking) // f_ep
     schedule = [f"search.budget={args.search_budget}", f"model.train.schedule_epochs={d_ep + f_ep}",
-                "supernet.epochs=1", f"supernet.max_train_images={RANKING_IMAGES}",
+                "supernet.epochs=1", f"supernet.max_train_images={ranking}",
                 "finetune.init=dense", f"finetune.epochs={f_ep}", "search.strategy=emo"]
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -397,7 +398,7 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
             arch = found.best_under(target)
             row = bench.record(RANKED, target, found.prep.space.slicer(source).build(arch),
                                found.supernet_s + found.search_s,
-                               f"supernet ranking {RANKING_IMAGES / per_epoch:.2f} + ft {f_ep} "
+                               f"supernet ranking {ranking / per_epoch:.2f} + ft {f_ep} "
                                f"x {images / per_epoch:.2f} (continuing a {d_ep + f_ep}-epoch "
                                f"schedule)", bench.finetune(source, f_ep, cfg, images))
             row["arch"] = arch.to_dict()
