@@ -232,6 +232,8 @@ def main() -> None:
                         help="of the budget, spent on supernet training (rest: fine-tuning)")
     parser.add_argument("--targets", default="0.5,0.25,0.1")
     parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
+    parser.add_argument("--ranked-widths", help="the ranked rows' space.width_ratios, comma-"
+                        "separated (default: the default job's); named in the rows' method")
     parser.add_argument("--no-equal-wall", action="store_true",
                         help="skip the equal-wall-time rows (the longest trainings)")
     parser.add_argument("--methods", default=",".join(METHODS),
@@ -384,7 +386,13 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
     per_epoch = min(len(bench.data.train_x), args.max_train_images or len(bench.data.train_x))
     ranking = min(RANKING_IMAGES, per_epoch)
     images = (f_ep * per_epoch - ranking) // f_ep
-    schedule = [f"search.budget={args.search_budget}", f"model.train.schedule_epochs={d_ep + f_ep}",
+    method, widths = RANKED, []
+    if args.ranked_widths:
+        ratios = [float(r) for r in args.ranked_widths.split(",")]
+        method += f" ({len(ratios)} widths)"
+        widths = [f"space.width_ratios={ratios}"]
+    schedule = [*widths, f"search.budget={args.search_budget}",
+                f"model.train.schedule_epochs={d_ep + f_ep}",
                 "supernet.epochs=1", f"supernet.max_train_images={ranking}",
                 "finetune.init=dense", f"finetune.epochs={f_ep}", "search.strategy=emo"]
     walls = []
@@ -396,7 +404,7 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
             cfg = load_config(None, overrides)
             source = found.prep.finetune_source(cfg)
             arch = found.best_under(target)
-            row = bench.record(RANKED, target, found.prep.space.slicer(source).build(arch),
+            row = bench.record(method, target, found.prep.space.slicer(source).build(arch),
                                found.supernet_s + found.search_s,
                                f"supernet ranking {ranking / per_epoch:.2f} + ft {f_ep} "
                                f"x {images / per_epoch:.2f} (continuing a {d_ep + f_ep}-epoch "
