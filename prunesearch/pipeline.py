@@ -163,16 +163,17 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool,
         timings["supernet_s"] = time.perf_counter() - t
         log.info("supernet: %s",
                  {k: supernet.get(k) for k in ("val_score", "test_score", "cached")})
-    prep = prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table)
-    prep.dense_model = dense_weights
-    return prep
+    return prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table,
+                         dense_model=dense_weights)
 
 
 def prepared_over(cfg: RunConfig, data: DatasetSplits, model: torch.nn.Module,
                   dense: dict[str, Any], supernet: dict[str, Any] | None, space: Space,
                   dev: torch.device, timings: dict[str, float],
-                  latency_table: bool) -> Prepared:
-    """The evaluator over `model`'s weights, and the latency table when the run needs one."""
+                  latency_table: bool, dense_model: torch.nn.Module | None = None
+                  ) -> Prepared:
+    """The evaluator over `model`'s weights, and the latency table when the run needs one;
+    `dense_model`: the dense weights when a supernet stage replaced them in `model`."""
     evaluator = make_evaluator(cfg, space, model, data)
     latency = None
     if cfg.search.predicts_latency and latency_table:
@@ -184,7 +185,8 @@ def prepared_over(cfg: RunConfig, data: DatasetSplits, model: torch.nn.Module,
                  cfg.search.latency_batch, latency.meta["device"], latency.meta["entries"],
                  100 * latency.meta["calibration_median_abs_error"],
                  " (cached)" if latency.meta.get("cached") else "")
-    return Prepared(data, model, dense, supernet, space, evaluator, timings, latency)
+    return Prepared(data, model, dense, supernet, space, evaluator, timings, latency,
+                    dense_model)
 
 
 def latency_limit(cfg: RunConfig, prep: Prepared) -> float | None:
