@@ -8,7 +8,8 @@ and 1.15 M page faults by default, 24.0 ms and 67 k with the mmap threshold at g
 (32 MiB) and the trim threshold out of reach; a resnet20 training step at batch 128 went from
 251 to 213 ms; and the latency of the same subnetworks, measured twice, differed by a median
 14% instead of 7% (the faults' cost depends on the kernel's memory state). PyTorch's CPU
-performance guide gets the same from jemalloc or tcmalloc. The `prunesearch` command sets
+performance guide gets the same from jemalloc or tcmalloc. benchmarks/allocator.py
+measures the faults and time in fresh processes. The `prunesearch` command sets
 this at start; latency tables record it (their figures hold for a process set the same way).
 The cost: memory a process freed is not returned to the system until it exits.
 """
