@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
+from prunesearch.allocator import is_malloc_setting  # noqa: E402
+
 FORWARDS = 8
 CHILD = f"""
 import json, resource, sys, time, torch
@@ -43,8 +45,7 @@ print(json.dumps({{"faults": faults, "ms": ms, "settings": allocator_settings()}
 
 
 def one_process(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items() if not is_malloc_setting(k)}
     out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -68,8 +69,8 @@ def main() -> None:
     lines = [f"`{command_line()}` on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
              f"{m['date']}: mobilenetv2_small, batch 64, {FORWARDS} forwards after a warm-up, "
              f"{args.processes} fresh processes per setting.", "",
-             "| malloc | page faults per 8 forwards, median (min-max) | ms per forward, median "
-             "(min-max) |", "|---|---:|---:|"]
+             f"| malloc | page faults per {FORWARDS} forwards, median (min-max) | ms per forward, "
+             "median (min-max) |", "|---|---:|---:|"]
     for r in rows:
         f, t = r["faults"], r["ms"]
         lines.append(f"| {r['settings']} | {statistics.median(f):.0f} ({min(f)}-{max(f)}) | "

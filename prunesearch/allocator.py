@@ -44,8 +44,13 @@ def keep_freed_memory() -> str:
     return _state
 
 
+def is_malloc_setting(name: str) -> bool:
+    """Whether the environment variable `name` configures glibc's malloc (then it wins)."""
+    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
+
+
 def _user_settings() -> str | None:
-    user = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
+    user = sorted(k for k in os.environ if is_malloc_setting(k))
     return "as configured by " + ", ".join(f"{k}={os.environ[k]}" for k in user) if user else None
 
 

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from prunesearch.allocator import is_malloc_setting
+
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 # glibc's mallinfo2 (2.33+): 'hblkhd' counts bytes in mmapped blocks, 'fordblks' free bytes
@@ -40,8 +42,7 @@ MIB16 = 16 * 2**20
 
 
 def run(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    clean = {k: v for k, v in os.environ.items() if not is_malloc_setting(k)}
     out = subprocess.run([sys.executable, "-c", TENSOR, mode], env={**clean, **env},
                          capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
