@@ -45,9 +45,10 @@ model.
 
     python benchmarks/peers.py --model resnet20 --dense-epochs 3 --budget-epochs 3
 
-Each run adds its budget's rows to benchmarks/results/peers_<model>.json and rewrites the
-model's tables in benchmarks/README.md and README.md. Runs side by side (one per target, say, on
-a GPU) write `--part FILE` each; `--merge FILE...` then joins them.
+Each run adds its budget's rows to benchmarks/results/peers_<model>.json (a method and target
+run again replaces its old row; the others are kept) and rewrites the model's tables in
+benchmarks/README.md and README.md. Runs side by side (one per target, say, on a GPU) write
+`--part FILE` each; `--merge FILE...` then joins them.
 """
 
 from __future__ import annotations
@@ -429,9 +430,28 @@ def merge(model: str, parts: list[dict[str, Any]]) -> None:
             join_run(fresh[part["label"]], run)
         else:
             fresh[part["label"]] = run
-    budgets.update(fresh)
+    for label, run in fresh.items():
+        budgets[label] = extend_stored(budgets[label], run) if label in budgets else run
     save_results(f"peers_{model}", {"model": model, "budgets": budgets})
     write_tables(model, budgets)
+
+
+def extend_stored(stored: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A budget's stored run with a later run's rows: a method and target the later run
+    measured again is replaced (its seeds are not added to the old ones); the stored rows it
+    did not run are kept, so one more target or method does not drop the rest of the table.
+    The stored dense model's figures and machine head the table, with both dates and both
+    commands."""
+    rerun = {(r["method"], r["target"]) for r in run["rows"]}
+    kept = [r for r in stored["rows"] if (r["method"], r["target"]) not in rerun]
+    if not kept:
+        return run
+    first, last = stored["machine"]["date"].split(" to ")[0], run["machine"]["date"]
+    dates = first if first == last else f"{first} to {last}"
+    return {**stored, "rows": kept + run["rows"], "machine": {**stored["machine"], "date": dates},
+            "seeds": sorted(set(stored["seeds"]) | set(run["seeds"])),
+            "total_s": stored["total_s"] + run["total_s"],
+            "command": f"{stored['command']} & {run['command']}"}
 
 
 def join_run(joined: dict[str, Any], run: dict[str, Any]) -> None:
