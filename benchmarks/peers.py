@@ -448,10 +448,15 @@ def extend_stored(stored: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
         return run
     first, last = stored["machine"]["date"].split(" to ")[0], run["machine"]["date"]
     dates = first if first == last else f"{first} to {last}"
-    return {**stored, "rows": kept + run["rows"], "machine": {**stored["machine"], "date": dates},
-            "seeds": sorted(set(stored["seeds"]) | set(run["seeds"])),
-            "total_s": stored["total_s"] + run["total_s"],
-            "command": f"{stored['command']} & {run['command']}"}
+    return {**stored, **both_runs(stored, run), "rows": kept + run["rows"],
+            "machine": {**stored["machine"], "date": dates}}
+
+
+def both_runs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The seeds, time and command of two runs counted as one."""
+    return {"seeds": sorted(set(first["seeds"]) | set(second["seeds"])),
+            "total_s": first["total_s"] + second["total_s"],
+            "command": f"{first['command']} & {second['command']}"}
 
 
 def join_run(joined: dict[str, Any], run: dict[str, Any]) -> None:
@@ -467,9 +472,7 @@ def join_run(joined: dict[str, Any], run: dict[str, Any]) -> None:
         n_old, n_new = len(same["test_acc"]), len(row["test_acc"])
         same["train_s"] = (same["train_s"] * n_old + row["train_s"] * n_new) / (n_old + n_new)
         same["test_acc"] = same["test_acc"] + row["test_acc"]
-    joined["seeds"] = sorted(set(joined["seeds"]) | set(run["seeds"]))
-    joined["total_s"] += run["total_s"]
-    joined["command"] += f" & {run['command']}"
+    joined.update(both_runs(joined, run))
 
 
 def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
