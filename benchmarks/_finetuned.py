@@ -77,11 +77,16 @@ class Searched:
     supernet_s: float
     search_s: float
 
-    def best_under(self, target: float) -> Arch:
+    def best_under(self, target: float, floor: float = 0.0) -> Arch:
         """The best proxy candidate at or under `target` x dense MACs (what the product
-        fine-tunes for that target)."""
-        limit = target * self.prep.space.dense_macs
-        return max((r for r in self.results if r.macs <= limit), key=lambda r: r.val_score).arch
+        fine-tunes for that target). With a `floor`, the best in [floor, target] x dense MACs
+        where the search found any: a band-constrained search still scores its first,
+        random population outside the band, and a much smaller network can out-score the
+        in-band ones on the proxy while losing after training."""
+        dense = self.prep.space.dense_macs
+        under = [r for r in self.results if r.macs <= target * dense]
+        in_band = [r for r in under if r.macs >= floor * dense]
+        return max(in_band or under, key=lambda r: r.val_score).arch
 
 
 def searched(overrides: list[str], out: Path, name: str, device: torch.device) -> Searched:

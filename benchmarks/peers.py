@@ -379,10 +379,10 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
     """The `prunesearch one-schedule ranked` rows; the pipeline's mean wall time per target.
     Per target, the product with `model.train.schedule_epochs = D + F`: a supernet stage on
     RANKING_IMAGES images that only ranks candidates (`finetune.init = "dense"`), an emo
-    search held to [BAND x target, target] of dense MACs on it, and its best proxy point cut
-    from the dense model's own weights and trained the F epochs left of the schedule, on as
-    many images per epoch as leaves the supernet's and the fine-tuning's images together at
-    F epochs."""
+    search held to [BAND x target, target] of dense MACs on it, and its best proxy point in
+    that band cut from the dense model's own weights and trained the F epochs left of the
+    schedule, on as many images per epoch as leaves the supernet's and the fine-tuning's
+    images together at F epochs."""
     d_ep, f_ep = args.dense_epochs, args.budget_epochs
     per_epoch = min(len(bench.data.train_x), args.max_train_images or len(bench.data.train_x))
     ranking = min(RANKING_IMAGES, per_epoch)
@@ -404,7 +404,7 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
             found = searched(overrides, Path(tmp), f"ranked-{target}", dev)
             cfg = load_config(None, overrides)
             source = found.prep.finetune_source(cfg)
-            arch = found.best_under(target)
+            arch = found.best_under(target, BAND * target)
             row = bench.record(method, target, found.prep.space.slicer(source).build(arch),
                                found.supernet_s + found.search_s,
                                f"supernet ranking {ranking / per_epoch:.2f} + ft {f_ep} "
