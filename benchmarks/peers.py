@@ -39,7 +39,9 @@ cut from when kd is on), on all training images. Seeds
 training, pruning and search run once. MACs and params are counted by Torch-Pruning's counter
 on the final models; test accuracy is on the 10000 test images, never used for any choice. A
 second table puts each prunesearch row beside uniform-scratch trained for the same WALL time as
-the whole prunesearch pipeline (dense training, supernet, search and fine-tuning). Latency
+the whole prunesearch pipeline (dense training, supernet, search and fine-tuning);
+`--equal-wall-only` trains just that table, against a stored budget's best prunesearch row at
+each target. Latency
 (median eval forward at batch 1 and 64, on the benchmark's device) is a ratio to the dense
 model.
 
@@ -237,6 +239,9 @@ def main() -> None:
                         "separated (default: the default job's); named in the rows' method")
     parser.add_argument("--no-equal-wall", action="store_true",
                         help="skip the equal-wall-time rows (the longest trainings)")
+    parser.add_argument("--equal-wall-only", action="store_true",
+                        help="train only the equal-wall-time rows, against the stored "
+                        "budget's best prunesearch row at each target")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of the rows (a part of a split run)")
     parser.add_argument("--part", help="write this run to FILE instead (runs side by side)")
@@ -258,6 +263,14 @@ def main() -> None:
     d_ep, f_ep, s_ep = args.dense_epochs, args.budget_epochs, args.supernet_epochs
     if not 0 < s_ep < f_ep:
         parser.error("--supernet-epochs must be at least 1 and leave fine-tuning epochs")
+    label, stored = f"D{d_ep}F{f_ep}", None
+    if args.equal_wall_only:
+        try:
+            stored = stored_budget(args.model, label)
+            for target in targets:
+                best_pipeline_row(stored["rows"], target)
+        except LookupError as err:
+            parser.error(str(err))
     dev = resolve_device(args.device)
     start = time.perf_counter()
     base = training_overrides(args.model, d_ep, args.max_train_images)
@@ -266,95 +279,19 @@ def main() -> None:
     prep = prepare(cfg, dev, progress=False)
     dense_s = prep.dense_meta.get("seconds") or (time.perf_counter() - t)
     bench = Bench(args, cfg, prep)
-    teacher, shape, classes = prep.model, bench.shape, prep.data.num_classes
-    label = f"D{d_ep}F{f_ep}"
-    uniform_nets: dict[float, nn.Module] = {}  # per target; recording re-initialises copies
-
-    for target in targets:
-        for method, taylor, glob in (("tp-l1", False, True), ("tp-taylor", True, True),
-                                     ("tp-l1-local", False, False)):
-            if method not in methods:
-                continue
-            t = time.perf_counter()
-            pruned = tp_prune(teacher, prep.data, target, taylor, glob, seed=0)
-            bench.record(method, target, pruned, time.perf_counter() - t, f"ft {f_ep}",
-                         bench.finetune(teacher, f_ep))
-        mult = uniform_width(args.model, prep.data, target, bench.dense_macs)
-        uniform_nets[target] = build_model(args.model, shape, classes, mult).to(dev)
-        if "uniform-scratch" in methods:
-            bench.record("uniform-scratch", target, uniform_nets[target], 0.0,
-                         f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
-
-    variants = [(m, e) for m, e in (("prunesearch", 0), ("prunesearch +supernet", s_ep))
-                if m in methods]
-    walls: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for method, supernet_epochs in variants:
-            found = searched(base + [f"search.budget={args.search_budget}",
-                                     f"supernet.epochs={supernet_epochs}"],
-                             Path(tmp), method.replace(" +", "-"), dev)
-            slicer = found.prep.space.slicer(found.prep.model)
-            ft_epochs = f_ep - supernet_epochs
-            total_ft = 0.0
-            picks = {target: found.best_under(target) for target in targets}
-            for target, arch in picks.items():
-                row = bench.record(method, target, slicer.build(arch),
-                                   found.supernet_s + found.search_s,
-                                   f"supernet {supernet_epochs} + ft {ft_epochs}"
-                                   if supernet_epochs else f"ft {ft_epochs}",
-                                   bench.finetune(found.prep.model, ft_epochs))
-                row["arch"] = arch.to_dict()
-                total_ft += row["train_s"]
-            walls[method] = dense_s + found.supernet_s + found.search_s + total_ft / len(targets)
-            if supernet_epochs and "prunesearch-arch-scratch" in methods:
-                for target, arch in picks.items():
-                    bench.record("prunesearch-arch-scratch", target, slicer.build(arch), 0.0,
-                                 f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
-
-    one_schedule = [m for m in methods if m.endswith(ONE_SCHEDULE)]
-    if RANKED in methods:
-        walls[RANKED] = ranked_rows(bench, base, args, targets, dev)
-    if one_schedule:
-        with tempfile.TemporaryDirectory() as tmp:
-            one = base + [f"search.budget={args.search_budget}", "supernet.epochs=0",
-                          f"model.train.schedule_epochs={d_ep + f_ep}"]
-            found = searched(one, Path(tmp), "one-schedule", dev)
-            one_cfg = load_config(None, one + [f"finetune.epochs={f_ep}"])
-            cont = f"ft {f_ep} (continuing a {d_ep + f_ep}-epoch schedule)"
-            one_dense_s = found.prep.dense_meta.get("seconds") or 0.0
-            slicer = found.prep.space.slicer(found.prep.model)
-            total_ft = 0.0
-            for target in targets:
-                if "tp-l1-local one-schedule" in methods:
-                    t = time.perf_counter()
-                    pruned = tp_prune(found.prep.model, prep.data, target, False, False, seed=0)
-                    bench.record("tp-l1-local one-schedule", target, pruned,
-                                 time.perf_counter() - t, cont,
-                                 bench.finetune(found.prep.model, f_ep, one_cfg))
-                if "prunesearch one-schedule" in methods:
-                    arch = found.best_under(target)
-                    row = bench.record("prunesearch one-schedule", target, slicer.build(arch),
-                                       found.search_s, cont,
-                                       bench.finetune(found.prep.model, f_ep, one_cfg))
-                    row["arch"] = arch.to_dict()
-                    row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
-                    total_ft += row["train_s"]
-            if "prunesearch one-schedule" in methods:
-                walls["prunesearch one-schedule"] = (one_dense_s + found.search_s
-                                                     + total_ft / len(targets))
-
-    # equal wall time: uniform-scratch trained as many epochs as fit in each pipeline's time
-    uniform_rows = {r["target"]: r for r in bench.rows if r["method"] == "uniform-scratch"}
-    for method, wall in ({} if args.no_equal_wall or not uniform_rows else walls).items():
-        for target in targets:
-            ref = uniform_rows[target]
-            per_epoch = ref["train_s"] / (d_ep + f_ep)
-            epochs = max(1, round(wall / per_epoch))
-            row = bench.record(f"uniform-scratch (= {method} wall)", target,
-                               uniform_nets[target], 0.0, f"scratch {epochs}",
-                               bench.scratch(epochs))
-            row["wall_of"] = {"method": method, "seconds": wall}
-    dense_lat, ratios = latency_ratios(teacher, bench.finals, shape)
+    # per target; recording re-initialises copies
+    uniform_nets = {t: build_model(args.model, bench.shape, prep.data.num_classes,
+                                   uniform_width(args.model, prep.data, t, bench.dense_macs)
+                                   ).to(dev) for t in targets}
+    if stored:
+        dense_s, rows = stored["dense"]["train_s"], stored["rows"]
+        pipelines = [best_pipeline_row(rows, t) for t in targets]
+    else:
+        method_rows(bench, prep, methods, targets, uniform_nets, base, dev)
+        rows, pipelines = bench.rows, [r for r in bench.rows if is_pipeline(r)]
+    if args.equal_wall_only or not args.no_equal_wall:
+        equal_wall_rows(bench, pipelines, rows, uniform_nets, dense_s, d_ep + f_ep)
+    dense_lat, ratios = latency_ratios(prep.model, bench.finals, bench.shape)
     for row, ratio in zip(bench.rows, ratios, strict=True):
         row["latency_ratio"] = ratio
     dense_row = {"test_acc": prep.dense_meta.get("test_score"), "macs": bench.dense_macs,
@@ -374,9 +311,127 @@ def main() -> None:
         merge(args.model, [{"label": label, "run": run}])
 
 
+def method_rows(bench: Bench, prep: Prepared, methods: list[str], targets: list[float],
+                uniform_nets: dict[float, nn.Module], base: list[str],
+                dev: torch.device) -> None:
+    """Train and test every method's networks at every target (the budget's main table)."""
+    args, teacher = bench.args, prep.model
+    d_ep, f_ep, s_ep = args.dense_epochs, args.budget_epochs, args.supernet_epochs
+    for target in targets:
+        for method, taylor, glob in (("tp-l1", False, True), ("tp-taylor", True, True),
+                                     ("tp-l1-local", False, False)):
+            if method not in methods:
+                continue
+            t = time.perf_counter()
+            pruned = tp_prune(teacher, prep.data, target, taylor, glob, seed=0)
+            bench.record(method, target, pruned, time.perf_counter() - t, f"ft {f_ep}",
+                         bench.finetune(teacher, f_ep))
+        if "uniform-scratch" in methods:
+            bench.record("uniform-scratch", target, uniform_nets[target], 0.0,
+                         f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+
+    variants = [(m, e) for m, e in (("prunesearch", 0), ("prunesearch +supernet", s_ep))
+                if m in methods]
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, supernet_epochs in variants:
+            found = searched(base + [f"search.budget={args.search_budget}",
+                                     f"supernet.epochs={supernet_epochs}"],
+                             Path(tmp), method.replace(" +", "-"), dev)
+            slicer = found.prep.space.slicer(found.prep.model)
+            ft_epochs = f_ep - supernet_epochs
+            picks = {target: found.best_under(target) for target in targets}
+            for target, arch in picks.items():
+                row = bench.record(method, target, slicer.build(arch),
+                                   found.supernet_s + found.search_s,
+                                   f"supernet {supernet_epochs} + ft {ft_epochs}"
+                                   if supernet_epochs else f"ft {ft_epochs}",
+                                   bench.finetune(found.prep.model, ft_epochs))
+                row["arch"] = arch.to_dict()
+            if supernet_epochs and "prunesearch-arch-scratch" in methods:
+                for target, arch in picks.items():
+                    bench.record("prunesearch-arch-scratch", target, slicer.build(arch), 0.0,
+                                 f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+
+    one_schedule = [m for m in methods if m.endswith(ONE_SCHEDULE)]
+    if RANKED in methods:
+        ranked_rows(bench, base, args, targets, dev)
+    if one_schedule:
+        with tempfile.TemporaryDirectory() as tmp:
+            one = base + [f"search.budget={args.search_budget}", "supernet.epochs=0",
+                          f"model.train.schedule_epochs={d_ep + f_ep}"]
+            found = searched(one, Path(tmp), "one-schedule", dev)
+            one_cfg = load_config(None, one + [f"finetune.epochs={f_ep}"])
+            cont = f"ft {f_ep} (continuing a {d_ep + f_ep}-epoch schedule)"
+            slicer = found.prep.space.slicer(found.prep.model)
+            for target in targets:
+                if "tp-l1-local one-schedule" in methods:
+                    t = time.perf_counter()
+                    pruned = tp_prune(found.prep.model, prep.data, target, False, False, seed=0)
+                    bench.record("tp-l1-local one-schedule", target, pruned,
+                                 time.perf_counter() - t, cont,
+                                 bench.finetune(found.prep.model, f_ep, one_cfg))
+                if "prunesearch one-schedule" in methods:
+                    arch = found.best_under(target)
+                    row = bench.record("prunesearch one-schedule", target, slicer.build(arch),
+                                       found.search_s, cont,
+                                       bench.finetune(found.prep.model, f_ep, one_cfg))
+                    row["arch"] = arch.to_dict()
+                    row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
+
+
+
+def is_pipeline(row: dict[str, Any]) -> bool:
+    """A prunesearch row whose time is a whole pipeline: dense model, then its making
+    (supernet, search) and training. prunesearch-arch-scratch trains a found shape from
+    scratch instead, so it has no such wall time."""
+    return row["method"].startswith("prunesearch") and row["method"] != "prunesearch-arch-scratch"
+
+
+def best_pipeline_row(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The stored prunesearch pipeline row with the best mean test accuracy at `target`;
+    LookupError when it or the uniform-scratch row to time against is missing."""
+    at = [r for r in rows if r["target"] == target and is_pipeline(r)]
+    if not at or not any(r["method"] == "uniform-scratch" for r in rows
+                         if r["target"] == target):
+        raise LookupError(f"the stored budget has no prunesearch row or no uniform-scratch "
+                          f"row at target {target}: run the budget's methods there first")
+    return max(at, key=lambda r: statistics.mean(r["test_acc"]))
+
+
+def stored_budget(model: str, label: str) -> dict[str, Any]:
+    """The budget's run as results/peers_<model>.json holds it (for --equal-wall-only);
+    LookupError when there is none."""
+    path = RESULTS / f"peers_{model}.json"
+    budgets = json.loads(path.read_text()).get("budgets", {}) if path.exists() else {}
+    if label not in budgets:
+        raise LookupError(f"{path} holds no {label} budget: run that budget before "
+                          "--equal-wall-only")
+    return budgets[label]
+
+
+def equal_wall_rows(bench: Bench, pipelines: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    uniform_nets: dict[float, nn.Module], dense_s: float,
+                    scratch_epochs: int) -> None:
+    """Per prunesearch pipeline row, uniform-scratch trained as many epochs as fit in that
+    pipeline's whole wall time: the benchmark's dense training (the one-schedule dense
+    models train the same network as long) plus the row's making and its mean training time;
+    an epoch's cost is the uniform-scratch row's at that target. Targets without a
+    uniform-scratch row (a part run without it) get none."""
+    uniform = {r["target"]: r for r in rows if r["method"] == "uniform-scratch"}
+    for row in pipelines:
+        target = row["target"]
+        if target not in uniform:
+            continue
+        wall = dense_s + row["make_s"] + row["train_s"]
+        epochs = max(1, round(wall / (uniform[target]["train_s"] / scratch_epochs)))
+        new = bench.record(f"uniform-scratch (= {row['method']} wall)", target,
+                           uniform_nets[target], 0.0, f"scratch {epochs}",
+                           bench.scratch(epochs))
+        new["wall_of"] = {"method": row["method"], "seconds": wall}
+
 def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
-                targets: list[float], dev: torch.device) -> float:
-    """The `prunesearch one-schedule ranked` rows; the pipeline's mean wall time per target.
+                targets: list[float], dev: torch.device) -> None:
+    """The `prunesearch one-schedule ranked` rows.
     Per target, the product with `model.train.schedule_epochs = D + F`: a supernet stage on
     RANKING_IMAGES images that only ranks candidates (`finetune.init = "dense"`), an emo
     search held to [BAND x target, target] of dense MACs on it, and its best proxy point in
@@ -396,7 +451,6 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
                 f"model.train.schedule_epochs={d_ep + f_ep}",
                 "supernet.epochs=1", f"supernet.max_train_images={ranking}",
                 "finetune.init=dense", f"finetune.epochs={f_ep}", "search.strategy=emo"]
-    walls = []
     with tempfile.TemporaryDirectory() as tmp:
         for target in targets:
             overrides = base + schedule + [f"search.emo.macs_min={BAND * target:.4f}",
@@ -412,9 +466,6 @@ def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
                                f"schedule)", bench.finetune(source, f_ep, cfg, images))
             row["arch"] = arch.to_dict()
             row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
-            walls.append((found.prep.dense_meta.get("seconds") or 0.0) + found.supernet_s
-                         + found.search_s + row["train_s"])
-    return statistics.mean(walls)
 
 
 def merge(model: str, parts: list[dict[str, Any]]) -> None:
@@ -502,14 +553,15 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
     if equal_time:
         lines += ["", "At equal wall time (uniform-scratch trained as many epochs as the whole "
                   "prunesearch pipeline's time allows, dense training included):", "",
-                  "| target | prunesearch row | its wall s | test acc % | uniform-scratch, "
-                  "same wall | its epochs | test acc % |", "|---|---|---|---|---|---|---|"]
+                  "| target | prunesearch row | its wall s | test acc % | uniform-scratch in "
+                  "that wall | test acc % | prunesearch vs it |", "|---|---|---|---|---|---|---|"]
         for r in equal_time:
             ps = next(x for x in rows if x["method"] == r["wall_of"]["method"]
                       and x["target"] == r["target"])
+            diff = statistics.mean(ps["test_acc"]) - statistics.mean(r["test_acc"])
             lines.append(f"| {r['target']} | {ps['method']} | {r['wall_of']['seconds']:.0f} | "
-                         f"{mean_std(ps['test_acc'])} | {r['method']} | {r['epochs']} | "
-                         f"{mean_std(r['test_acc'])} |")
+                         f"{mean_std(ps['test_acc'])} | {r['epochs']} | "
+                         f"{mean_std(r['test_acc'])} | {100 * diff:+.2f} |")
     lines.append(f"\n`{run['command']}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{run['total_s'] / 60:.0f} min in all; seeds {run['seeds']}; fine-tuning "
                  f"{run.get('finetune_loss', 'with distillation from the network cut from')}; "
