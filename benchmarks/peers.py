@@ -574,7 +574,53 @@ def write_tables(model: str, budgets: dict[str, dict[str, Any]]) -> None:
     for label in sorted(budgets):
         lines += budget_tables(model, label, budgets[label])
     publish(f"peers_{model}", lines, PROJECT_README)
+    publish("peers_best", best_rows_table(), PROJECT_README)
 
 
-if __name__ == "__main__":
-    main()
+def best_rows_table() -> list[str]:
+    """Every stored model, budget and target in one table: uniform-scratch, the best row of
+    each side (prunesearch: any of its recipes; Torch-Pruning: any of its pruners) with its
+    gap, and uniform-scratch at the best prunesearch pipeline's wall time where trained."""
+    lines = ["| model | D + F epochs | target | uniform-scratch | prunesearch's best row | "
+             "Torch-Pruning's best row | uniform-scratch at that prunesearch row's wall time "
+             "(prunesearch vs it) |", "|---|---|---|---|---|---|---|"]
+    for model in ("resnet20", "mobilenetv2_small"):
+        path = RESULTS / f"peers_{model}.json"
+        budgets = json.loads(path.read_text())["budgets"] if path.exists() else {}
+        for label in sorted(budgets):
+            run = budgets[label]
+            for target in sorted({r["target"] for r in run["rows"]}, reverse=True):
+                at = [r for r in run["rows"] if r["target"] == target]
+                uniform = next((r for r in at if r["method"] == "uniform-scratch"), None)
+                if uniform is None:
+                    continue
+                lines.append(f"| {model} | {run['dense_epochs']} + {run['budget_epochs']} | "
+                             f"{target} | {100 * mean_acc(uniform):.2f} | "
+                             f"{best_cell(at, 'prunesearch', uniform)} | "
+                             f"{best_cell(at, 'tp-', uniform)} | {equal_wall_cell(at)} |")
+    return lines
+
+
+def mean_acc(row: dict[str, Any]) -> float:
+    return statistics.mean(row["test_acc"])
+
+
+def best_cell(rows: list[dict[str, Any]], prefix: str, uniform: dict[str, Any]) -> str:
+    """The best row whose method starts with `prefix`, with its gap to uniform-scratch."""
+    named = [r for r in rows if r["method"].startswith(prefix)]
+    if not named:
+        return "-"
+    top = max(named, key=mean_acc)
+    return (f"{top['method']} {100 * mean_acc(top):.2f} "
+            f"({100 * (mean_acc(top) - mean_acc(uniform)):+.2f})")
+
+
+def equal_wall_cell(rows: list[dict[str, Any]]) -> str:
+    """uniform-scratch at the wall time of the best prunesearch row that has such a row."""
+    pairs = [(next(r for r in rows if r["method"] == w["wall_of"]["method"]), w)
+             for w in rows if "wall_of" in w]
+    if not pairs:
+        return "-"
+    ps, wall = max(pairs, key=lambda pair: mean_acc(pair[0]))
+    return (f"{100 * mean_acc(wall):.2f}, {wall['epochs']} "
+            f"({100 * (mean_acc(ps) - mean_acc(wall)):+.2f})")
