@@ -379,7 +379,6 @@ def method_rows(bench: Bench, prep: Prepared, methods: list[str], targets: list[
                     row["dense_test_acc"] = found.prep.dense_meta.get("test_score")
 
 
-
 def is_pipeline(row: dict[str, Any]) -> bool:
     """A prunesearch row whose time is a whole pipeline: dense model, then its making
     (supernet, search) and training. prunesearch-arch-scratch trains a found shape from
@@ -395,7 +394,7 @@ def best_pipeline_row(rows: list[dict[str, Any]], target: float) -> dict[str, An
                          if r["target"] == target):
         raise LookupError(f"the stored budget has no prunesearch row or no uniform-scratch "
                           f"row at target {target}: run the budget's methods there first")
-    return max(at, key=lambda r: statistics.mean(r["test_acc"]))
+    return max(at, key=mean_acc)
 
 
 def stored_budget(model: str, label: str) -> dict[str, Any]:
