@@ -623,3 +623,7 @@ def equal_wall_cell(rows: list[dict[str, Any]]) -> str:
     ps, wall = max(pairs, key=lambda pair: mean_acc(pair[0]))
     return (f"{100 * mean_acc(wall):.2f}, {wall['epochs']} "
             f"({100 * (mean_acc(ps) - mean_acc(wall)):+.2f})")
+
+
+if __name__ == "__main__":
+    main()
