@@ -263,12 +263,11 @@ def main() -> None:
     d_ep, f_ep, s_ep = args.dense_epochs, args.budget_epochs, args.supernet_epochs
     if not 0 < s_ep < f_ep:
         parser.error("--supernet-epochs must be at least 1 and leave fine-tuning epochs")
-    label, stored = f"D{d_ep}F{f_ep}", None
+    label, stored, pipelines = f"D{d_ep}F{f_ep}", None, []
     if args.equal_wall_only:
         try:
             stored = stored_budget(args.model, label)
-            for target in targets:
-                best_pipeline_row(stored["rows"], target)
+            pipelines = [best_pipeline_row(stored["rows"], t) for t in targets]
         except LookupError as err:
             parser.error(str(err))
     dev = resolve_device(args.device)
@@ -285,7 +284,6 @@ def main() -> None:
                                    ).to(dev) for t in targets}
     if stored:
         dense_s, rows = stored["dense"]["train_s"], stored["rows"]
-        pipelines = [best_pipeline_row(rows, t) for t in targets]
     else:
         method_rows(bench, prep, methods, targets, uniform_nets, base, dev)
         rows, pipelines = bench.rows, [r for r in bench.rows if is_pipeline(r)]
@@ -428,6 +426,7 @@ def equal_wall_rows(bench: Bench, pipelines: list[dict[str, Any]], rows: list[di
                            bench.scratch(epochs))
         new["wall_of"] = {"method": row["method"], "seconds": wall}
 
+
 def ranked_rows(bench: Bench, base: list[str], args: argparse.Namespace,
                 targets: list[float], dev: torch.device) -> None:
     """The `prunesearch one-schedule ranked` rows.
@@ -538,11 +537,11 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
     for target in sorted({r["target"] for r in rows}, reverse=True):
         at = [r for r in rows if r["target"] == target and r not in equal_time]
         uniform = next((r for r in at if r["method"] == "uniform-scratch"), None)
-        best = max(at, key=lambda r: statistics.mean(r["test_acc"]))
+        best = max(at, key=mean_acc)
         for r in at:
             gap = "-"
             if uniform is not None:
-                diff = statistics.mean(r["test_acc"]) - statistics.mean(uniform["test_acc"])
+                diff = mean_acc(r) - mean_acc(uniform)
                 gap = f"{100 * diff:+.2f}"
             acc = mean_std(r["test_acc"])
             lines.append(f"| {target} | {r['method']} | {r['epochs']} | "
@@ -555,9 +554,8 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
                   "| target | prunesearch row | its wall s | test acc % | uniform-scratch in "
                   "that wall | test acc % | prunesearch vs it |", "|---|---|---|---|---|---|---|"]
         for r in equal_time:
-            ps = next(x for x in rows if x["method"] == r["wall_of"]["method"]
-                      and x["target"] == r["target"])
-            diff = statistics.mean(ps["test_acc"]) - statistics.mean(r["test_acc"])
+            ps = timed_row(r, rows)
+            diff = mean_acc(ps) - mean_acc(r)
             lines.append(f"| {r['target']} | {ps['method']} | {r['wall_of']['seconds']:.0f} | "
                          f"{mean_std(ps['test_acc'])} | {r['epochs']} | "
                          f"{mean_std(r['test_acc'])} | {100 * diff:+.2f} |")
@@ -604,6 +602,12 @@ def mean_acc(row: dict[str, Any]) -> float:
     return statistics.mean(row["test_acc"])
 
 
+def timed_row(wall: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prunesearch row whose pipeline time an equal-wall uniform-scratch row was given."""
+    return next(r for r in rows if r["method"] == wall["wall_of"]["method"]
+                and r["target"] == wall["target"])
+
+
 def best_cell(rows: list[dict[str, Any]], prefix: str, uniform: dict[str, Any]) -> str:
     """The best row whose method starts with `prefix`, with its gap to uniform-scratch."""
     named = [r for r in rows if r["method"].startswith(prefix)]
@@ -616,8 +620,7 @@ def best_cell(rows: list[dict[str, Any]], prefix: str, uniform: dict[str, Any]) 
 
 def equal_wall_cell(rows: list[dict[str, Any]]) -> str:
     """uniform-scratch at the wall time of the best prunesearch row that has such a row."""
-    pairs = [(next(r for r in rows if r["method"] == w["wall_of"]["method"]), w)
-             for w in rows if "wall_of" in w]
+    pairs = [(timed_row(w, rows), w) for w in rows if "wall_of" in w]
     if not pairs:
         return "-"
     ps, wall = max(pairs, key=lambda pair: mean_acc(pair[0]))
