@@ -335,6 +335,24 @@ def train(
 
 def main() -> None:
     try:
+        _main()
+    except SystemExit as done:
+        from prunesearch import distributed
+
+        if distributed.joined():  # a torchrun process in its group: see distributed.leave
+            distributed.leave(_exit_code(done))
+        raise
+
+
+def _exit_code(done: SystemExit) -> int:
+    if done.code is None or isinstance(done.code, int):
+        return done.code or 0
+    print(done.code, file=sys.stderr)  # what the interpreter does with a message
+    return 1
+
+
+def _main() -> None:
+    try:
         app()
     except UserError as err:
         err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
