@@ -23,15 +23,15 @@ PLAIN = ["--set", "model.name=plain_nets:no_batchnorm", "--set", "model.width_mu
          "--set", "data.dataset=digits", "--set", "model.train.epochs=3"]
 
 
-def _torchrun(n_procs: int, args: list[str], cache: Path, env: dict[str, str]
-              ) -> subprocess.CompletedProcess:
+def _torchrun(n_procs: int, args: list[str], cache: Path, env: dict[str, str],
+              succeeds: bool = True) -> subprocess.CompletedProcess:
     # `python -m torch.distributed.run` is torchrun, found whatever PATH holds
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
                           str(n_procs), "-m", "prunesearch", *args],
                          env={**env, "PYTHONPATH": str(TESTS), "PRUNESEARCH_CACHE": str(cache),
                               "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert (res.returncode == 0) == succeeds, res.stderr[-3000:]
     return res
 
 
@@ -81,6 +81,18 @@ def test_two_processes_fine_tune_the_points_one_process_fine_tunes(tmp_path, cli
         state1, state2 = (w.get("state_dict", w) for w in (mine, theirs))
         for key, value in state1.items():
             assert torch.allclose(value, state2[key], atol=1e-5, rtol=0), key
+
+
+def test_a_user_error_in_the_process_group_exits_2_without_a_traceback(tmp_path, cli_env):
+    # raised after the processes joined their group: they leave through distributed.leave
+    res = _torchrun(2, ["train", str(TINY), *PLAIN, "--set", "model.train.batch_size=33"],
+                    tmp_path, cli_env, succeeds=False)
+    err = " ".join(res.stderr.split())
+    assert "does not split evenly among the 2 torchrun processes" in err
+    codes = re.findall(r"exitcode : (-?\d+)", err)  # torchrun's report of each failed process
+    assert "2" in codes and "-6" not in codes, codes  # the second may be torchrun's SIGTERM
+    frames = re.findall(r'File "([^"]+)", line \d+', err)
+    assert [f for f in frames if "torch/distributed" not in f and "runpy" not in f] == []
 
 
 def test_run_under_torchrun_is_refused_with_the_commands_that_do_run_there(monkeypatch,
