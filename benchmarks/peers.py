@@ -562,7 +562,7 @@ def budget_tables(model: str, label: str, run: dict[str, Any]) -> list[str]:
     lines.append(f"\n`{run['command']}` on {m['date']}: {device}, torch {m['torch']}; "
                  f"{run['total_s'] / 60:.0f} min in all; seeds {run['seeds']}; fine-tuning "
                  f"{run.get('finetune_loss', 'with distillation from the network cut from')}; "
-                 f"search: TPE, weight-sharing proxy.\n")
+                 f"search: {searches(rows)}.\n")
     return lines
 
 
@@ -596,6 +596,17 @@ def best_rows_table() -> list[str]:
                              f"{best_cell(at, 'prunesearch', uniform)} | "
                              f"{best_cell(at, 'tp-', uniform)} | {equal_wall_cell(at)} |")
     return lines
+
+
+def searches(rows: list[dict[str, Any]]) -> str:
+    """How the table's prunesearch rows searched: the ranked ones differently from the rest."""
+    ranked = any("ranked" in r["method"] for r in rows)
+    plain = any(r["method"].startswith("prunesearch") and "ranked" not in r["method"]
+                for r in rows)
+    parts = (["TPE on the weight-sharing proxy"] if plain else []) + (
+        [f"emo on the supernet ranking within [{BAND}, 1] x the target for the ranked rows"]
+        if ranked else [])
+    return "; ".join(parts) or "none"
 
 
 def mean_acc(row: dict[str, Any]) -> float:
