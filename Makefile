@@ -10,11 +10,11 @@ install:
 	$(PY) -m pip install -e ".[dev,onnx]"
 
 run: install
-	prunesearch run
+	$(PY) -m prunesearch run
 
 test: install
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q -m slow
 
 lint:
-	ruff check .
+	$(PY) -m ruff check .

@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 
-from prunesearch.config import RunConfig, load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.finetune import finetune_recipe, finetune_run
+from prunesearch.app.prepare import Prepared, prepare
+from prunesearch.app.run import run_job
+from prunesearch.config import RunConfig
 from prunesearch.evaluators import Result
-from prunesearch.finetune import finetune_recipe
 from prunesearch.models.options import TrainConfig
-from prunesearch.pipeline import Prepared, finetune_run, prepare, run_job
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
 from prunesearch.spaces import Arch

@@ -41,8 +41,9 @@ IMAGES, WIDTH = 10000, 0.5
 def epoch_seconds() -> float:
     """Child process: time one fine-tuning epoch (data loading and model building excluded)."""
     from prunesearch.data import load_dataset
-    from prunesearch.models import build_model, train_model
+    from prunesearch.models import build_model
     from prunesearch.models.options import TrainConfig
+    from prunesearch.training import train_model
 
     data = load_dataset("fashion-mnist")
     model = build_model("resnet20", data.input_shape, data.num_classes, WIDTH)

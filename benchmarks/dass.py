@@ -24,8 +24,8 @@ import torch  # noqa: E402
 from _finetuned import finetune, search  # noqa: E402
 from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.pipeline import prepare  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare  # noqa: E402
 
 CONFIG = Path(__file__).parent.parent / "configs" / "masks.toml"
 TARGETS = (0.5, 0.2)

@@ -26,14 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine, write_section  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import build_space, load_run_data, make_evaluator, resolve_device
 from prunesearch.models import build_model  # noqa: E402
-from prunesearch.pipeline import (  # noqa: E402
-    build_space,
-    load_run_data,
-    make_evaluator,
-    resolve_device,
-)
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import training_overrides  # noqa: E402
 from _machine import RESULTS  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.models import train_model  # noqa: E402
-from prunesearch.models.train import ScheduleSpan  # noqa: E402
-from prunesearch.pipeline import prepare  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare  # noqa: E402
 from prunesearch.spaces import Arch, Space  # noqa: E402
 from prunesearch.spaces.supernet import Sample, Supernet  # noqa: E402
+from prunesearch.training import train_model  # noqa: E402
+from prunesearch.training.loop import ScheduleSpan  # noqa: E402
 
 DENSE, SCHEDULE = 3, 6
 RAMP = 0.7  # of the shrinking epoch's steps

@@ -38,9 +38,9 @@ from _machine import (  # noqa: E402
     save_results,
 )
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.models import Distillation, train_model  # noqa: E402
-from prunesearch.pipeline import resolve_device  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import resolve_device  # noqa: E402
+from prunesearch.training import Distillation, train_model  # noqa: E402
 
 # (name, (alpha, temperature) or None for labels only, learning rate as a share of the recipe's)
 SETTINGS = [("labels only", None, 1.0), ("kd 0.9 / T 4", (0.9, 4.0), 1.0),

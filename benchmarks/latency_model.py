@@ -27,11 +27,11 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
-from prunesearch.config import SpaceConfig  # noqa: E402
+from prunesearch.app.prepare import space_of  # noqa: E402
 from prunesearch.latency import build_latency_model, latency_ratio  # noqa: E402
 from prunesearch.latency.table import calibration_archs  # noqa: E402
 from prunesearch.models import build_model  # noqa: E402
-from prunesearch.pipeline import space_of  # noqa: E402
+from prunesearch.spaces.options import SpaceConfig  # noqa: E402
 
 SHAPE = (1, 28, 28)
 PASSES = 3

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import EVERY_IMAGE, finetune, search  # noqa: E402
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare  # noqa: E402
 from prunesearch.latency import latency_ratio  # noqa: E402
-from prunesearch.pipeline import prepare  # noqa: E402
 from prunesearch.runs.rundir import RunView  # noqa: E402
 from prunesearch.spaces import Arch  # noqa: E402
 
@@ -80,24 +80,24 @@ def main() -> None:
         prep = prepare(load_config(None, base), torch.device("cpu"), progress=False)
         shape = tuple(prep.data.input_shape)
         slicer = prep.space.slicer(prep.model)
-        macs_view = RunView.load(macs_run)
+        macs_front = [p.row() for p in RunView.load(macs_run).front]
         for batch in [int(b) for b in args.batches.split(",")]:
             lat_run, _, lat_wall = search(None, base, out, f"latency-b{batch}",
                                           "search.objective=latency",
                                           f"search.latency_batch={batch}",
                                           f"search.max_latency={args.target}")
             lat_view = RunView.load(lat_run)
-            picked = best(lat_view.front)
+            picked = best([p.row() for p in lat_view.front])
             picked_ratio = measured_ratio(slicer.build(Arch.from_dict(picked["arch"])),
                                           prep.model, shape, batch)
             front_ratio = {r["id"]: measured_ratio(slicer.build(Arch.from_dict(r["arch"])),
                                                    prep.model, shape, batch)
-                           for r in macs_view.front}
-            as_fast = [r for r in macs_view.front if front_ratio[r["id"]] <= picked_ratio]
+                           for r in macs_front}
+            as_fast = [r for r in macs_front if front_ratio[r["id"]] <= picked_ratio]
             # none as fast: the MACs front's fastest point, slower than the latency pick
-            equal = best(as_fast) if as_fast else min(macs_view.front,
+            equal = best(as_fast) if as_fast else min(macs_front,
                                                       key=lambda r: front_ratio[r["id"]])
-            naive = best([r for r in macs_view.front if r["macs_ratio"] <= args.target])
+            naive = best([r for r in macs_front if r["macs_ratio"] <= args.target])
             tuned_lat = finetune(lat_run, [picked["id"]], *tune)[picked["id"]]
             tuned_macs = finetune(macs_run, [equal["id"]], *tune)[equal["id"]]
             table = lat_view.summary["latency_table"]

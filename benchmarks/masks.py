@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from _finetuned import finetune, search  # noqa: E402
 from _machine import RESULTS, command_line, machine, save_results, write_section  # noqa: E402,E501
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.pipeline import prepare  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare  # noqa: E402
 from prunesearch.runs.finetuned import read_finetuned  # noqa: E402
 
 ROOT = Path(__file__).parent.parent

@@ -64,7 +64,7 @@ def total_ram() -> int:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PRUNESEARCH_CACHE": tmp}
-        imports, _ = peak_of([sys.executable, "-c", "import torch, prunesearch.pipeline"],
+        imports, _ = peak_of([sys.executable, "-c", "import torch, prunesearch.app.run"],
                                 env)
         job, timeline = peak_of(
             [sys.executable, "-m", "prunesearch", "run", "--quiet", "--out", f"{tmp}/runs"], env)

@@ -48,8 +48,8 @@ model.
     python benchmarks/peers.py --model resnet20 --dense-epochs 3 --budget-epochs 3
 
 Each run adds its budget's rows to benchmarks/results/peers_<model>.json (a method and target
-run again replaces its old row; the others are kept) and rewrites the model's tables in
-benchmarks/README.md and README.md. Runs side by side (one per target, say, on a GPU) write
+run again replaces its old row; the others are kept) and rewrites the model's tables and the
+best-row summary in benchmarks/README.md. Runs side by side (one per target, say, on a GPU) write
 `--part FILE` each; `--merge FILE...` then joins them.
 """
 
@@ -79,7 +79,6 @@ from _finetuned import (  # noqa: E402
     training_overrides,
 )
 from _machine import (  # noqa: E402
-    PROJECT_README,
     RESULTS,
     command_line,
     device_label,
@@ -89,12 +88,15 @@ from _machine import (  # noqa: E402
     save_results,
 )
 
-from prunesearch.config import RunConfig, load_config  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.finetune import finetune_span  # noqa: E402
+from prunesearch.app.prepare import Prepared, prepare, resolve_device  # noqa: E402
+from prunesearch.config import RunConfig  # noqa: E402
 from prunesearch.data import DatasetSplits  # noqa: E402
-from prunesearch.finetune import finetune_span, reinitialise  # noqa: E402
 from prunesearch.latency.measure import measure_latency_ms  # noqa: E402
-from prunesearch.models import Distillation, build_model, train_model  # noqa: E402
-from prunesearch.pipeline import Prepared, prepare, resolve_device  # noqa: E402
+from prunesearch.models import build_model  # noqa: E402
+from prunesearch.training import Distillation, train_model  # noqa: E402
+from prunesearch.training.finetune import reinitialise  # noqa: E402
 
 RANKED = "prunesearch one-schedule ranked"
 METHODS = ["tp-l1", "tp-taylor", "tp-l1-local", "uniform-scratch", "prunesearch",
@@ -570,8 +572,8 @@ def write_tables(model: str, budgets: dict[str, dict[str, Any]]) -> None:
     lines: list[str] = []
     for label in sorted(budgets):
         lines += budget_tables(model, label, budgets[label])
-    publish(f"peers_{model}", lines, PROJECT_README)
-    publish("peers_best", best_rows_table(), PROJECT_README)
+    publish(f"peers_{model}", lines)
+    publish("peers_best", best_rows_table())
 
 
 def best_rows_table() -> list[str]:

@@ -32,11 +32,11 @@ from _finetuned import (  # noqa: E402
 )
 from _machine import command_line, device_label, machine, publish, save_results  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import resolve_device  # noqa: E402
 from prunesearch.evaluators import Result  # noqa: E402
-from prunesearch.models import Distillation, train_model  # noqa: E402
-from prunesearch.pipeline import resolve_device  # noqa: E402
-from prunesearch.runs.pareto import pareto_indices  # noqa: E402
+from prunesearch.pareto import pareto_indices  # noqa: E402
+from prunesearch.training import Distillation, train_model  # noqa: E402
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:

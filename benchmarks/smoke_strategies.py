@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 
-from prunesearch.search.registry import list_strategies  # noqa: E402
+from prunesearch.strategies.registry import list_strategies  # noqa: E402
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.toml"
 MASK_SPACE = ["space.width_ratios=[1.0]", "space.depth=false",

@@ -26,12 +26,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from _machine import machine, write_section  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import make_evaluator, prepare  # noqa: E402
 from prunesearch.evaluators import Result  # noqa: E402
-from prunesearch.pipeline import make_evaluator, prepare  # noqa: E402
-from prunesearch.runs.pareto import hypervolume_history  # noqa: E402
+from prunesearch.pareto import hypervolume_history  # noqa: E402
 from prunesearch.runs.plots import plot_hv_histories  # noqa: E402
-from prunesearch.search import Budget, SearchContext, create_strategy  # noqa: E402
+from prunesearch.strategies import (  # noqa: E402
+    Budget,
+    Environment,
+    Problem,
+    SearchContext,
+    create_strategy,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -52,8 +58,9 @@ def main() -> None:
             evaluator = make_evaluator(cfg, prep.space, prep.model, prep.data)
             recorded: list[Result] = []
             with tempfile.TemporaryDirectory() as tmp:
-                ctx = SearchContext(prep.space, evaluator, Budget(args.evals), seed, Path(tmp),
-                                    recorded.append, batch_size=cfg.search.batch_size)
+                ctx = SearchContext(Problem(prep.space, evaluator),
+                                    Environment(recorded.append, Path(tmp)), Budget(args.evals),
+                                    seed, batch_size=cfg.search.batch_size)
                 start = time.perf_counter()
                 create_strategy(name, cfg.search.options_of(name)).search(ctx)
                 wall = time.perf_counter() - start

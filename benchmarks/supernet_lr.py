@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command_line, device_label, machine, publish, save_results  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.pipeline import prepare, resolve_device  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare, resolve_device  # noqa: E402
 from prunesearch.spaces import Arch, Space  # noqa: E402
 
 RANDOM_ARCHS = 12

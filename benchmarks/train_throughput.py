@@ -23,9 +23,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _machine import command_line, machine, save_results, write_section  # noqa: E402,E501
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.models import build_model, train_model  # noqa: E402
-from prunesearch.pipeline import load_run_data  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import load_run_data  # noqa: E402
+from prunesearch.models import build_model  # noqa: E402
+from prunesearch.training import train_model  # noqa: E402
 
 
 def bare_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,

@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 from pg_cluster import throwaway_postgres  # noqa: E402
 
-from prunesearch.config import load_config  # noqa: E402
-from prunesearch.pipeline import run_job  # noqa: E402
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.run import run_job  # noqa: E402
 
 QUICK = ["model.train.epochs=1", "model.train.max_train_images=5000", "supernet.epochs=0",
          "finetune.enabled=false", "search.strategy=random"]

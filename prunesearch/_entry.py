@@ -1,9 +1,9 @@
 """The `prunesearch` console script. OpenMP reads its wait policy once, when torch loads it, so
 the policy is set here, before anything imports torch: worker threads that finish a parallel
-region sleep instead of spinning. Beside one busy process on 2 cores a fine-tuning epoch then
-ran 1.68x slower than alone instead of 3.18x, for 5% more time alone
-(benchmarks/contention.py). An OMP_WAIT_POLICY the user exported wins. malloc keeps freed
-tensors' memory (prunesearch/allocator.py): fewer page faults, faster and steadier forwards."""
+region sleep instead of spinning, so a job beside a busy process loses far less time, for a
+little more time alone (measured in benchmarks/contention.py). An OMP_WAIT_POLICY the user
+exported wins. malloc keeps freed tensors' memory (prunesearch/allocator.py): fewer page
+faults, faster and steadier forwards."""
 
 from __future__ import annotations
 

@@ -2,16 +2,14 @@
 
 PyTorch's CPU allocator asks malloc for every tensor. glibc serves a large request with a
 fresh mmap (or trims the heap when a large block is freed), so the next tensor of that size
-touches new pages and takes a page fault per 4 KiB. Measured on the 2-core VM
-(benchmarks/latency_model.py, 2026-12-04): mobilenetv2_small's forward at batch 64 took 51.7 ms
-and 1.15 M page faults by default, 24.0 ms and 67 k with the mmap threshold at glibc's ceiling
-(32 MiB) and the trim threshold out of reach; a resnet20 training step at batch 128 went from
-251 to 213 ms; and the latency of the same subnetworks, measured twice, differed by a median
-14% instead of 7% (the faults' cost depends on the kernel's memory state). PyTorch's CPU
-performance guide gets the same from jemalloc or tcmalloc. benchmarks/allocator.py
-measures the faults and time in fresh processes. The `prunesearch` command sets
-this at start; latency tables record it (their figures hold for a process set the same way).
-The cost: memory a process freed is not returned to the system until it exits.
+touches new pages and takes a page fault per 4 KiB. With the mmap threshold at glibc's ceiling
+(32 MiB) and the trim threshold out of reach, freed blocks are reused: forwards and training
+steps take fewer faults, run faster, and repeated latency measurements agree more closely (the
+faults' cost depends on the kernel's memory state). PyTorch's CPU performance guide gets the
+same from jemalloc or tcmalloc. The figures are measured in benchmarks/allocator.py and
+benchmarks/latency_model.py (benchmarks/README.md, "malloc settings"). The `prunesearch`
+command sets this at start; latency tables record it (their figures hold for a process set the
+same way). The cost: memory a process freed is not returned to the system until it exits.
 """
 
 from __future__ import annotations

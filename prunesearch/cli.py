@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunesearch.config import load_config
 from prunesearch.errors import UserError
 from prunesearch.metrics import metric_from_json, metric_of
 
@@ -60,8 +59,9 @@ def run(
 
     Example: prunesearch run configs/smoke.toml --set search.strategy=random
     """
-    from prunesearch import distributed
-    from prunesearch.pipeline import run_job
+    from prunesearch.app.config import load_config
+    from prunesearch.app.run import run_job
+    from prunesearch.training import distributed
 
     if distributed.launched():
         raise UserError("`prunesearch run` does not run under torchrun (each process would run "
@@ -95,13 +95,13 @@ def _print_front(run_dir: Path) -> None:
     columns += ["predicted latency", "latency ratio"] if latency else []
     for col in (*columns, "params", f"val {m.name} (proxy)", f"test {m.name} (fine-tuned)"):
         table.add_column(col, justify="right")
-    for row in view.front:
-        cells = [str(row["id"]), row["strategy"], f"{row['macs'] / 1e6:.2f}M",
-                 f"{row['macs_ratio']:.3f}"]
+    for point in view.front:
+        cells = [str(point.id), point.strategy, f"{point.macs / 1e6:.2f}M",
+                 f"{point.macs_ratio:.3f}"]
         if latency:
-            cells += [f"{row['latency_us'] / 1e3:.3f} ms", f"{row['latency_us'] / latency:.3f}"]
-        table.add_row(*cells, f"{row['params'] / 1e3:.1f}k", m.show(row["val_score"]),
-                      m.show(row.get("test_score")))
+            cells += [f"{point.latency_us / 1e3:.3f} ms", f"{point.latency_us / latency:.3f}"]
+        table.add_row(*cells, f"{point.params / 1e3:.1f}k", m.show(point.val_score),
+                      m.show(point.test_score))
     out_console.print(table)
     for name, variant in (view.summary.get("finetune") or {}).get("variants", {}).items():
         points = ", ".join(f"#{p['id']} {p['macs_ratio']:.2f} MACs: {m.show(p['test_score'])}"
@@ -132,7 +132,7 @@ def worker(
 
     Example: prunesearch --threads 1 worker --storage postgresql://me@db/prune --study default
     """
-    from prunesearch.worker import run_worker
+    from prunesearch.app.worker import run_worker
 
     evaluated = run_worker(storage, study, device=device, trust_code=trust_code, wait_s=wait,
                            progress=not quiet)
@@ -153,7 +153,7 @@ def finetune(
     Example: prunesearch finetune runs/default --set finetune.kd=true
     Example: torchrun --nproc-per-node 2 -m prunesearch finetune runs/default
     """
-    from prunesearch.pipeline import finetune_run
+    from prunesearch.app.finetune import finetune_run
 
     outcome = finetune_run(run_dir, set_ or [], device=device, progress=not quiet)
     if outcome is not None:
@@ -182,7 +182,7 @@ def export(
 
     Example: prunesearch export runs/default --max-flops 0.5
     """
-    from prunesearch.pipeline import export_run
+    from prunesearch.app.export import export_run
 
     formats = [f.strip() for f in format_.split(",") if f.strip()]
     limits = [(name, ratio) for name, ratio in (("macs", max_flops), ("latency", max_latency))
@@ -259,8 +259,9 @@ def space(
     """
     import torch
 
+    from prunesearch.app.config import load_config
+    from prunesearch.app.prepare import load_run_data, space_of
     from prunesearch.models import build_model
-    from prunesearch.pipeline import load_run_data, space_of
 
     width_mult = 1.0
     if model_or_config.endswith(".toml"):
@@ -275,7 +276,7 @@ def space(
             raise UserError(f"--input-shape must be integers separated by commas, like "
                             f"1,28,28; got '{input_shape}'.") from None
         classes, name = num_classes, model_or_config
-        from prunesearch.config import SpaceConfig
+        from prunesearch.spaces.options import SpaceConfig
 
         space_cfg = SpaceConfig()
     model = build_model(name, shape, classes, width_mult).eval()
@@ -307,23 +308,15 @@ def train(
     Example: prunesearch train configs/smoke.toml --set model.train.epochs=5
     Example: torchrun --nproc-per-node 2 -m prunesearch train configs/smoke.toml
     """
-    from prunesearch import distributed
-    from prunesearch.models import default_cache_dir, dense_model
-    from prunesearch.pipeline import build_space, load_run_data, resolve_device
-    from prunesearch.supernet_training import train_supernet
+    from prunesearch.app.config import load_config
+    from prunesearch.app.prepare import resolve_device, train_stages
+    from prunesearch.training import distributed
 
     cfg = load_config(config, set_ or [])
     dev = resolve_device(device)
     distributed.init_from_env(dev)
     main = distributed.is_main()
-    data = load_run_data(cfg, dev)
-    model, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=main)
-    stages = [(cfg.model.name, meta)]
-    if cfg.supernet.epochs:
-        _, supernet = train_supernet(model.eval(), build_space(cfg, model, data), data,
-                                     cfg.supernet, cfg.model.train, cfg.space, seed=cfg.seed,
-                                     device=dev, cache_dir=default_cache_dir(), progress=main)
-        stages.append((f"its supernet ({cfg.supernet.epochs} epochs)", supernet))
+    data, stages = train_stages(cfg, dev, progress=main)
     m = metric_of(data.val_y)
     for what, done in stages if main else []:
         out_console.print(f"{what} on {cfg.data.dataset}: val {m.name} "
@@ -337,7 +330,7 @@ def main() -> None:
     try:
         _main()
     except SystemExit as done:
-        from prunesearch import distributed
+        from prunesearch.training import distributed
 
         if distributed.joined():  # a torchrun process in its group: see distributed.leave
             distributed.leave(_exit_code(done))

@@ -1,7 +1,11 @@
-"""A run config: pydantic models of the TOML file. Unknown keys and wrong types are refused.
+"""A run config: pydantic models of the TOML file, composed of the components' own sections
+(`[model]`, `[space]`, `[supernet]`, `[finetune]` live beside their code). Unknown keys and
+wrong types are refused.
 
-`load_config(path, overrides)` reads TOML, applies `--set key=value` overrides by dotted path and
-validates; every failure becomes a `ConfigError` naming the field and the fix.
+`read_config_tree` reads TOML and applies `--set key=value` overrides by dotted path;
+`validate_config` validates the tree with the schema the application composed (prunesearch.app
+.config adds each strategy's and evaluator's options); every failure becomes a `ConfigError`
+naming the field and the fix. This module imports no registry.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from prunesearch.errors import ConfigError
 from prunesearch.models.options import ModelConfig
 from prunesearch.objective import Objective
 from prunesearch.options import Options
 from prunesearch.plugins import describe_error, refuse_code_inside
+from prunesearch.spaces.options import SpaceConfig
+from prunesearch.training.options import FinetuneConfig, SupernetConfig
 
 
 class DataConfig(Options):
@@ -31,37 +37,10 @@ class DataConfig(Options):
     download: bool = True
 
 
-class SpaceConfig(Options):
-    width_ratios: list[float] = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
-    depth: bool = True
-    ignore: list[str] = Field(default_factory=list, description="module names never pruned")
-    densities: list[float] = Field(default_factory=list, description="weight-density choices "
-                                   "per conv/linear layer (e.g. 1.0 down to 0.02); empty: none")
-    round_to: int = Field(1, ge=1, description="channel counts in multiples of this (e.g. 8: "
-                          "widths hardware runs fast); a group narrower than it stays whole")
-    importance: Literal["magnitude", "taylor"] = Field(
-        "magnitude", description="which channels a width keeps: largest weights (L1), or "
-        "largest first-order Taylor |weight x gradient| on training batches (LLM-Pruner)")
-    added_later: ClassVar[dict[str, Any]] = {"importance": "magnitude"}
-
-    @field_validator("width_ratios")
-    @classmethod
-    def _ratios_in_range(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0 < r <= 1 for r in v):
-            raise ValueError("width_ratios must be a non-empty list of numbers in (0, 1]")
-        return sorted(set(v))
-
-    @field_validator("densities")
-    @classmethod
-    def _densities_in_range(cls, v: list[float]) -> list[float]:
-        if any(not 0 < d <= 1 for d in v):
-            raise ValueError("densities must be fractions of a layer's weights in (0, 1]")
-        return sorted(set(v))
-
-
 class SearchConfig(Options):
     """`[search]`: the strategy and its budget. Each registered strategy with options adds its
-    own `[search.<name>]` section (see `run_config_model`); `options_of(name)` reads it."""
+    own `[search.<name>]` section (the application composes them in, prunesearch.app.config);
+    `options_of(name)` reads it."""
 
     strategy: str = "tpe"
     budget: int = Field(120, ge=1, description="number of candidate evaluations")
@@ -84,61 +63,13 @@ class SearchConfig(Options):
 
     def options_of(self, strategy: str) -> Options | None:
         """The validated `[search.<strategy>]` section (None: the strategy has no options)."""
-        return getattr(self, _field_name(strategy), None)
+        return getattr(self, section_field(strategy), None)
 
 
 class EvaluatorConfig(Options):
-    """`[evaluator]`: `kind` plus the options of that evaluator kind (see `run_config_model`)."""
+    """`[evaluator]`: `kind` plus the options of that evaluator kind (prunesearch.app.config)."""
 
     kind: str = "weight-sharing"
-
-
-class SupernetConfig(Options):
-    """`[supernet]`: train the dense model further as a weight-sharing supernet over the
-    run's space (sandwich rule, in-place distillation) before the search; 0 epochs: off."""
-
-    epochs: int = Field(0, ge=0)
-    random_subnets: int = Field(2, ge=0, description="random subnetworks per step, besides "
-                                "the largest and the smallest")
-    temperature: float = Field(1.0, gt=0, description="of the in-place distillation")
-    lr: float | None = Field(None, gt=0, description="peak learning rate (default: "
-                             "model.train.lr), cosine to zero over the stage")
-    max_train_images: int | None = Field(None, ge=1, description="train on a prefix "
-                                         "(default: model.train.max_train_images)")
-
-
-class FinetuneConfig(Options):
-    """Which front points are trained back to strength, and how (dense recipe's schedule)."""
-
-    enabled: bool = True
-    targets: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
-                                 description="cost ratios on search.objective's axis (MACs "
-                                 "by default): the best proxy point under each")
-    top_k: int | None = Field(None, ge=1, description="instead: K points spread on the front")
-    ids: list[int] = Field(default_factory=list, description="instead: these candidate ids "
-                           "(any candidate, on the front or not)")
-    epochs: int | None = Field(None, ge=1, description="default: model.train.epochs")
-    lr: float | None = Field(None, gt=0, description="peak learning rate, cosine to zero "
-                             "(default: model.train.lr)")
-    max_train_images: int | None = Field(None, ge=1, description="train on a prefix: cheap "
-                                         "fine-tuning of many points (default: "
-                                         "model.train.max_train_images)")
-    init: Literal["inherit", "dense", "scratch"] = Field(
-        "inherit", description="the weights a point starts from: the ones the search scored it "
-        "on (inherit: the supernet's when that stage ran), the dense model's own, sliced "
-        "(dense: the supernet stage then only ranks the candidates, and fine-tuning continues "
-        "the dense model's schedule), or fresh ones (scratch)")
-    kd: bool = Field(False, description="distil from the network the point was cut from "
-                     "(labels only by default: measured better, benchmarks/kd_settings.py)")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.9, ge=0, le=1)
-
-    @field_validator("targets")
-    @classmethod
-    def _targets_in_range(cls, v: list[float]) -> list[float]:
-        if any(not 0 < t <= 1 for t in v):
-            raise ValueError("targets must be cost ratios in (0, 1]")
-        return sorted(set(v))
 
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -228,37 +159,6 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, str]]:
     return parsed
 
 
-def _field_name(strategy: str) -> str:
-    return strategy.replace("-", "_")
-
-
-def run_config_model(evaluator_kind: str = "weight-sharing") -> type[RunConfig]:
-    """RunConfig with a `[search.<name>]` section per registered strategy that has options and
-    the `[evaluator]` options of `evaluator_kind`, so pydantic validates them like any section
-    (errors name e.g. `search.emo.pop_size`). Built from the registries as they are now: a
-    strategy registered by a plugin or a test gets its section."""
-    # imported here, not at the top: `prunesearch --help` must not pay for torch and the
-    # strategies' libraries; nothing under search/ or evaluators/ imports this module
-    from prunesearch.evaluators import evaluator_options
-    from prunesearch.search.registry import strategy_options
-
-    sections = strategy_options()
-    key = (tuple(sections.items()), evaluator_kind)
-    if key not in _MODELS:
-        search = create_model("SearchConfig", __base__=SearchConfig, **{
-            _field_name(name): (model, Field(default_factory=model, alias=name))
-            for name, model in sections.items()})
-        evaluator = create_model("EvaluatorConfig", __base__=evaluator_options(evaluator_kind),
-                                 kind=(Literal[evaluator_kind], evaluator_kind))
-        _MODELS[key] = create_model("RunConfig", __base__=RunConfig,
-                                    search=(search, Field(default_factory=search)),
-                                    evaluator=(evaluator, Field(default_factory=evaluator)))
-    return _MODELS[key]
-
-
-_MODELS: dict[tuple[Any, ...], type[RunConfig]] = {}
-
-
 def import_plugins(plugins: Any, source: str, run_dir: Path | None = None) -> None:
     """Import the modules a config names in `plugins` (they register what they define); for
     a config read back from `run_dir`, never one that lies inside that folder."""
@@ -276,45 +176,10 @@ def import_plugins(plugins: Any, source: str, run_dir: Path | None = None) -> No
                               f"PYTHONPATH, or remove it from 'plugins'.") from None
 
 
-def config_from_dict(tree: dict[str, Any], source: str,
-                     run_dir: Path | None = None) -> RunConfig:
-    import_plugins(tree.get("plugins", []), source, run_dir)
-    evaluator = tree.get("evaluator", {})
-    kind = evaluator.get("kind", "weight-sharing") if isinstance(evaluator, dict) else None
-    try:
-        model = run_config_model(kind if isinstance(kind, str) else "weight-sharing")
-        cfg = model.model_validate(tree)
-    except ConfigError as err:
-        raise ConfigError(f"Invalid config {source}: {err}") from None
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            if e["type"] == "extra_forbidden":
-                hint = (f"; strategies with options: {', '.join(_strategy_sections())}"
-                        if where.startswith("search.") and where.count(".") == 1 else "")
-                problems.append(f"unknown key '{where}' (check its spelling; see the example "
-                                f"configs in configs/{hint})")
-            else:
-                problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
-    if run_dir is not None:
-        for name in (cfg.model.name, cfg.data.dataset):
-            if ":" in name:
-                refuse_code_inside(name, run_dir, f"Config {source}")
-    return cfg
-
-
-def _strategy_sections() -> list[str]:
-    from prunesearch.search.registry import strategy_options
-
-    return list(strategy_options())
-
-
-def load_config(path: str | Path | None, overrides: list[str] = (),
-                run_dir: Path | None = None) -> RunConfig:
-    """Read a TOML config (the embedded default job when `path` is None) and apply overrides.
-    `run_dir`: the config is a run folder's own, read back (code inside it is refused)."""
+def read_config_tree(path: str | Path | None, overrides: list[str] = ()
+                     ) -> tuple[dict[str, Any], str]:
+    """A TOML config as a tree with the overrides applied (the embedded default job when
+    `path` is None), and how messages name it."""
     if path is None:
         text = resources.files("prunesearch.configs").joinpath(DEFAULT_CONFIG).read_text()
         source = "(embedded default job)"
@@ -339,7 +204,42 @@ def load_config(path: str | Path | None, overrides: list[str] = (),
                           f"mean, or run `prunesearch run` with no config for the default job.")
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
-    return config_from_dict(tree, source, run_dir)
+    return tree, source
+
+
+def validate_config(tree: dict[str, Any], source: str, schema: type[RunConfig],
+                    run_dir: Path | None = None) -> RunConfig:
+    """`tree` validated by `schema` (RunConfig with the sections of the strategies and
+    evaluator the application composed in); every problem named in one ConfigError. For a
+    config read back from `run_dir`, code inside that folder is refused."""
+    try:
+        cfg = schema.model_validate(tree)
+    except ConfigError as err:
+        raise ConfigError(f"Invalid config {source}: {err}") from None
+    except ValidationError as err:
+        sections = [f.alias or n for n, f in schema.model_fields["search"].annotation
+                    .model_fields.items() if n not in SearchConfig.model_fields]
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            if e["type"] == "extra_forbidden":
+                hint = (f"; strategies with options: {', '.join(sections)}"
+                        if where.startswith("search.") and where.count(".") == 1 else "")
+                problems.append(f"unknown key '{where}' (check its spelling; see the example "
+                                f"configs in configs/{hint})")
+            else:
+                problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
+    if run_dir is not None:
+        for name in (cfg.model.name, cfg.data.dataset):
+            if ":" in name:
+                refuse_code_inside(name, run_dir, f"Config {source}")
+    return cfg
+
+
+def section_field(strategy: str) -> str:
+    """The attribute of SearchConfig that holds `[search.<strategy>]`."""
+    return strategy.replace("-", "_")
 
 
 def config_to_toml(cfg: RunConfig) -> str:
@@ -357,9 +257,11 @@ def config_to_toml(cfg: RunConfig) -> str:
                 emit(f"{prefix}.{k}" if prefix else k, v)
 
     data = cfg.model_dump(by_alias=True)
-    chosen = cfg.search.strategy
-    for name in _strategy_sections():  # only the sections that matter: the strategy's own and
-        if name != chosen and _field_name(name) not in cfg.search.model_fields_set:  # set ones
-            data["search"].pop(name, None)
+    chosen = section_field(cfg.search.strategy)
+    for name, field in type(cfg.search).model_fields.items():  # of the strategies' sections,
+        if name in SearchConfig.model_fields:  # only the chosen one's and those set
+            continue
+        if name != chosen and name not in cfg.search.model_fields_set:
+            data["search"].pop(field.alias or name, None)
     emit("", data)
     return "\n".join(lines).lstrip() + "\n"

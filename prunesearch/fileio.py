@@ -142,3 +142,9 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """`$PRUNESEARCH_CACHE/checkpoints`, or ~/.cache/prunesearch/checkpoints."""
+    root = os.environ.get("PRUNESEARCH_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "prunesearch") / "checkpoints"

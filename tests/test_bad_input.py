@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from prunesearch.app.config import load_config
+from prunesearch.app.run import run_job
 from prunesearch.cli import main
-from prunesearch.config import load_config
-from prunesearch.pipeline import run_job
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 Case = Callable[[Path, Path], list[str]]  # (work folder, finished run copy) -> argv
@@ -300,9 +300,9 @@ def test_tampered_state_and_weights_files_never_run_code(tmp_path, finished_run)
 
     import prunesearch
     from prunesearch.errors import UserError
-    from prunesearch.models.checkpoint import read_checkpoint
-    from prunesearch.search.base import SearchContext
-    from prunesearch.supernet_training import _read_partial
+    from prunesearch.strategies.base import SearchContext
+    from prunesearch.training.dense import read_checkpoint
+    from prunesearch.training.supernet import _read_partial
 
     marker = tmp_path / "code-ran"
     torch.load(_tampered(tmp_path / "probe.pt", marker), weights_only=False)
@@ -327,7 +327,7 @@ def test_tampered_state_and_weights_files_never_run_code(tmp_path, finished_run)
 
 
 def export_point(run: Path, folder: Path) -> None:
-    from prunesearch.pipeline import export_run
+    from prunesearch.app.export import export_run
 
     export_run(run, 0, None, ["pt"], folder, progress=False)
 
@@ -375,8 +375,8 @@ def test_load_refuses_an_edited_arch_json(tmp_path, finished_run, edit, message)
 
 def test_an_export_replaces_its_folder_whole_and_load_needs_meta(tmp_path, finished_run):
     import prunesearch
+    from prunesearch.app.export import export_run
     from prunesearch.errors import UserError
-    from prunesearch.pipeline import export_run
 
     folder = tmp_path / "export"
     export_run(finished_run, 0, None, ["pt", "ts"], folder, progress=False)
@@ -392,8 +392,8 @@ def test_an_export_replaces_its_folder_whole_and_load_needs_meta(tmp_path, finis
 
 def test_onnx_export_without_the_extra_says_which_extra_before_any_work(tmp_path, finished_run,
                                                                         monkeypatch):
+    from prunesearch.app.export import export_run
     from prunesearch.errors import UserError
-    from prunesearch.pipeline import export_run
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     with pytest.raises(UserError, match=re.escape("pip install 'prunesearch[onnx]'")):
@@ -406,8 +406,8 @@ def test_onnx_export_without_the_extra_says_which_extra_before_any_work(tmp_path
     lambda text: text.replace('name = "resnet20"', 'name = "carried:factory"'),
 ])
 def test_a_run_folder_never_runs_code_it_carries(tmp_path, finished_run, monkeypatch, edit):
+    from prunesearch.app.finetune import finetune_run
     from prunesearch.errors import UserError
-    from prunesearch.pipeline import finetune_run
 
     run = tmp_path / "sent"
     shutil.copytree(finished_run, run)

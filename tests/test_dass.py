@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from prunesearch.config import load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.run import run_job
 from prunesearch.models import create_model
-from prunesearch.pipeline import run_job
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
-from prunesearch.search.dass import soft_mask
 from prunesearch.spaces import Space, layer_densities
 from prunesearch.spaces.masks import kept_weights, magnitude_mask
+from prunesearch.strategies.dass import soft_mask
 
 TINY = Path(__file__).parent / "configs" / "tiny_masks.toml"
 

@@ -12,9 +12,9 @@ import torch
 
 from prunesearch.evaluators import WeightSharingEvaluator
 from prunesearch.models import create_model
-from prunesearch.search import Budget, SearchContext, create_strategy
-from prunesearch.search.dp import TABLE, allocate
 from prunesearch.spaces import Space
+from prunesearch.strategies import Budget, Environment, Problem, SearchContext, create_strategy
+from prunesearch.strategies.dp import TABLE, allocate
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -47,7 +47,7 @@ def test_dp_on_a_masked_space_meets_targets_and_records_additivity(tmp_path):
                              densities=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
     ev = WeightSharingEvaluator(space, model, x[:128], x[128:], y[128:], batch_size=64)
     recorded = []
-    ctx = SearchContext(space, ev, Budget(12), 0, tmp_path, recorded.append)
+    ctx = SearchContext(Problem(space, ev), Environment(recorded.append, tmp_path), Budget(12), 0)
     create_strategy("dp", {"targets": [0.2, 0.5], "additivity_samples": 10,
                            "bins": 500}).search(ctx)
     assert 2 < len(recorded) <= 12 and len({r.arch for r in recorded}) == len(recorded)
@@ -64,7 +64,7 @@ def test_dp_on_a_masked_space_meets_targets_and_records_additivity(tmp_path):
     fresh = WeightSharingEvaluator(space, model, x[:128], x[128:], y[128:], batch_size=64)
     got = []
     create_strategy("dp", {"targets": [target]}).search(  # reuses the saved table
-        SearchContext(space, fresh, Budget(1), 0, tmp_path, got.append))
+        SearchContext(Problem(space, fresh), Environment(got.append, tmp_path), Budget(1), 0))
     assert got[0].macs <= space.macs(uniform)
 
     def distortion(arch):

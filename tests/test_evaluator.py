@@ -7,9 +7,11 @@ from torch import nn
 
 from prunesearch.data import load_dataset
 from prunesearch.evaluators import WeightSharingEvaluator, recalibrate_batchnorm
-from prunesearch.models import create_model, evaluate_accuracy, train_model
+from prunesearch.models import create_model
 from prunesearch.models.options import TrainConfig
+from prunesearch.scoring import evaluate_accuracy
 from prunesearch.spaces import Space
+from prunesearch.training import train_model
 
 
 @pytest.fixture(scope="module")

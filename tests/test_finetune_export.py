@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,15 @@ import torch
 import torch.nn.functional as F
 
 import prunesearch
-from prunesearch.config import load_config
-from prunesearch.finetune import choose_points, finetune_recipe, variant_name
-from prunesearch.models import Distillation
-from prunesearch.pipeline import export_run, finetune_run, prepare, run_job
+from prunesearch.app.config import load_config
+from prunesearch.app.export import export_run
+from prunesearch.app.finetune import finetune_recipe, finetune_run, variant_name
+from prunesearch.app.prepare import prepare
+from prunesearch.app.run import run_job
+from prunesearch.front import FrontPoint
 from prunesearch.spaces import Arch
+from prunesearch.training import Distillation
+from prunesearch.training.finetune import choose_points
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -48,18 +53,19 @@ def test_distillation_loss_reduces_to_its_parts():
 
 
 def test_choose_points_takes_the_best_proxy_point_under_each_target():
-    front = [{"id": i, "macs": m, "macs_ratio": m / 100, "cost_ratio": m / 100, "val_score": a}
+    arch = Arch({})
+    front = [FrontPoint(i, "tpe", arch, m, m, m / 100, None, m / 100, a)
              for i, (m, a) in enumerate([(10, 0.3), (20, 0.5), (45, 0.7), (70, 0.8), (90, 0.9)])]
     cfg = load_config(TINY)
     picked = choose_points(front, cfg.finetune.model_copy(update={"targets": [0.25, 0.5, 0.75]}))
-    assert [p["id"] for p in picked] == [1, 2, 3]
+    assert [p.id for p in picked] == [1, 2, 3]
     spread = choose_points(front, cfg.finetune.model_copy(update={"top_k": 3}))
-    assert [p["id"] for p in spread] == [0, 2, 4]
+    assert [p.id for p in spread] == [0, 2, 4]
     # a run searched on latency: targets are latency ratios, whatever the MACs say
     latency = [0.3, 0.4, 0.6, 0.45, 0.9]  # #3 is faster than #2 although it has more MACs
-    by_latency = [{**r, "cost_ratio": c} for r, c in zip(front, latency, strict=True)]
+    by_latency = [replace(p, cost_ratio=c) for p, c in zip(front, latency, strict=True)]
     picked = choose_points(by_latency, cfg.finetune.model_copy(update={"targets": [0.5]}))
-    assert [p["id"] for p in picked] == [3]
+    assert [p.id for p in picked] == [3]
 
 
 def test_finetune_recipe_overrides_only_what_is_set_and_names_the_variant_by_it():

@@ -1,6 +1,6 @@
-"""The package's import graph: no cycle between prunesearch modules, and strategies never depend
-on the CLI's config file. Every import statement counts, including those inside functions and
-under `if TYPE_CHECKING:`."""
+"""The package's import graph: no cycle between prunesearch modules, and every import points to
+the importer's own layer or one below it (the layers of docs/architecture.md). Every import
+statement counts, including those inside functions and under `if TYPE_CHECKING:`."""
 
 from __future__ import annotations
 
@@ -77,8 +77,58 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_strategies_do_not_import_the_config_module():
+# Bottom to top. A module belongs to the first entry that is its name or a package above it.
+LAYERS = [
+    ["errors", "options", "fileio", "metrics", "plugins", "allocator", "pareto", "figures"],
+    ["data", "spaces"],
+    ["models", "scoring"],
+    ["objective", "evaluators", "latency", "front"],
+    ["runs"],
+    ["training"],
+    ["strategies"],
+    ["scaleout"],
+    ["config"],
+    ["app"],
+    ["cli", "_entry", "__main__", "configs", ""],  # "": the package's __init__, the public API
+]
+
+
+def _layer(module: str) -> int:
+    name = module.removeprefix("prunesearch").removeprefix(".")
+    for level, parts in enumerate(LAYERS):
+        if any(name == p or (p and name.startswith(p + ".")) for p in parts):
+            return level
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and the architecture doc)")
+
+
+def test_every_import_points_down_the_layers():
     graph = _graph()
-    offenders = sorted(m for m in graph if m.startswith("prunesearch.search")
-                       and "prunesearch.config" in graph[m])
-    assert not offenders
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                    if _layer(d) > _layer(m))
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("prunesearch.strategies.emo") > _layer("prunesearch.runs.rundir")
+    assert _layer("prunesearch.spaces.space") < _layer("prunesearch.app.run")
+
+
+def test_strategies_never_touch_run_storage_and_config_composes_no_registry():
+    graph = _graph()
+    search = {m: deps for m, deps in graph.items() if m.startswith("prunesearch.strategies")}
+    assert not sorted(f"{m} -> {d}" for m, deps in search.items() for d in deps
+                      if d.startswith(("prunesearch.runs", "prunesearch.config",
+                                       "prunesearch.scaleout", "prunesearch.app")))
+    direct = _direct_imports(PACKAGE / "config.py")
+    assert direct and not [d for d in direct if d.endswith(".registry") or d.startswith(
+        ("prunesearch.strategies", "prunesearch.evaluators", "prunesearch.data"))]
+
+
+def _direct_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prunesearch"):
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("prunesearch")]
+    return found

@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 import prunesearch
-from prunesearch.config import load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.export import export_run
+from prunesearch.app.prepare import load_run_data
+from prunesearch.app.run import run_job
 from prunesearch.metrics import ACCURACY, PERPLEXITY, metric_of
-from prunesearch.models import evaluate_score
-from prunesearch.pipeline import export_run, load_run_data, run_job
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
+from prunesearch.scoring import evaluate_score
 
 LM = Path(__file__).parents[1] / "configs" / "lm.toml"
 QUICK = ["search.budget=8", "model.train.epochs=1", "model.train.max_train_images=1500",

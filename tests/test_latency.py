@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from prunesearch.config import SpaceConfig
+from prunesearch.app.prepare import space_of
 from prunesearch.latency import build_latency_model
 from prunesearch.models import build_model
-from prunesearch.pipeline import space_of
+from prunesearch.spaces.options import SpaceConfig
 
 CPU = torch.device("cpu")
 
@@ -65,8 +65,9 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     either axis."""
     import json
 
-    from prunesearch.config import load_config
-    from prunesearch.pipeline import export_run, run_job
+    from prunesearch.app.config import load_config
+    from prunesearch.app.export import export_run
+    from prunesearch.app.run import run_job
     from prunesearch.runs.journal import read_journal
     from prunesearch.runs.rundir import RunView
 
@@ -83,13 +84,13 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     assert max(r.latency_us for r in results) <= 0.8 * dense
     assert all(r.macs < summary["dense"]["macs"] for r in results)  # the full width refused
     view = RunView.load(run)
-    costs = [row["cost_ratio"] for row in view.front]
-    assert costs == sorted(costs) and all(c == pytest.approx(row["latency_us"] / dense, abs=1e-5)
-                                          for c, row in zip(costs, view.front, strict=True))
+    costs = [point.cost_ratio for point in view.front]
+    assert costs == sorted(costs) and all(c == pytest.approx(point.latency_us / dense, abs=1e-5)
+                                          for c, point in zip(costs, view.front, strict=True))
     tuned = view.final_points
     assert len(tuned) == 1
-    chosen = next(row for row in view.front if row["id"] == tuned[0]["id"])
-    assert chosen["cost_ratio"] <= 0.7
+    chosen = next(point for point in view.front if point.id == tuned[0]["id"])
+    assert chosen.cost_ratio <= 0.7
     assert view.series("macs").axis == "macs" and view.series().axis == "latency"
 
     folder = export_run(run, None, ("latency", 0.75), ["pt"], tmp_path / "exp", progress=False)
@@ -104,9 +105,9 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
 
 
 def test_a_macs_run_has_no_latency_axis_and_dass_cannot_search_latency(tmp_path):
-    from prunesearch.config import load_config
+    from prunesearch.app.config import load_config
+    from prunesearch.app.run import run_job
     from prunesearch.errors import UserError
-    from prunesearch.pipeline import run_job
     from prunesearch.runs.rundir import RunView
 
     run = run_job(load_config(TINY, ["finetune.enabled=false"]), tmp_path / "runs",
@@ -141,8 +142,8 @@ def test_expected_latency_equals_the_prediction_for_one_hot_choices(tmp_path):
 def test_tas_searches_a_latency_target(tmp_path):
     import json
 
-    from prunesearch.config import load_config
-    from prunesearch.pipeline import run_job
+    from prunesearch.app.config import load_config
+    from prunesearch.app.run import run_job
 
     cfg = load_config(TINY, ["search.strategy=tas", "search.objective=latency",
                              "search.tas.targets=[0.7]", "search.tas.epochs=1",

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunesearch.config import load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.finetune import finetune_run
+from prunesearch.app.run import run_job
 from prunesearch.errors import UserError
 from prunesearch.models import build_model
-from prunesearch.pipeline import finetune_run, run_job
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
-from prunesearch.search.trained import ImpStrategy, rewind
 from prunesearch.spaces.masks import kept_weights, maskable_layers
+from prunesearch.strategies.trained import ImpStrategy, rewind
 
 TINY = Path(__file__).parent / "configs" / "tiny_masks.toml"
 

@@ -17,22 +17,24 @@ from prunesearch.data import DatasetSplits, make_splits
 from prunesearch.data.synthetic import load_synthetic
 from prunesearch.errors import ModelError
 from prunesearch.models import (
-    TrainReport,
     build_model,
-    checkpoint_key,
     create_model,
-    dense_model,
     depth_stages,
-    evaluate_accuracy,
     list_models,
     load_user_model,
-    random_translate,
     register_model,
     registry,
-    train_model,
 )
 from prunesearch.models.options import ModelConfig, TrainConfig
-from prunesearch.models.train import (
+from prunesearch.scoring import evaluate_accuracy
+from prunesearch.training import (
+    TrainReport,
+    checkpoint_key,
+    dense_model,
+    random_translate,
+    train_model,
+)
+from prunesearch.training.loop import (
     ScheduleSpan,
     continued_span,
     dense_span,
@@ -260,7 +262,7 @@ def test_augmented_batches_train_a_narrow_strided_1x1_conv(tmp_path) -> None:
     script = tmp_path / "narrow.py"
     script.write_text(textwrap.dedent("""
         import torch
-        from prunesearch.models import random_translate
+        from prunesearch.training import random_translate
         torch.set_num_threads(1)  # one thread crashed every time, two hung now and then
         net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1),
                                   torch.nn.Conv2d(4, 8, 1, stride=2, bias=False))

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from prunesearch.cli import main
 from prunesearch.options import Options
-from prunesearch.search import AskTellStrategy, SearchContext, register_strategy
 from prunesearch.spaces import Arch
+from prunesearch.strategies import AskTellStrategy, SearchContext, register_strategy
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 

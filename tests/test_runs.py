@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from prunesearch.evaluators import Result
+from prunesearch.pareto import hypervolume, hypervolume_history, pareto_indices
 from prunesearch.runs.journal import CandidateJournal, read_journal
-from prunesearch.runs.pareto import hypervolume, hypervolume_history, pareto_indices
 from prunesearch.spaces import Arch
 
 

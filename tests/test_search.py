@@ -13,15 +13,19 @@ from prunesearch.data import load_dataset
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.models import create_model
 from prunesearch.models.options import TrainConfig
-from prunesearch.search import (
+from prunesearch.runs.finetuned import TrainedArchive
+from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
+from prunesearch.strategies import (
     Budget,
+    Environment,
+    Problem,
     SearchContext,
     TrainingKit,
+    TrainingStrategy,
     create_strategy,
     list_strategies,
 )
-from prunesearch.search.registry import strategy_class
-from prunesearch.spaces import DEFAULT_WIDTH_RATIOS, Arch, Space
+from prunesearch.strategies.registry import strategy_class
 
 
 class CostProxyEvaluator(Evaluator):
@@ -86,8 +90,9 @@ def _search(space: Space, name: str, tmp: Path, seed: int = 0, budget: int = 20,
     recorded: list[Result] = []
     evaluator = CostProxyEvaluator(space, fail_every)
     tmp.mkdir(parents=True, exist_ok=True)
-    ctx = SearchContext(space, evaluator, Budget(budget), seed, tmp, recorded.append,
-                        batch_size=4, model=MODEL, training=KIT)
+    ctx = SearchContext(Problem(space, evaluator, model=MODEL, training=KIT),
+                        Environment(recorded.append, tmp, trained=TrainedArchive(tmp)),
+                        Budget(budget), seed, batch_size=4)
     strategy_options = {**OPTIONS.get(name, {}), **options}
     create_strategy(name, strategy_options if strategy_class(name).options_model else None
                     ).search(ctx)
@@ -109,7 +114,8 @@ def test_strategy_stays_in_bounds_and_budget(mixed_space, name, tmp_path):
     budget = _budget(name)
     recorded, _ = _search(mixed_space, name, tmp_path, budget=budget)
     assert 0 < len(recorded) <= budget
-    if not strategy_class(name).trains:  # trained networks may round to one grid arch
+    # trained networks may round to one grid arch
+    if not issubclass(strategy_class(name), TrainingStrategy):
         assert len({r.arch for r in recorded}) == len(recorded)  # each candidate once
     for r in recorded:
         genes = mixed_space.encode(r.arch)
@@ -163,7 +169,7 @@ def test_sampler_strategies_start_with_the_uniform_sweep(space, tmp_path):
 def test_time_limit_ends_the_search_before_the_evaluation_budget(space, tmp_path, monkeypatch):
     """The search clock is a stand-in that only the evaluations advance (0.125 s each), so the
     count does not depend on how fast the machine sets the study up."""
-    import prunesearch.search.base as base
+    import prunesearch.strategies.base as base
 
     now = [0.0]
     monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: now[0]))
@@ -174,14 +180,14 @@ def test_time_limit_ends_the_search_before_the_evaluation_budget(space, tmp_path
             now[0] += 0.125
             return super()._score(arch)
 
-    ctx = SearchContext(space, Slow(space), Budget(1000, time_limit=1.0), 0, tmp_path,
-                        recorded.append, batch_size=4)
+    ctx = SearchContext(Problem(space, Slow(space)), Environment(recorded.append, tmp_path),
+                        Budget(1000, time_limit=1.0), 0, batch_size=4)
     create_strategy("random").search(ctx)
     assert len(recorded) == 8 and ctx.out_of_time()
 
 
 def test_emo_runs_generations_and_keeps_the_macs_constraint(space, tmp_path):
-    from prunesearch.search.emo import STATE
+    from prunesearch.strategies.emo import STATE
 
     recorded, _ = _search(space, "emo", tmp_path, budget=60, macs_min=0.3, macs_max=0.6)
     assert len(recorded) == 60 and (tmp_path / f"{STATE}.json").exists()
@@ -197,8 +203,8 @@ def test_emo_resumed_from_its_checkpoint_matches_an_uninterrupted_run(space, tmp
     resumed: list[Result] = []
     fresh = CostProxyEvaluator(space)
     fresh.seed_cache(first)
-    ctx = SearchContext(space, fresh, Budget(30), 0, tmp_path / "cut", resumed.append,
-                        n_evals=len(first), batch_size=4)
+    ctx = SearchContext(Problem(space, fresh), Environment(resumed.append, tmp_path / "cut"),
+                        Budget(30), 0, n_evals=len(first), batch_size=4)
     create_strategy("emo", {"pop_size": 6}).search(ctx)
     assert [r.arch for r in first + resumed] == [r.arch for r in whole]
 
@@ -217,7 +223,7 @@ def test_emo_algorithms_run_several_generations(space, tmp_path, algorithm):
 
 
 def test_emo_pms_splits_resnet_by_stage_and_spends_the_budget_in_phases(space, tmp_path):
-    from prunesearch.search.emo_pms import SubSpace, split_dimensions
+    from prunesearch.strategies.emo_pms import SubSpace, split_dimensions
 
     parts = split_dimensions(space)
     assert len(parts) == 3 and sorted(d for p in parts for d in p) == list(range(len(space.dims)))
@@ -254,9 +260,8 @@ def test_strategy_searches_latency_and_keeps_the_latency_limit(space, name, tmp_
     evaluator.predict_latency = _stand_in_latency(space)
     dense = evaluator.predict_latency(space.largest())
     axis = CostAxis("latency", dense, evaluator.predict_latency)
-    ctx = SearchContext(space, evaluator, Budget(20), 0, tmp_path, recorded.append,
-                        batch_size=4, model=MODEL, training=KIT, axis=axis,
-                        max_latency_us=0.5 * dense)
+    ctx = SearchContext(Problem(space, evaluator, axis, 0.5 * dense, MODEL, KIT),
+                        Environment(recorded.append, tmp_path), Budget(20), 0, batch_size=4)
     strategy_options = OPTIONS.get(name, {})
     create_strategy(name, strategy_options if strategy_class(name).options_model else None
                     ).search(ctx)

@@ -266,7 +266,7 @@ class _DeadChannelNet(nn.Module):
 
 
 def test_taylor_importance_ranks_a_channel_nothing_reads_last():
-    from prunesearch.models.train import loss_gradients
+    from prunesearch.scoring import loss_gradients
 
     model = _DeadChannelNet()
     x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 3
@@ -295,8 +295,8 @@ def test_a_channel_order_read_back_must_rank_every_channel_once():
 
 
 def test_the_run_ranks_channels_by_taylor_importance_when_asked():
-    from prunesearch.config import load_config
-    from prunesearch.pipeline import build_space, load_run_data
+    from prunesearch.app.config import load_config
+    from prunesearch.app.prepare import build_space, load_run_data
 
     cfg = load_config(Path(__file__).parent / "configs" / "tiny.toml")
     taylor = cfg.model_copy(update={"space": cfg.space.model_copy(

@@ -4,7 +4,6 @@ objectives, costs and arch as user attributes; read back over the dashboard's ow
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -13,11 +12,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from console import console_script
 
-from prunesearch.config import load_config
-from prunesearch.pipeline import run_job
+from prunesearch.app.config import load_config
+from prunesearch.app.run import run_job
 from prunesearch.runs.journal import read_journal
-from prunesearch.runs.study import STUDY_FILE, StudyRecorder, run_storage
+from prunesearch.scaleout.study import STUDY_FILE, StudyRecorder, run_storage
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 STRATEGIES = {
@@ -56,7 +56,7 @@ def test_optuna_dashboard_shows_the_run(strategy, tmp_path):
     run = _run(tmp_path, strategy)
     candidates = read_journal(run / "candidates.csv")
     port = _free_port()
-    server = subprocess.Popen([shutil.which("optuna-dashboard"), str(run / STUDY_FILE),
+    server = subprocess.Popen([console_script("optuna-dashboard"), str(run / STUDY_FILE),
                                "--host", "127.0.0.1", "--port", str(port), "--quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -84,7 +84,7 @@ def test_the_study_catches_up_with_the_journal_after_a_kill(tmp_path):
     optuna.delete_study(study_name="emo", storage=run_storage(run))
     import torch
 
-    from prunesearch.pipeline import prepare
+    from prunesearch.app.prepare import prepare
 
     cfg = load_config(run / "config.toml")
     prep = prepare(cfg, torch.device("cpu"), progress=False)

@@ -13,17 +13,21 @@ import torch
 from masked_reference import with_norm_statistics
 from torch import nn
 
-import prunesearch.supernet_training as stage
-from prunesearch.config import RunConfig, SpaceConfig, SupernetConfig, load_config
+import prunesearch.training.supernet as stage
+from prunesearch.app.config import load_config
+from prunesearch.app.prepare import prepare
+from prunesearch.app.run import run_job
+from prunesearch.config import RunConfig
 from prunesearch.data import DatasetSplits, load_dataset
 from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
 from prunesearch.models import create_model
 from prunesearch.models.options import TrainConfig
-from prunesearch.pipeline import prepare, run_job
 from prunesearch.spaces import Space
+from prunesearch.spaces.options import SpaceConfig
 from prunesearch.spaces.supernet import Supernet
-from prunesearch.supernet_training import _sample_of, supernet_key, train_supernet
+from prunesearch.training.options import SupernetConfig
+from prunesearch.training.supernet import _sample_of, supernet_key, train_supernet
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 RATIOS = (0.25, 0.5, 0.75, 1.0)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from prunesearch.config import load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.run import run_job
 from prunesearch.models import create_model
-from prunesearch.pipeline import run_job
 from prunesearch.runs.journal import read_journal
-from prunesearch.search.tas import expected_macs, gumbel_picks
 from prunesearch.spaces import Space
 from prunesearch.spaces.supernet import Supernet, channel_interpolate
+from prunesearch.strategies.tas import expected_macs, gumbel_picks
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -84,7 +84,7 @@ def test_tas_lands_in_its_band_and_records_history(tmp_path):
 
 
 def test_tas_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    import prunesearch.search.base as base
+    import prunesearch.strategies.base as base
 
     overrides = ["search.strategy=tas", "search.tas.targets=[0.5]", "search.tas.epochs=3",
                  "search.tas.arch_lr=0.2", "finetune.enabled=false"]

@@ -24,10 +24,12 @@ from masked_reference import (
 from torch import nn
 
 import prunesearch
-from prunesearch.config import load_config
+from prunesearch.app.config import load_config
+from prunesearch.app.export import export_run
+from prunesearch.app.prepare import prepare
+from prunesearch.app.run import run_job
 from prunesearch.latency import build_latency_model
 from prunesearch.models import create_model
-from prunesearch.pipeline import export_run, prepare, run_job
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.attention import HeadLayout, register_attention
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from pg_cluster import throwaway_postgres
 
-from prunesearch.runs.shared import SharedStudy, StudyMissing
+from prunesearch.scaleout.tables import SharedStudy, StudyMissing
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -83,8 +83,8 @@ def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_p
     assert f"this worker evaluated {by_worker[worker_id]} candidates" in out
 
     # what the worker scored equals what the run's own evaluator gives for that arch
-    from prunesearch.config import load_config
-    from prunesearch.pipeline import prepare, resolve_device
+    from prunesearch.app.config import load_config
+    from prunesearch.app.prepare import prepare, resolve_device
     from prunesearch.spaces import Arch
 
     theirs = [t.user_attrs["result"] for t in results if t.user_attrs["worker"] == worker_id]
@@ -182,8 +182,8 @@ def test_a_waiting_worker_holds_a_bounded_number_of_connections(postgres, cli_en
 @pytest.mark.parametrize("config", ['[model]\nname = "mypkg.nets:build"\n',
                                     'plugins = ["mypkg.strategies"]\n'])
 def test_a_worker_imports_code_a_stored_config_names_only_with_trust_code(config):
+    from prunesearch.app.worker import _config
     from prunesearch.errors import UserError
-    from prunesearch.worker import _config
 
     shared = SimpleNamespace(name="s")
     with pytest.raises(UserError, match="--trust-code"):

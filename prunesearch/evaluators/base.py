@@ -53,7 +53,7 @@ class Evaluator(ABC):
     def __init__(self, space: Space) -> None:
         self.space = space
         self._cache: dict[Arch, Result] = {}
-        # Set by the pipeline when the run has a latency table: every result records it.
+        # Set by the application when the run has a latency table: every result records it.
         self.predict_latency: Callable[[Arch], float] | None = None
 
     def with_latency(self, result: Result) -> Result:

@@ -4,7 +4,7 @@ A channel-pruned network scored with the dense model's BatchNorm statistics is n
 re-estimating the running statistics on a few training batches (adaptive BN) recovers most of
 it, so every candidate is recalibrated on the same fixed batches before it is scored. Image
 batches and the candidates that score them are kept channels-last (NHWC): oneDNN's convolutions
-ran a resnet20 forward at batch 256 in 63 ms instead of 85 on the 2-core VM.
+run faster that way (benchmarks/evaluator_throughput.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch import nn
 from prunesearch.errors import ConfigError
 from prunesearch.evaluators.base import Evaluator
 from prunesearch.evaluators.registry import register_evaluator
-from prunesearch.models import evaluate_score
 from prunesearch.options import Options
+from prunesearch.scoring import evaluate_score
 from prunesearch.spaces import Arch, Space, layer_densities
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
@@ -104,12 +104,17 @@ class WeightSharingEvaluator(Evaluator):
         return evaluate_score(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
 
 
+DEFAULT_VAL_IMAGES = 1000
+
+
 class WeightSharingOptions(Options):
     """The `[evaluator]` section of kind "weight-sharing"."""
 
     calib_batches: int = Field(8, ge=1, description="training batches for adaptive BN")
     batch_size: int = Field(256, ge=1)
-    val_images: int = Field(1000, ge=1, description="fixed validation subset for the proxy")
+    val_images: int | None = Field(None, ge=1, description="fixed validation subset for the "
+                                   "proxy (default: 1000, or the whole validation split when "
+                                   "it is smaller)")
 
 
 def calibration_images(data: DatasetSplits, options: WeightSharingOptions,
@@ -124,7 +129,7 @@ def calibration_images(data: DatasetSplits, options: WeightSharingOptions,
 @register_evaluator("weight-sharing", options=WeightSharingOptions)
 def build_weight_sharing(space: Space, model: nn.Module, data: DatasetSplits,
                          options: WeightSharingOptions, seed: int) -> WeightSharingEvaluator:
-    n_val = options.val_images
+    n_val = options.val_images or min(DEFAULT_VAL_IMAGES, len(data.val_x))
     if n_val > len(data.val_x):
         raise ConfigError(f"evaluator.val_images ({n_val}) exceeds the validation split "
                           f"({len(data.val_x)} examples); lower evaluator.val_images or raise "

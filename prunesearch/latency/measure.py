@@ -70,9 +70,9 @@ def paired_seconds(run: Callable[[], object], reference: Callable[[], object],
                    min_sample_s: float = 0.0) -> tuple[float, float, float]:
     """(median seconds of `run`, of `reference`, median of the per-pair ratios run /
     reference). The two take turns, `pairs` times, the first of each pair alternating; a turn
-    is `samples` timed samples after an untimed call. A shared machine whose speed drifts by
-    10-20% from one second to the next (measured on the 2-core VM) moves both turns of a pair
-    alike, so the ratio keeps the work's difference and not the moment's."""
+    is `samples` timed samples after an untimed call. A shared machine whose speed drifts from
+    one second to the next (benchmarks/README.md) moves both turns of a pair alike, so the
+    ratio keeps the work's difference and not the moment's."""
     for _ in range(warmup):
         run()
         reference()

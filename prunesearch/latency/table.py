@@ -7,14 +7,14 @@ size; identical layers share their entries. Each entry is timed in turns with on
 layer and kept as a ratio to it (`_Clock`), so the machine's drift while the table is built
 does not tilt it. A subnetwork's table sum misses what a layer timed alone does not pay:
 residual adds, framework overhead per call, and at large batches the memory a running network
-allocates and streams through for every tensor it writes (measured on the 2-core VM at batch
-64: resnet20's first-stage convs ran 2-4x slower inside the network than alone, much of it
-page faults on fresh tensors, which prunesearch/allocator.py now spares the process). So the
-prediction is calibrated on a few built subnetworks (each timed as a ratio to the dense model
-in alternating turns, times the dense model's median): latency = a * table sum + w * elements
-written + b * kept calls + c, non-negative least squares. At batch 64 the elements-written
-term took resnet20's leave-one-out error of the ratio to dense from 17% to 11% (Spearman 0.70
-to 0.96), mobilenetv2_small's from 14% to 4%.
+allocates and streams through for every tensor it writes (a layer runs slower inside the
+network than alone, much of it page faults on fresh tensors, which prunesearch/allocator.py
+now spares the process). So the prediction is calibrated on a few built subnetworks (each
+timed as a ratio to the dense model in alternating turns, times the dense model's median):
+latency = a * table sum + w * elements written + b * kept calls + c, non-negative least
+squares; the elements-written term carries the large-batch memory traffic. How well the
+prediction and each term do is measured in benchmarks/latency_model.py (benchmarks/README.md,
+"Latency table accuracy").
 Tables are cached on disk by (device, torch version, threads, batch, malloc settings: see
 prunesearch/allocator.py, the space's structure).
 """
@@ -288,7 +288,7 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     """The latency table of `space` over `model` for `batch` on `device`: from the cache, or
     measured (layers, then the calibration subnetworks) and cached. Weights do not matter,
     only the layers' types, settings and shapes."""
-    from prunesearch.models.checkpoint import default_cache_dir
+    from prunesearch.fileio import default_cache_dir
 
     model = model.eval()
     layers = _layers(space, model, batch)

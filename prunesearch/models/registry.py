@@ -1,7 +1,7 @@
 """Model names -> constructors, and a user's own `package.module:factory`.
 
 Like timm's registry, with two differences: a name can be registered once only, and an unknown
-name lists the valid ones. `build_model` is what the pipeline calls: it picks the zoo or the
+name lists the valid ones. `build_model` is what the application calls: it picks the zoo or the
 user's factory (a name with ':' is a user spec) and checks the result on an example batch, so a
 model that does not fit the data fails here with a clear message, not deep inside a search.
 """

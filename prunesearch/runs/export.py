@@ -8,6 +8,7 @@ leaves the previous one (or none), never a mix; meta.json, written last, marks i
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import pickle
@@ -28,19 +29,29 @@ from prunesearch.spaces import blocks_kept, shrink_to_state, truncate_depth
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 FORMATS = ("pt", "ts", "onnx")
+GIVEN_MODEL = "(given in Python)"  # arch.json's model for a network no name rebuilds
 SPEC_FORMAT = 1
 SPEC_KEYS = {"format": int, "model": str, "width_mult": (int, float), "input_shape": list,
              "num_classes": int, "arch": dict}
 
 
-def build_slim(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+def build_slim(spec: dict[str, Any], state: dict[str, torch.Tensor],
+               full: nn.Module | None = None) -> nn.Module:
     """The slim module of an export spec with `state` loaded: the model is created full size
-    (weights are then replaced), cut to the spec's depth and resized to the state's shapes."""
+    (or copied from `full`, the network a run was given in Python; weights are then
+    replaced), cut to the spec's depth and resized to the state's shapes."""
     from prunesearch.models import build_model
 
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(spec["model"], spec["input_shape"], spec["num_classes"],
-                            spec["width_mult"])
+    if spec["model"] == GIVEN_MODEL:
+        if full is None:
+            raise UserError("This export was made from a network handed to prunesearch.search() "
+                            "in Python, which no name rebuilds: pass that network again, "
+                            "prunesearch.load(path, model=network).")
+        model = copy.deepcopy(full).cpu()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(spec["model"], spec["input_shape"], spec["num_classes"],
+                                spec["width_mult"])
     truncate_depth(model, blocks_kept(spec["arch"]))
     shrink_to_state(model, state)
     try:
@@ -52,9 +63,11 @@ def build_slim(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Modul
     return model.eval()
 
 
-def load(path: str | Path, trust_code: bool = False) -> nn.Module:
+def load(path: str | Path, trust_code: bool = False, model: nn.Module | None = None
+         ) -> nn.Module:
     """An exported model as an nn.Module in eval mode, from its export folder (or its
-    model.pt): needs only arch.json + model.pt and the model's code (zoo or the user's).
+    model.pt): needs only arch.json + model.pt and the model's code (zoo or the user's; for a
+    network handed to prunesearch.search() in Python, that full network as `model`).
 
     A folder whose arch.json names the user's code (`package.module:factory`, other than the
     factories prunesearch ships) is loaded only with `trust_code=True`: building the model
@@ -81,7 +94,7 @@ def load(path: str | Path, trust_code: bool = False) -> nn.Module:
                                               for v in state.values()):
         raise UserError(f"'{folder}/model.pt' is not a state_dict of tensors; export the model "
                         f"again with `prunesearch export`.")
-    return build_slim(spec, state)
+    return build_slim(spec, state, model)
 
 
 def check_spec(spec: Any, folder: Path) -> None:
@@ -113,9 +126,11 @@ def check_export_folder(out: Path) -> None:
 
 
 def write_export(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], out: Path,
-                 formats: list[str], example: torch.Tensor) -> dict[str, Any]:
+                 formats: list[str], example: torch.Tensor,
+                 full: nn.Module | None = None) -> dict[str, Any]:
     """Write the files of one export and check each format reproduces `model`'s outputs; the
-    folder is replaced whole (formats not asked for this time do not linger)."""
+    folder is replaced whole (formats not asked for this time do not linger). `full`: the
+    network a run was given in Python, which rebuilds the pt format for its check."""
     check_export_folder(out)
     model = model.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +139,7 @@ def write_export(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], o
             shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        meta = _write_files(model, spec, meta, staging, formats, example)
+        meta = _write_files(model, spec, meta, staging, formats, example, full)
         _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -133,7 +148,8 @@ def write_export(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], o
 
 
 def _write_files(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], out: Path,
-                 formats: list[str], example: torch.Tensor) -> dict[str, Any]:
+                 formats: list[str], example: torch.Tensor,
+                 full: nn.Module | None) -> dict[str, Any]:
     with torch.no_grad():
         expected = model(example)
     save_state(out / "model.pt", model)
@@ -141,7 +157,7 @@ def _write_files(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], o
     write_json(out / "arch.json", full_spec)
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     with torch.no_grad():
-        rebuilt = build_slim(full_spec, state)(example)
+        rebuilt = build_slim(full_spec, state, full)(example)
     checks: dict[str, Any] = {"pt": {"max_abs_diff": _max_diff(rebuilt, expected)}}
     if "ts" in formats:
         with warnings.catch_warnings(), torch.no_grad():

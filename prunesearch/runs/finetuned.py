@@ -59,3 +59,19 @@ def save_trained(run_dir: Path, model: nn.Module, point: dict[str, Any], variant
            "seconds": seconds, "weights": str(weights)}
     append_row(journal, [row[c] for c in COLUMNS])
     return row
+
+
+class TrainedArchive:
+    """A run folder's finetune.csv as the store a training strategy keeps its finished
+    networks in (labels only: those strategies do not distil)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def count(self, variant: str) -> int:
+        return sum(r["variant"] == variant for r in read_finetuned(self.run_dir))
+
+    def save(self, model: nn.Module, point: dict[str, Any], variant: str, init: str,
+             epochs: int, val_score: float, test_score: float, seconds: float) -> None:
+        save_trained(self.run_dir, model, point, variant, init, False, epochs, val_score,
+                     test_score, seconds)

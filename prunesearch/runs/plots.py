@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from prunesearch.fileio import write_atomic  # noqa: E402
-from prunesearch.metrics import ACCURACY, Metric  # noqa: E402
+from prunesearch.figures import plt, save_figure
+from prunesearch.metrics import ACCURACY, Metric
 
 # Per cost axis: the unit its values are drawn in, and the x label.
 _UNITS = {"macs": (1e6, "FLOPs (MACs, millions per example)"),
@@ -45,17 +39,6 @@ class PlotSeries:
         return [100 * v if m is ACCURACY else m.value(v) for v in scores]
 
 
-def _save(fig: plt.Figure, out: Path) -> list[Path]:
-    """Write `out` (.png) and the same name with .svg, each atomically."""
-    png, svg = out.with_suffix(".png"), out.with_suffix(".svg")
-    for path in (png, svg):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=path.suffix[1:])
-        write_atomic(path, buf.getvalue())
-    plt.close(fig)
-    return [png, svg]
-
-
 def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Path,
                       cost_label: str = "MACs") -> list[Path]:
     """Hypervolume against evaluations, one line per run: strategies on the same axes."""
@@ -67,7 +50,7 @@ def plot_hv_histories(histories: Sequence[tuple[str, Sequence[float]]], out: Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Path]:
@@ -111,26 +94,4 @@ def plot_fronts(series: Sequence[PlotSeries], out: Path, title: str) -> list[Pat
                                                      lambda r: r * dense.dense_cost / unit))
     secondary.set_xlabel("fraction of the dense model's")
     fig.tight_layout()
-    return _save(fig, out)
-
-
-def plot_dimension_history(history: dict, space, out: Path) -> list[Path]:
-    """How a differentiable search's argmax choices evolve: one panel per target, the kept
-    fraction (choice / full) of every dimension against the epoch."""
-    targets = [t for t in history if history[t].get("epochs")]
-    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.5),
-                             dpi=110, squeeze=False)
-    full = {d.name: d.full for d in space.dims}
-    for ax, target in zip(axes[0], targets, strict=False):
-        epochs = history[target]["epochs"]
-        for name in history[target]["dims"]:
-            ax.plot([e["epoch"] for e in epochs], [e["arch"][name] / full[name] for e in epochs],
-                    marker="o", ms=3, lw=1, alpha=0.7)
-        cost = {"latency": "predicted latency"}.get(epochs[0].get("cost", "macs"), "MACs")
-        ax.set_title(f"target {float(target):.2f} of dense {cost}", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("argmax choice / full")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -1,4 +1,5 @@
-"""The run directory (DESIGN.md's user-facing contract) and reading one back."""
+"""The run directory (a user-facing contract: docs/architecture.md lists its files) and
+reading one back."""
 
 from __future__ import annotations
 
@@ -9,49 +10,29 @@ import io
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from prunesearch.config import RunConfig, config_to_toml, load_config
 from prunesearch.errors import UserError
 from prunesearch.fileio import renamed_fields, write_atomic, write_json
+from prunesearch.front import FrontPoint, front_of, points_by_id
 from prunesearch.metrics import Metric, metric_from_json
 from prunesearch.objective import CostAxis
-from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
-from prunesearch.runs.pareto import (
+from prunesearch.pareto import (
     HV_REFERENCE,
     hv_objectives,
     hypervolume,
     hypervolume_history,
     pareto_indices,
 )
+from prunesearch.runs.journal import Candidate, CandidateJournal, read_journal
 from prunesearch.runs.plots import PlotSeries, plot_fronts, plot_hv_histories
 
 CONFIG, CANDIDATES, SUMMARY = "config.toml", "candidates.csv", "summary.json"
 PARETO_CSV, PARETO_JSON, PLOT, LOG = "pareto.csv", "pareto.json", "pareto.png", "log.txt"
 HV_CSV, HV_PLOT, LOCK = "hv_history.csv", "hv_history.png", ".lock"
-# Keys a resumed run may change: extending the budget is the point of resuming.
-RESUMABLE_CHANGES = {"search.budget", "search.time_limit"}
-
-
-def _check_resumable(path: Path, cfg: RunConfig) -> None:
-    before = _flat(load_config(path / CONFIG, run_dir=path).model_dump())
-    after = _flat(cfg.model_dump())
-    changed = sorted(k for k in before.keys() | after.keys()
-                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        raise UserError(f"--resume of '{path}' with a different config ({', '.join(changed)} "
-                        f"changed); only {sorted(RESUMABLE_CHANGES)} may change. Use the same "
-                        f"config, or start a new run with another name.")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
 
 
 class RunDir:
@@ -65,11 +46,14 @@ class RunDir:
         self._lock: IO[str] | None = None
 
     @classmethod
-    def open(cls, out: Path, cfg: RunConfig, resume: bool) -> RunDir:
+    def open(cls, out: Path, name: str, config_toml: str, resume: bool,
+             changed_since: Callable[[Path], list[str]]) -> RunDir:
+        """`out/<name>`, created (or resumed: `changed_since(path)` names the config keys
+        that differ from the run's saved config and may not) with `config_toml` saved."""
         if out.exists() and not out.is_dir():
             raise UserError(f"--out '{out}' is a file; pass the folder that holds run "
                             f"directories (it is created if missing).")
-        path = out / cfg.name
+        path = out / name
         if path.exists() and not path.is_dir():
             raise UserError(f"'{path}' is a file, not a run directory; choose another name "
                             f"with --set name=NEW or another --out DIR.")
@@ -80,13 +64,16 @@ class RunDir:
         if resume and not saved_cfg.exists():
             raise UserError(f"Nothing to resume: '{path}' has no {CONFIG}. Run without --resume "
                             f"to start it.")
-        if resume:
-            _check_resumable(path, cfg)
+        changed = changed_since(path) if resume else []
+        if changed:
+            raise UserError(f"--resume of '{path}' with a different config ({', '.join(changed)} "
+                            f"changed); only the search budget and time limit may change. Use "
+                            f"the same config, or start a new run with another name.")
         run = cls(path, created=not resume)
         path.mkdir(parents=True, exist_ok=True)
         run.lock()
         try:
-            write_atomic(saved_cfg, config_to_toml(cfg))
+            write_atomic(saved_cfg, config_toml)
         except BaseException:
             run.close()
             raise
@@ -147,7 +134,8 @@ class RunDir:
 
     def write_results(self, candidates: list[Candidate], dense: dict[str, Any],
                       summary: dict[str, Any], title: str, finetuned: list[dict[str, Any]],
-                      main_variant: str | None, axis: CostAxis) -> dict[str, Any]:
+                      main_variant: str | None, axis: CostAxis
+                      ) -> tuple[dict[str, Any], list[FrontPoint]]:
         """pareto.csv/json, summary.json and the plot, from the journal's candidates and the
         fine-tuned models (`main_variant`: the run config's fine-tuning, shown in pareto.*).
         The front and hypervolume are on `axis` (MACs unless the run searched another cost);
@@ -156,15 +144,9 @@ class RunDir:
         score_meaning = (f"scores are {metric.to_json()['score']} (higher is better; "
                          f"{metric.name} = {'1 / score' if metric.lower_is_better else 'score'})")
         ok = [c for c in candidates if c.result.ok]
-        front = [ok[i] for i in pareto_indices([c.result.val_score for c in ok],
-                                               [axis.of(c.result) for c in ok])]
         test = {r["id"]: r["test_score"] for r in finetuned if r["variant"] == main_variant}
-        rows = [{"id": c.id, "strategy": c.strategy, "arch": c.result.arch.to_dict(),
-                 "macs": c.result.macs, "params": c.result.params,
-                 "macs_ratio": round(c.result.macs / dense["macs"], 6),
-                 "latency_us": c.result.latency_us,
-                 "cost_ratio": round(axis.ratio(c.result), 6),
-                 "val_score": c.result.val_score, "test_score": test.get(c.id)} for c in front]
+        front = front_of(candidates, axis, dense["macs"], test)
+        rows = [p.row() for p in front]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"],
                                 lineterminator="\n")
@@ -178,7 +160,7 @@ class RunDir:
                      f"test set",
             "cost_ratio": f"{axis.label} / the dense model's",
             "front": rows})
-        hv = hypervolume([r["val_score"] for r in rows], [r["cost_ratio"] for r in rows], 1.0)
+        hv = hypervolume([p.val_score for p in front], [p.cost_ratio for p in front], 1.0)
         costs = {c.id: axis.of(c.result) for c in candidates}
         summary = {
             **summary,
@@ -204,7 +186,7 @@ class RunDir:
             f"{i + 1},{hv:.6f}\n" for i, hv in enumerate(history)))
         plot_hv_histories([(summary["strategy"], history)], self.path / HV_PLOT, axis.label)
         plot_fronts([view.series()], self.path / PLOT, title)
-        return summary
+        return summary, front
 
 
 def _finetune_summary(rows: list[dict[str, Any]], main_variant: str | None,
@@ -237,7 +219,7 @@ class RunView:
     path: Path
     summary: dict[str, Any]
     candidates: list[Candidate]
-    front: list[dict[str, Any]]
+    front: list[FrontPoint]
 
     @property
     def metric(self) -> Metric:
@@ -261,10 +243,11 @@ class RunView:
             axis = CostAxis.read_back(summary)
             for row in front:  # runs from before cost axes have no cost_ratio
                 row.setdefault("cost_ratio", axis.ratio(row))
+            points = [FrontPoint.from_row(row) for row in front]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise UserError(f"Cannot read the results of '{path}': {err}. Re-run the job with "
                             f"--resume to rewrite them.") from None
-        return cls(path, summary, read_journal(path / CANDIDATES), front)
+        return cls(path, summary, read_journal(path / CANDIDATES), points)
 
     def axis(self, name: str | None = None) -> CostAxis:
         """The run's cost axis (the one it searched on), or the one called `name`."""
@@ -276,18 +259,10 @@ class RunView:
                             f"use MACs instead (export --max-flops, plot --x macs), or search "
                             f"again with a latency objective.") from None
 
-    def candidate_rows(self, ids: list[int]) -> list[dict[str, Any]]:
-        """Successful candidates by id, as rows shaped like the front's."""
-        dense, axis = self.summary["dense"]["macs"], self.axis()
-        found = {c.id: c.result for c in self.candidates if c.result.ok and c.id in ids}
-        missing = sorted(set(ids) - set(found))
-        if missing:
-            raise UserError(f"finetune.ids names candidates {missing} that '{self.path}' does "
-                            f"not have (or that failed); see its candidates.csv.")
-        return [{"id": i, "arch": r.arch.to_dict(), "macs": r.macs, "params": r.params,
-                 "macs_ratio": r.macs / dense, "latency_us": r.latency_us,
-                 "cost_ratio": axis.ratio(r), "val_score": r.val_score}
-                for i, r in found.items()]
+    def candidate_points(self, ids: list[int]) -> list[FrontPoint]:
+        """Successful candidates by id (on the front or not), as points like the front's."""
+        return points_by_id(self.candidates, ids, self.axis(), self.summary["dense"]["macs"],
+                            f"'{self.path}'")
 
     def hv_history(self) -> list[float]:
         """Proxy hypervolume after each evaluation, in journal order, on the run's axis."""

@@ -49,7 +49,7 @@ def _splits_branches(group: ChannelGroup) -> bool:
 
 
 class Space:
-    """Ordered dimensions over a reference model; see DESIGN.md's core types."""
+    """Ordered dimensions over a reference model: sample, encode/decode, costs, slicing."""
 
     def __init__(self, dims: Sequence[Dimension], groups: Sequence[ChannelGroup | None],
                  stages: Sequence[str | None], graph: ModelGraph, example: torch.Tensor) -> None:

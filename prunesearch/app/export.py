@@ -1,0 +1,143 @@
+"""`prunesearch export`: a front point (by id, or the best under a MACs or latency ratio) as a
+real, smaller model: files checked against the sliced network, with its measured CPU latency
+beside the dense model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunesearch.allocator import allocator_settings
+from prunesearch.app.config import load_config
+from prunesearch.app.finetune import variant_name
+from prunesearch.app.prepare import Given, Prepared, prepare
+from prunesearch.config import RunConfig
+from prunesearch.errors import UserError
+from prunesearch.front import FrontPoint
+from prunesearch.latency.measure import latency_ratio
+from prunesearch.metrics import metric_of
+from prunesearch.runs.export import (
+    FORMATS,
+    GIVEN_MODEL,
+    build_slim,
+    check_export_folder,
+    check_onnx_installed,
+    write_export,
+)
+from prunesearch.runs.finetuned import read_finetuned
+from prunesearch.runs.rundir import RunView
+from prunesearch.scoring import evaluate_score
+
+
+def choose_export_point(view: RunView, point_id: int | None,
+                        limit: tuple[str, float] | None) -> FrontPoint:
+    """The candidate to export: by id (any successful candidate), or the most accurate front
+    point (test accuracy when fine-tuned, else proxy) at or under `limit`, a (cost axis,
+    ratio of the dense model's) pair: ("macs", 0.5) is --max-flops 0.5."""
+    if (point_id is None) == (limit is None):
+        raise UserError("Pass exactly one of --id N, --max-flops RATIO or --max-latency RATIO.")
+    if point_id is not None:
+        if not any(c.id == point_id and c.result.ok for c in view.candidates):
+            raise UserError(f"Run '{view.path}' has no successful candidate with id {point_id} "
+                            f"(ids 0..{len(view.candidates) - 1}; see candidates.csv or "
+                            f"`prunesearch show`).")
+        test = {p["id"]: p["test_score"] for p in view.final_points}
+        return view.candidate_points([point_id])[0].with_test_score(test.get(point_id))
+    name, max_ratio = limit
+    axis = view.axis(name)
+    under = [p for p in view.front if axis.ratio(p) <= max_ratio]
+    if not under:
+        smallest = min((axis.ratio(p) for p in view.front), default=None)
+        option = "--max-flops" if name == "macs" else f"--max-{name}"
+        raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
+                        f"model's {axis.label} (the smallest has {smallest:.3f}); raise "
+                        f"{option}.")
+    return max(under, key=lambda p: (p.test_score is not None, p.test_score or p.val_score))
+
+
+def _predicted_latency(view: RunView, point: FrontPoint, cfg: RunConfig,
+                       dense_now_ms: float) -> dict[str, Any] | None:
+    """What the run's latency table predicted for the point (None: the run predicted none),
+    in the table's microseconds and anchored on the dense model as the export timed it: a
+    shared machine's speed moves between the table's building and now (benchmarks/README.md),
+    which the ratio survives and the microseconds do not. The table's device may differ from
+    the CPU the export measures on."""
+    dense = view.summary["dense"].get("latency_us")
+    if point.latency_us is None or not dense:
+        return None
+    table = view.summary.get("latency_table") or {}
+    ratio, batch = point.latency_us / dense, cfg.search.latency_batch
+    return {f"batch_{batch}_ms": point.latency_us / 1000, "ratio_to_dense": ratio,
+            f"batch_{batch}_ms_anchored": ratio * dense_now_ms,
+            "table_device": table.get("device")}
+
+
+def export_spec(cfg: RunConfig, prep: Prepared, point: FrontPoint,
+                given: Given | None) -> dict[str, Any]:
+    """arch.json: what rebuilds the module (a given network's name marks that `load` needs
+    that network passed in again)."""
+    model = GIVEN_MODEL if given is not None and given.model is not None else cfg.model.name
+    return {"model": model, "width_mult": cfg.model.width_mult,
+            "input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
+            "arch": point.arch.to_dict()}
+
+
+def slim_model(run_dir: Path, cfg: RunConfig, prep: Prepared, point: FrontPoint,
+               spec: dict[str, Any], given: Given | None) -> tuple[nn.Module, str]:
+    """The point as a physically smaller module: its fine-tuned weights when the run's
+    variant trained it, else the sliced weights the search scored (BatchNorm recalibrated)."""
+    tuned = [r for r in read_finetuned(run_dir)
+             if r["id"] == point.id and r["variant"] == variant_name(cfg)]
+    if tuned:
+        state = torch.load(run_dir / tuned[0]["weights"], map_location="cpu", weights_only=True)
+        full = given.model if given is not None else None
+        return build_slim(spec, state, full), f"fine-tuned ({tuned[0]['variant']})"
+    return (prep.evaluator.build(point.arch),
+            "sliced dense weights, BatchNorm recalibrated (not fine-tuned)")
+
+
+def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | None,
+               formats: list[str], out: Path | None, progress: bool = True,
+               given: Given | None = None) -> Path:
+    """`prunesearch export`: the chosen point as files (on the CPU), with checks and latency."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise UserError(f"--format takes a comma list of {', '.join(FORMATS)}; got {formats}.")
+    if "onnx" in formats:
+        check_onnx_installed()
+    view = RunView.load(run_dir)
+    point = choose_export_point(view, point_id, limit)
+    folder = out if out is not None else run_dir / "export" / str(point.id)
+    check_export_folder(folder)
+    cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
+    prep = prepare(cfg, torch.device("cpu"), progress, latency_table=False, given=given)
+    spec = export_spec(cfg, prep, point, given)
+    model, source = slim_model(run_dir, cfg, prep, point, spec, given)
+
+    latency, dense_latency, ratio = {}, {}, {}
+    for b in sorted({1, 64, cfg.search.latency_batch}):  # and the batch the run predicted
+        key = f"batch_{b}_ms"
+        latency[key], dense_latency[key], ratio[key] = latency_ratio(
+            model, prep.model, tuple(prep.data.input_shape), b, pairs=20 if b == 1 else 8)
+    meta = {
+        "id": point.id, "source": source, "run": str(run_dir), "arch": point.arch.to_dict(),
+        "macs": point.macs, "params": point.params, "macs_ratio": point.macs_ratio,
+        "proxy_val_score": point.val_score,
+        "test_score": evaluate_score(model, prep.data.test_x, prep.data.test_y),
+        "metric": metric_of(prep.data.test_y).to_json(),
+        "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
+        "latency": {"device": "cpu", "threads": torch.get_num_threads(),
+                    "allocator": allocator_settings(),
+                    "statistic": "medians over turns alternating with the dense model (a turn: "
+                                 "one untimed forward, then the median of 2 timed ones); the "
+                                 "ratio is the median of the per-pair ratios",
+                    "model": latency, "dense": dense_latency, "ratio_to_dense": ratio,
+                    "predicted": _predicted_latency(
+                        view, point, cfg, dense_latency[f"batch_{cfg.search.latency_batch}_ms"])},
+    }
+    full = given.model if given is not None else None
+    write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu(), full)
+    return folder
