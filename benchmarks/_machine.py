@@ -64,23 +64,22 @@ def save_results(name: str, payload: dict[str, Any]) -> None:
 
 
 README = Path(__file__).parent / "README.md"
-PROJECT_README = Path(__file__).parent.parent / "README.md"
 
 
-def write_section(name: str, markdown: str, readme: Path = README) -> None:
-    """Replace the `name` section of `readme` (benchmarks/README.md; between its markers) by
-    `markdown`: re-running a benchmark rewrites its table, nobody edits results by hand."""
+def write_section(name: str, markdown: str) -> None:
+    """Replace the `name` section of benchmarks/README.md (between its markers) by `markdown`:
+    re-running a benchmark rewrites its table, nobody edits results by hand. Benchmarks write
+    only under benchmarks/: this README and results/."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = readme.read_text()
+    text = README.read_text()
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
+    README.write_text(f"{head}{start}\n{markdown.rstrip()}\n{end}{tail}")
 
 
-def publish(name: str, lines: list[str], *readmes: Path) -> None:
+def publish(name: str, lines: list[str]) -> None:
     """Write a benchmark's table (markdown lines) into its section of benchmarks/README.md and
-    of any further `readmes`, and print it."""
+    print it."""
     table = "\n".join(lines) + "\n"
-    for readme in (README, *readmes):
-        write_section(name, table, readme)
+    write_section(name, table)
     print(table)
