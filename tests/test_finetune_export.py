@@ -197,3 +197,19 @@ def test_export_of_a_finetuned_point_uses_its_trained_weights(searched, tmp_path
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["source"].startswith("fine-tuned")
     assert meta["test_score"] == pytest.approx(float(row["test_score"]))
+
+
+def test_a_run_with_an_empty_front_exports_nothing_and_says_why(searched, tmp_path):
+    """A search whose every candidate failed (e.g. all over a latency limit) leaves an empty
+    front: export by a limit names that, instead of failing inside."""
+    import shutil
+
+    from prunesearch.errors import UserError
+
+    empty = tmp_path / "empty"
+    shutil.copytree(searched, empty, ignore=shutil.ignore_patterns("export", ".lock"))
+    pareto = json.loads((empty / "pareto.json").read_text())
+    (empty / "pareto.json").write_text(json.dumps({**pareto, "front": []}))
+    with pytest.raises(UserError, match="no front point"):
+        export_run(empty, None, ("macs", 0.5), ["pt"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -120,6 +120,19 @@ def test_a_macs_run_has_no_latency_axis_and_dass_cannot_search_latency(tmp_path)
     assert not (tmp_path / "runs" / "t").exists()
 
 
+def test_a_latency_limit_no_architecture_meets_is_refused_before_the_search(tmp_path):
+    from prunesearch.app.config import load_config
+    from prunesearch.app.run import run_job
+    from prunesearch.errors import UserError
+
+    cfg = load_config(TINY, ["name=fast", "search.objective=latency",
+                             "search.max_latency=0.001"])
+    with pytest.raises(UserError, match=r"search.max_latency = 0.001 .* the fastest, .* is "
+                                        r"predicted at 0\.\d+ of dense"):
+        run_job(cfg, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs" / "fast").exists()  # nothing half-written
+
+
 def test_expected_latency_equals_the_prediction_for_one_hot_choices(tmp_path):
     """TAS's latency loss: differentiable in the distributions, exact at one-hot ones."""
     model = build_model("resnet20", (1, 28, 28), 10, 0.5).eval()

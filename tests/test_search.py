@@ -276,3 +276,23 @@ def test_mask_strategies_do_not_claim_latency():
     assert "latency" not in strategy_class("dass").axes
     assert "latency" not in strategy_class("imp").axes
     assert "latency" in strategy_class("tpe").axes
+
+
+def test_uniform_covers_the_compound_grid_of_widths_and_depths(space, tmp_path):
+    """Every (width ratio, blocks kept per stage) pair, the same count in every stage, once;
+    depths = "full" keeps the width sweep at full depth."""
+    recorded, _ = _search(space, "uniform", tmp_path / "all", budget=200)
+    depths = [d for d in space.dims if d.kind == "depth"]
+    widths = [d for d in space.dims if d.kind == "width"]
+    counts = sorted({c for d in depths for c in d.choices})
+    assert depths and len(recorded) == len(space.width_ratios) * len(counts)
+    assert len({r.arch for r in recorded}) == len(recorded)
+    for r in recorded:
+        kept = {r.arch[d.name] for d in depths}
+        assert len(kept) == 1  # the same blocks in every stage
+        ratios = {round(r.arch[d.name] / d.full, 1) for d in widths}
+        assert len(ratios) <= 2  # one ratio, up to each group's rounding to a whole channel
+    assert {next(iter({r.arch[d.name] for d in depths})) for r in recorded} == set(counts)
+    full, _ = _search(space, "uniform", tmp_path / "full", budget=200, depths="full")
+    assert [r.arch for r in full] == space.uniform_sweep()
+    assert all(r.arch[d.name] == d.full for r in full for d in depths)

@@ -47,10 +47,14 @@ def choose_export_point(view: RunView, point_id: int | None,
         test = {p["id"]: p["test_score"] for p in view.final_points}
         return view.candidate_points([point_id])[0].with_test_score(test.get(point_id))
     name, max_ratio = limit
+    if not view.front:
+        raise UserError(f"Run '{view.path}' has no front point (none of its "
+                        f"{len(view.candidates)} candidates succeeded): nothing to export. See "
+                        f"its log.txt, and run the search again with a looser limit.")
     axis = view.axis(name)
     under = [p for p in view.front if axis.ratio(p) <= max_ratio]
     if not under:
-        smallest = min((axis.ratio(p) for p in view.front), default=None)
+        smallest = min(axis.ratio(p) for p in view.front)
         option = "--max-flops" if name == "macs" else f"--max-{name}"
         raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
                         f"model's {axis.label} (the smallest has {smallest:.3f}); raise "

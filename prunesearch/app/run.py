@@ -78,6 +78,24 @@ def check_objective(cfg: RunConfig, axes: tuple[str, ...]) -> None:
                 f"or search.objective = 'macs' without search.max_latency.")
 
 
+def check_latency_limit(cfg: RunConfig, prep: Prepared) -> None:
+    """Refuse, before the search, a latency limit no architecture of the space meets by the
+    table's prediction (the search would evaluate nothing)."""
+    limit = prep.latency_limit(cfg)
+    if limit is None:
+        return
+    space, predict = prep.space, prep.cost_axis("latency")
+    fastest = min([space.smallest(), *space.compound_grid()], key=predict.arch_ratio)
+    ratio = predict.arch_ratio(fastest)
+    if ratio > cfg.search.max_latency:
+        raise UserError(f"search.max_latency = {cfg.search.max_latency} of the dense model's "
+                        f"predicted latency ({predict.dense / 1000:.3f} ms) is below what any "
+                        f"architecture of the space reaches: the fastest, {fastest.to_json()}, "
+                        f"is predicted at {ratio:.3f} of dense. Raise search.max_latency to at "
+                        f"least {ratio:.3f}, or let the space go smaller (space.width_ratios, "
+                        f"space.depth = true).")
+
+
 def open_storage(cfg: RunConfig, strategy: Strategy) -> SharedStudy | None:
     """The run's shared study (not created yet) when `search.storage` asks for one."""
     if cfg.search.storage is None:
@@ -143,6 +161,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                  cfg.data.dataset, cfg.search.strategy, cfg.search.budget)
         try:
             prep = prepare(cfg, dev, progress, given=given)
+            check_latency_limit(cfg, prep)
             if on_start is not None:
                 on_start(run.path, prep)
             journal = run.journal(prep.space.dense_macs)

@@ -236,21 +236,44 @@ class Space:
     def smallest(self) -> Arch:
         return self.decode([0 for _ in self.dims])
 
-    def uniform(self, ratio: float) -> Arch:
-        """The same width ratio in every group (nearest choice), all blocks kept; in a space
-        without width dimensions, the same density in every masked layer instead."""
+    def uniform(self, ratio: float, blocks: int | None = None) -> Arch:
+        """The same width ratio in every group (nearest choice) and, given `blocks`, that many
+        blocks kept in every stage (nearest choice, at most the stage's own); all blocks
+        kept otherwise. In a space without width dimensions, the same density in every masked
+        layer instead of the width."""
         kind = "width" if any(d.kind == "width" for d in self.dims) else "density"
-        return Arch(tuple((d.name, d.nearest(ratio * d.full) if d.kind == kind else d.full)
-                          for d in self.dims))
+
+        def choice(d: Dimension) -> Value:
+            if d.kind == kind:
+                return d.nearest(ratio * d.full)
+            if d.kind == "depth" and blocks is not None:
+                return d.nearest(min(blocks, d.full))
+            return d.full
+
+        return Arch(tuple((d.name, choice(d)) for d in self.dims))
 
     def uniform_sweep(self) -> list[Arch]:
         """`uniform(r)` over the space's width ratios, widest first, distinct; in a space
         without width dimensions, the same density in every masked layer over its grid. The
         uniform baseline, and the start of the sampler and evolutionary searches."""
+        return list(dict.fromkeys(self.uniform(r) for r in self._uniform_ratios()))
+
+    def compound_grid(self) -> list[Arch]:
+        """Uniform scaling in width AND depth (EfficientNet's compound scaling, on a grid):
+        `uniform(r, k)` for every width ratio r and every count k of blocks kept per stage,
+        deepest and widest first, distinct. Without depth dimensions: `uniform_sweep()`."""
+        depths = [d for d in self.dims if d.kind == "depth"]
+        if not depths:
+            return self.uniform_sweep()
+        counts = sorted({int(c) for d in depths for c in d.choices}, reverse=True)
+        return list(dict.fromkeys(self.uniform(r, k) for k in counts
+                                  for r in self._uniform_ratios()))
+
+    def _uniform_ratios(self) -> list[float]:
         ratios = self.width_ratios
         if not any(d.kind == "width" for d in self.dims) and self.density_layers():
             ratios = self.dims[self.density_layers()[0][0]].choices
-        return list(dict.fromkeys(self.uniform(r) for r in sorted(ratios, reverse=True)))
+        return sorted(ratios, reverse=True)
 
     def with_densities(self, densities: dict[str, float]) -> Arch:
         """The arch nearest to per-layer `densities` (nearest choice on a log scale; a layer
