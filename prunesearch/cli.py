@@ -199,7 +199,10 @@ def export(
         f"{m.name} {m.show(meta['test_score'])}; CPU latency ({lat['threads']} threads) batch 1 "
         f"{lat['model']['batch_1_ms']:.2f} ms ({lat['ratio_to_dense']['batch_1_ms']:.2f}x dense),"
         f" batch 64 {lat['model']['batch_64_ms']:.1f} ms "
-        f"({lat['ratio_to_dense']['batch_64_ms']:.2f}x dense); checks: "
+        f"({lat['ratio_to_dense']['batch_64_ms']:.2f}x dense)"
+        + (f"; onnxruntime batch 1 {lat['onnxruntime']['model']['batch_1_ms']:.2f} ms "
+           f"({lat['onnxruntime']['ratio_to_dense']['batch_1_ms']:.2f}x dense)"
+           if "onnxruntime" in lat else "") + "; checks: "
         + ", ".join(f"{k} max diff {v['max_abs_diff']:.1e}" for k, v in meta["checks"].items()))
 
 

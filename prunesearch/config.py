@@ -16,7 +16,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -50,6 +50,9 @@ class SearchConfig(Options):
                                  "params, or latency predicted by a table measured on this "
                                  "machine's device")
     latency_batch: int = Field(1, ge=1, description="batch size latency is predicted for")
+    latency_runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="where latency is measured: torch eager on the run's device, or "
+        "the network exported to ONNX and run by onnxruntime's CPU provider")
     max_latency: float | None = Field(None, gt=0, le=1, description="no candidate over this "
                                       "ratio of the dense model's predicted latency")
     storage: str | None = Field(None, description="an Optuna RDB URL (postgresql://user@host"

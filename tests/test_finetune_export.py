@@ -102,6 +102,10 @@ def test_exported_model_equals_the_in_search_subnetwork(searched, tmp_path):
     assert meta["macs"] == prep.space.macs(Arch.from_dict(meta["arch"]))
     assert meta["macs_ratio"] <= 0.6
     assert {"batch_1_ms", "batch_64_ms"} <= set(meta["latency"]["model"])
+    ort_latency = meta["latency"]["onnxruntime"]  # measured in every runtime it exports to
+    assert set(ort_latency["model"]) == set(meta["latency"]["model"])
+    assert all(v > 0 for v in ort_latency["ratio_to_dense"].values())
+    assert meta["latency"]["runtimes"]["onnxruntime"].startswith("onnxruntime")
     assert sum(p.numel() for p in loaded.parameters()) == meta["params"]
 
 

@@ -41,6 +41,25 @@ def test_table_predicts_every_subnetwork_and_is_cached(name, tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
+def test_an_onnxruntime_table_times_exported_layers_and_is_kept_apart(tmp_path):
+    """search.latency_runtime = onnxruntime: layers and calibration networks run as ONNX in
+    onnxruntime; the table predicts every subnetwork and is cached under its own key."""
+    from prunesearch.latency.runtimes import forward_call
+
+    model = build_model("mlp", (1, 8, 8), 10, 0.25).eval()  # few layers: few exports
+    space = space_of(SpaceConfig(width_ratios=[0.5, 1.0]), model, torch.zeros(1, 1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    got = forward_call(model, x, "onnxruntime")()[0]  # the runtime runs the same network
+    assert np.allclose(got, model(x).detach().numpy(), atol=1e-4)
+    table = build_latency_model(space, model, 1, CPU, cache_dir=tmp_path, repeats=1,
+                                runtime="onnxruntime")
+    assert table.meta["runtime"].startswith("onnxruntime") and not table.meta["cached"]
+    archs = [space.sample(np.random.default_rng(i)) for i in range(10)]
+    assert all(math.isfinite(table.predict(a)) and table.predict(a) > 0 for a in archs)
+    eager = build_latency_model(space, model, 1, CPU, cache_dir=tmp_path, repeats=1)
+    assert eager.meta["key"] != table.meta["key"] and len(list(tmp_path.glob("*.json"))) == 2
+
+
 def test_calls_with_too_many_channel_pairs_are_scaled_from_their_dense_entry(tmp_path,
                                                                               monkeypatch):
     from prunesearch.latency import table as latency_table

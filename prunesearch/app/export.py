@@ -18,6 +18,7 @@ from prunesearch.config import RunConfig
 from prunesearch.errors import UserError
 from prunesearch.front import FrontPoint
 from prunesearch.latency.measure import latency_ratio
+from prunesearch.latency.runtimes import runtime_version
 from prunesearch.metrics import metric_of
 from prunesearch.runs.export import (
     FORMATS,
@@ -79,6 +80,19 @@ def _predicted_latency(view: RunView, point: FrontPoint, cfg: RunConfig,
             "table_device": table.get("device")}
 
 
+def measured_latency(model: nn.Module, dense: nn.Module, shape: tuple[int, ...],
+                     batches: list[int], runtime: str
+                     ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Milliseconds of the model and the dense model per batch size, and their ratio, timed
+    in alternating pairs in `runtime` (CPU)."""
+    model_ms, dense_ms, ratio = {}, {}, {}
+    for b in batches:
+        key = f"batch_{b}_ms"
+        model_ms[key], dense_ms[key], ratio[key] = latency_ratio(
+            model, dense, shape, b, pairs=20 if b == 1 else 8, runtime=runtime)
+    return model_ms, dense_ms, ratio
+
+
 def export_spec(cfg: RunConfig, prep: Prepared, point: FrontPoint,
                 given: Given | None) -> dict[str, Any]:
     """arch.json: what rebuilds the module (a given network's name marks that `load` needs
@@ -121,11 +135,14 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
     spec = export_spec(cfg, prep, point, given)
     model, source = slim_model(run_dir, cfg, prep, point, spec, given)
 
-    latency, dense_latency, ratio = {}, {}, {}
-    for b in sorted({1, 64, cfg.search.latency_batch}):  # and the batch the run predicted
-        key = f"batch_{b}_ms"
-        latency[key], dense_latency[key], ratio[key] = latency_ratio(
-            model, prep.model, tuple(prep.data.input_shape), b, pairs=20 if b == 1 else 8)
+    batches = sorted({1, 64, cfg.search.latency_batch})  # and the batch the run predicted
+    shape = tuple(prep.data.input_shape)
+    latency, dense_latency, ratio = measured_latency(model, prep.model, shape, batches, "torch")
+    runtimes = {"torch": runtime_version("torch")}
+    if "onnx" in formats:  # timed as deployed: both networks exported and run by onnxruntime
+        ort_model, ort_dense, ort_ratio = measured_latency(model, prep.model, shape, batches,
+                                                           "onnxruntime")
+        runtimes["onnxruntime"] = runtime_version("onnxruntime")
     meta = {
         "id": point.id, "source": source, "run": str(run_dir), "arch": point.arch.to_dict(),
         "macs": point.macs, "params": point.params, "macs_ratio": point.macs_ratio,
@@ -139,9 +156,13 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
                                  "one untimed forward, then the median of 2 timed ones); the "
                                  "ratio is the median of the per-pair ratios",
                     "model": latency, "dense": dense_latency, "ratio_to_dense": ratio,
+                    "runtimes": runtimes,
                     "predicted": _predicted_latency(
                         view, point, cfg, dense_latency[f"batch_{cfg.search.latency_batch}_ms"])},
     }
+    if "onnx" in formats:
+        meta["latency"]["onnxruntime"] = {"model": ort_model, "dense": ort_dense,
+                                          "ratio_to_dense": ort_ratio}
     full = given.model if given is not None else None
     write_export(model, spec, meta, folder, formats, prep.data.val_x[:8].cpu(), full)
     return folder

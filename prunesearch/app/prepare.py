@@ -20,6 +20,7 @@ from prunesearch.data.given import GIVEN_DATA
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, create_evaluator
 from prunesearch.fileio import default_cache_dir
+from prunesearch.latency.runtimes import check_runtime
 from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.models import build_model
 from prunesearch.objective import CostAxis
@@ -220,11 +221,14 @@ def prepared_over(cfg: RunConfig, data: DatasetSplits, model: nn.Module,
     latency = None
     if cfg.search.predicts_latency and latency_table:
         t = time.perf_counter()
-        latency = build_latency_model(space, model, cfg.search.latency_batch, dev)
+        check_runtime(cfg.search.latency_runtime, dev)
+        latency = build_latency_model(space, model, cfg.search.latency_batch, dev,
+                                      runtime=cfg.search.latency_runtime)
         evaluator.predict_latency = latency.predict
         timings["latency_table_s"] = time.perf_counter() - t
-        log.info("latency table (batch %d, %s): %d entries, calibration error %.1f%%%s",
-                 cfg.search.latency_batch, latency.meta["device"], latency.meta["entries"],
+        log.info("latency table (%s, batch %d, %s): %d entries, calibration error %.1f%%%s",
+                 cfg.search.latency_runtime, cfg.search.latency_batch, latency.meta["device"],
+                 latency.meta["entries"],
                  100 * latency.meta["calibration_median_abs_error"],
                  " (cached)" if latency.meta.get("cached") else "")
     return Prepared(data, model, dense, supernet, space, evaluator, timings, latency,

@@ -92,13 +92,16 @@ def paired_seconds(run: Callable[[], object], reference: Callable[[], object],
 
 
 def latency_ratio(model: nn.Module, reference: nn.Module, input_shape: tuple[int, ...],
-                  batch: int, pairs: int = 10) -> tuple[float, float, float]:
+                  batch: int, pairs: int = 10,
+                  runtime: str = "torch") -> tuple[float, float, float]:
     """(model ms, reference ms, model / reference): eval-mode forwards of a `batch` of zeros
-    timed in alternating pairs (`paired_seconds`)."""
-    model.eval()
-    reference.eval()
-    device = next(model.parameters()).device
+    in `runtime` (torch eager, or onnxruntime on the CPU), timed in alternating pairs
+    (`paired_seconds`)."""
+    from prunesearch.latency.runtimes import forward_call
+
+    device = next(model.parameters()).device if runtime == "torch" else torch.device("cpu")
     x = torch.zeros(batch, *input_shape, device=device)
-    ours, theirs, ratio = paired_seconds(lambda: model(x), lambda: reference(x), device, pairs,
+    ours, theirs, ratio = paired_seconds(forward_call(model, x, runtime),
+                                         forward_call(reference, x, runtime), device, pairs,
                                          samples=2)
     return 1000 * ours, 1000 * theirs, ratio

@@ -42,6 +42,7 @@ from torch import nn
 from prunesearch.allocator import allocator_settings
 from prunesearch.fileio import write_json
 from prunesearch.latency.measure import latency_ratio, paired_seconds
+from prunesearch.latency.runtimes import forward_call, runtime_version
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
 from prunesearch.spaces.layers import channels_last, slice_scale_norm
@@ -232,15 +233,17 @@ class _Clock:
     median over the whole table, so a machine that slows down while some entries are timed
     does not make those entries dearer than the rest."""
 
-    def __init__(self, reference: nn.Module, x: torch.Tensor, device: torch.device) -> None:
-        self._reference = lambda: reference(x)
-        self._device = device
+    def __init__(self, reference: nn.Module, x: torch.Tensor, device: torch.device,
+                 runtime: str) -> None:
+        self._reference = forward_call(reference, x, runtime)
+        self._device, self._runtime = device, runtime
         self._seconds: list[float] = []
 
     def ratio(self, layer: _Layer, cin: int, cout: int, batch: int, repeats: int) -> float:
         module = layer.replica(cin, cout).to(self._device).eval()
         x = layer.input(cin, batch, self._device)
-        _, seconds, ratio = paired_seconds(lambda: module(x), self._reference, self._device,
+        run = forward_call(module, x, self._runtime)
+        _, seconds, ratio = paired_seconds(run, self._reference, self._device,
                                            pairs=2, samples=repeats, warmup=2,
                                            min_sample_s=2e-4)
         self._seconds.append(seconds)
@@ -265,35 +268,45 @@ def _reference_layer(space: Space, layers: list[_Layer], batch: int,
 
 
 def calibration_archs(space: Space, seed: int) -> list[Arch]:
+    """Up to CALIBRATION_ARCHS distinct subnetworks: the largest, the smallest, the uniform
+    sweep, then random ones (a space with fewer archs gives what it has: the draws are
+    capped)."""
     rng = np.random.default_rng(seed)
-    archs = [space.largest(), space.smallest(), *space.uniform_sweep()]
-    while len(set(archs)) < CALIBRATION_ARCHS:
-        archs.append(space.sample(rng))
-    return list(dict.fromkeys(archs))[:CALIBRATION_ARCHS]
+    archs = dict.fromkeys([space.largest(), space.smallest(), *space.uniform_sweep()])
+    for _ in range(50 * CALIBRATION_ARCHS):
+        if len(archs) >= CALIBRATION_ARCHS:
+            break
+        archs.setdefault(space.sample(rng))
+    return list(archs)[:CALIBRATION_ARCHS]
 
 
-def cache_key(space: Space, layers: list[_Layer], device: torch.device, batch: int) -> str:
+def cache_key(space: Space, layers: list[_Layer], device: torch.device, batch: int,
+              runtime: str = "torch") -> str:
     made_of = {"format": FORMAT, "device": device_fingerprint(device),
                "allocator": allocator_settings(),
                "torch": torch.__version__, "batch": batch,
                "dims": [[d.name, list(d.choices)] for d in space.dims if d.kind != "density"],
                "layers": [layer.template for layer in layers]}
+    if runtime != "torch":  # torch tables keep the keys they had before runtimes
+        made_of["runtime"] = runtime_version(runtime)
     canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def build_latency_model(space: Space, model: nn.Module, batch: int, device: torch.device,
                         cache_dir: Path | None = None, repeats: int = 4,
-                        seed: int = 0) -> LatencyModel:
-    """The latency table of `space` over `model` for `batch` on `device`: from the cache, or
-    measured (layers, then the calibration subnetworks) and cached. Weights do not matter,
-    only the layers' types, settings and shapes."""
+                        seed: int = 0, runtime: str = "torch") -> LatencyModel:
+    """The latency table of `space` over `model` for `batch` on `device` in `runtime`
+    (torch eager; onnxruntime: every layer and calibration network exported to ONNX and
+    timed in onnxruntime on the CPU): from the cache, or measured (layers, then the
+    calibration subnetworks) and cached. Weights do not matter, only the layers' types,
+    settings and shapes."""
     from prunesearch.fileio import default_cache_dir
 
     model = model.eval()
     layers = _layers(space, model, batch)
     templates = [layer.template for layer in layers]
-    key = cache_key(space, layers, device, batch)
+    key = cache_key(space, layers, device, batch, runtime)
     path = (cache_dir or default_cache_dir().parent / "latency") / f"{key}.json"
     if path.exists():
         try:
@@ -303,7 +316,7 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
         except (ValueError, KeyError):
             log.warning("latency table %s is unreadable; measuring it again", path)
     start = time.perf_counter()
-    clock = _Clock(*_reference_layer(space, layers, batch, device), device)
+    clock = _Clock(*_reference_layer(space, layers, batch, device), device, runtime)
     ratios: dict[str, float] = {}
     for i, layer in enumerate(layers):
         pairs = _channel_pairs(space, i)
@@ -323,7 +336,7 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
         # over all of them: a machine that drifts while the subnetworks are timed does not
         # bend the fit
         _, dense, ratio = latency_ratio(slicer.build(arch).to(device), model, shape, batch,
-                                        pairs=CALIBRATION_PAIRS)
+                                        pairs=CALIBRATION_PAIRS, runtime=runtime)
         ratios_to_dense.append(ratio)
         dense_ms.append(dense)
         rows.append(arch)
@@ -334,7 +347,7 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     coef = nnls(features / scale, measured)[0] / scale
     fitted = features @ coef
     meta = {"device": device_fingerprint(device), "allocator": allocator_settings(),
-            "batch": batch, "torch": torch.__version__,
+            "batch": batch, "torch": torch.__version__, "runtime": runtime_version(runtime),
             "dense_measured_us": 1000 * statistics.median(dense_ms),
             "entries": len(entries), "calibration_archs": len(rows),
             "calibration_median_abs_error": float(np.median(np.abs(fitted / measured - 1))),
