@@ -7,9 +7,12 @@ model (`latency_ratio`), in PASSES passes over the whole set; the median over pa
 measurement, so the latency RATIO (what search.max_latency and the front use) is compared too,
 free of the machine's drift between the table's building and the measurement. The first two
 passes compared with each other give the measurement's own repeatability: the floor under any
-model's error on this machine.
+model's error on this machine. `--runtime onnxruntime` does the same with the table, the
+subnetworks and the dense model run as ONNX by onnxruntime's CPU provider (results in
+latency_model_onnxruntime.json and its own section).
 
     python benchmarks/latency_model.py
+    python benchmarks/latency_model.py --runtime onnxruntime
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ PASSES = 3
 PAIRS = 6
 
 
-def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]:
+def evaluate(name: str, batch: int, n_archs: int, cache: Path,
+             runtime: str = "torch") -> dict[str, Any]:
     model = build_model(name, SHAPE, 10).eval()
     space = space_of(SpaceConfig(), model, torch.zeros(1, *SHAPE))
-    table = build_latency_model(space, model, batch, torch.device("cpu"), cache_dir=cache)
+    table = build_latency_model(space, model, batch, torch.device("cpu"), cache_dir=cache,
+                                runtime=runtime)
     calibration = set(calibration_archs(space, 0))
     rng = np.random.default_rng(100)
     archs: list = []
@@ -53,8 +58,8 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
     nets = [slicer.build(arch) for arch in archs]
     # passes over the whole set, minutes apart: one pass of this shared VM's timings can sit
     # in a phase where thin (memory-bound) networks are dearer relative to the dense one
-    passes = [[latency_ratio(net, model, SHAPE, batch, pairs=PAIRS) for net in nets]
-              for _ in range(PASSES)]
+    passes = [[latency_ratio(net, model, SHAPE, batch, pairs=PAIRS, runtime=runtime)
+               for net in nets] for _ in range(PASSES)]
     ratios = np.median([[r for _, _, r in row] for row in passes], axis=0)
     own_ms = np.median([[ms for ms, _, _ in row] for row in passes], axis=0)
     dense_us = 1000 * float(np.median([[ms for _, ms, _ in row] for row in passes]))
@@ -67,7 +72,8 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
     # the table's ratios put on one measurement of the dense model today: the absolute figure
     # a user gets after timing the dense network once on a machine whose speed has moved
     anchored_errors = np.abs(predicted_ratio * dense_us / (1000 * own_ms) - 1)
-    return {"model": name, "batch": batch, "archs": n_archs, "table": table.meta,
+    return {"model": name, "batch": batch, "runtime": runtime, "archs": n_archs,
+            "table": table.meta,
             "median_abs_error": float(np.median(errors)), "max_abs_error": float(errors.max()),
             "dense_us_at_build": table.meta["dense_measured_us"],
             "dense_us_measured": dense_us,
@@ -85,7 +91,7 @@ def evaluate(name: str, batch: int, n_archs: int, cache: Path) -> dict[str, Any]
 
 
 def table_lines(rows: list[dict[str, Any]], m: dict[str, Any], command: str,
-                archs: int) -> list[str]:
+                archs: int, runtime: str) -> list[str]:
     lines = ["| model | batch | table entries | build (s) | calibration fit | dense model: at "
              "build / measured (µs) | median abs error (max) | anchored on the dense model "
              "today (max) | error of the ratio to dense (max) | Spearman | Spearman of MACs | "
@@ -102,8 +108,10 @@ def table_lines(rows: list[dict[str, Any]], m: dict[str, Any], command: str,
               f"| {r['spearman']:.3f} | {r['spearman_macs']:.3f} | "
               f"{100 * r['repeat_median_abs_difference']:.1f}%, {r['repeat_spearman']:.3f} |"
               for r in rows]
+    where = ("" if runtime == "torch" else
+             f"; table and every network timed in {rows[0]['table']['runtime']}, CPU provider")
     lines.append(f"\n`{command}` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
-                 f"{m['torch_threads']} torch threads, torch {m['torch']}; {archs} random "
+                 f"{m['torch_threads']} torch threads, torch {m['torch']}{where}; {archs} random "
                  f"subnetworks per row (none used for calibration), each timed in {PAIRS} "
                  f"pairs of turns with the dense model (a turn: one untimed forward, then the "
                  f"median of 2 timed ones), in {PASSES} passes over the set; measured = median "
@@ -118,14 +126,16 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="example: python benchmarks/latency_model.py")
     parser.add_argument("--archs", type=int, default=30)
+    parser.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch")
     args = parser.parse_args()
+    name = "latency_model" if args.runtime == "torch" else f"latency_model_{args.runtime}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:  # an empty cache: building is timed
-        for name in ("resnet20", "mobilenetv2_small"):
+        for model in ("resnet20", "mobilenetv2_small"):
             for batch in (1, 64):
-                rows.append(evaluate(name, batch, args.archs, Path(tmp)))
+                rows.append(evaluate(model, batch, args.archs, Path(tmp), args.runtime))
                 r = rows[-1]
-                print(f"{name} b{batch}: median |err| {100 * r['median_abs_error']:.1f}% "
+                print(f"{model} b{batch}: median |err| {100 * r['median_abs_error']:.1f}% "
                       f"(anchored {100 * r['anchored_median_abs_error']:.1f}%; dense "
                       f"{r['dense_us_at_build']:.0f} us at build, "
                       f"{r['dense_us_measured']:.0f} us now) "
@@ -133,9 +143,9 @@ def main() -> None:
                       f"spearman {r['spearman']:.3f} (MACs {r['spearman_macs']:.3f}), "
                       f"table {r['table']['total_s']:.0f} s", flush=True)
     m = machine()
-    save_results("latency_model", {"command": command_line(), "machine": m, "rows": rows})
-    lines = table_lines(rows, m, command_line(), args.archs)
-    publish("latency_model", lines)
+    save_results(name, {"command": command_line(), "machine": m, "rows": rows})
+    lines = table_lines(rows, m, command_line(), args.archs, args.runtime)
+    publish(name, lines)
 
 
 if __name__ == "__main__":

@@ -229,10 +229,17 @@ def prepared_over(cfg: RunConfig, data: DatasetSplits, model: nn.Module,
         log.info("latency table (%s, batch %d, %s): %d entries, calibration error %.1f%%%s",
                  cfg.search.latency_runtime, cfg.search.latency_batch, latency.meta["device"],
                  latency.meta["entries"],
-                 100 * latency.meta["calibration_median_abs_error"],
-                 " (cached)" if latency.meta.get("cached") else "")
+                 100 * latency.meta["calibration_median_abs_error"], _cached_note(latency))
     return Prepared(data, model, dense, supernet, space, evaluator, timings, latency,
                     dense_model)
+
+
+def _cached_note(latency: LatencyModel) -> str:
+    anchor = latency.meta.get("anchor")
+    if not latency.meta.get("cached") or anchor is None:
+        return ""
+    return (f" (cached; re-anchored on the dense model timed now: "
+            f"{anchor['dense_measured_us_now'] / 1000:.3f} ms, x{anchor['scale']:.2f})")
 
 
 def train_stages(cfg: RunConfig, dev: torch.device, progress: bool

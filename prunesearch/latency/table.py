@@ -41,7 +41,7 @@ from torch import nn
 
 from prunesearch.allocator import allocator_settings
 from prunesearch.fileio import write_json
-from prunesearch.latency.measure import latency_ratio, paired_seconds
+from prunesearch.latency.measure import latency_ratio, median_seconds, paired_seconds
 from prunesearch.latency.runtimes import forward_call, runtime_version
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
@@ -267,6 +267,26 @@ def _reference_layer(space: Space, layers: list[_Layer], batch: int,
     return module, layer.input(call.inp.full, batch, device)
 
 
+ANCHOR_REPEATS = 20
+
+
+def _reanchored(table: LatencyModel, model: nn.Module, batch: int, device: torch.device,
+                runtime: str) -> LatencyModel:
+    """A cached table put on the machine as it runs now: the dense model is timed again and
+    every prediction scaled so the dense one matches it. A shared machine's speed moves
+    between runs (benchmarks/README.md); ratios to dense, which the search and its limits
+    use, do not change, the microseconds reported do."""
+    x = torch.zeros(batch, *table.space.example.shape[1:], device=device)
+    now_us = 1e6 * median_seconds(forward_call(model, x, runtime), device,
+                                  repeats=ANCHOR_REPEATS, warmup=3)
+    at_build = table.predict(table.space.largest())
+    scale = now_us / at_build
+    meta = {**table.meta, "anchor": {"dense_predicted_us_at_build": at_build,
+                                     "dense_measured_us_now": now_us, "scale": scale}}
+    return LatencyModel(table.space, table._templates, table._entries,
+                        [c * scale for c in table.coef], meta)
+
+
 def calibration_archs(space: Space, seed: int) -> list[Arch]:
     """Up to CALIBRATION_ARCHS distinct subnetworks: the largest, the smallest, the uniform
     sweep, then random ones (a space with fewer archs gives what it has: the draws are
@@ -311,10 +331,12 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     if path.exists():
         try:
             saved = json.loads(path.read_text())
-            return LatencyModel(space, templates, saved["entries"], saved["coef"],
-                                {**saved["meta"], "cached": True})
+            cached = LatencyModel(space, templates, saved["entries"], saved["coef"],
+                                  {**saved["meta"], "cached": True})
         except (ValueError, KeyError):
             log.warning("latency table %s is unreadable; measuring it again", path)
+        else:
+            return _reanchored(cached, model, batch, device, runtime)
     start = time.perf_counter()
     clock = _Clock(*_reference_layer(space, layers, batch, device), device, runtime)
     ratios: dict[str, float] = {}
