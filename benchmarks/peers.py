@@ -181,16 +181,18 @@ class Bench:
                epochs: str, train: Callable[[nn.Module, int], Any]) -> dict[str, Any]:
         """Train copies of `model` once per seed, test each; one row per method and target."""
         macs, params = count(model, self.shape)
-        accs, secs = [], []
+        accs, vals, secs = [], [], []
         for seed in self.args.seed_list:
             net = copy.deepcopy(model)
             report = train(net, seed)
             accs.append(report.test_score)
+            vals.append(report.val_score)
             secs.append(report.seconds)
             print(f"{method} {target} seed {seed}: {100 * report.test_score:.2f}% "
                   f"({report.seconds:.0f} s)", flush=True)
         row = {"method": method, "target": target, "macs_ratio": macs / self.dense_macs,
-               "params": params, "test_acc": accs, "epochs": epochs, "make_s": make_s,
+               "params": params, "test_acc": accs, "val_acc": vals, "epochs": epochs,
+               "make_s": make_s,
                "train_s": statistics.mean(secs)}
         self.rows.append(row)
         self.finals.append(net)

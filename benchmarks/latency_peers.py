@@ -1,0 +1,280 @@
+"""At a MEASURED latency budget: prunesearch against the best uniformly scaled network (width x
+depth) and Torch-Pruning, every network trained the same way.
+
+One model, runtime and batch size per command, on Fashion-MNIST with the default job's data
+split. The dense model trains D = `--dense-epochs` epochs of a (D + F)-epoch cosine schedule
+(F = `--budget-epochs`). Latency is measured in this process, each network in turns with the
+dense model (`latency_ratio`, median of the pairs) in `--runtime` (torch eager, or the network
+exported to ONNX and run by onnxruntime's CPU provider) at `--batch`. Per target T
+(`--targets`, ratios of the dense model's measured latency), each method offers its most
+accurate network whose measured latency ratio is at most T; every choice is made on
+validation data, never on test:
+
+- uniform-compound: the compound grid (every width ratio x every count of blocks kept per
+  stage, the same in every stage: `prunesearch run --set search.strategy=uniform`); the 2
+  grid networks with the most MACs under T are trained from scratch for D + F epochs and the
+  one with the better mean validation accuracy is reported (a network trained for one cell
+  serves every cell it fits);
+- tp-l1-local: Torch-Pruning's local L1 pruner (every layer cut by the same ratio) at the
+  largest MACs ratio (bisected) whose measured latency is under T, fine-tuned F epochs
+  continuing the dense schedule;
+- prunesearch: the product's latency search (search.objective = latency, search.max_latency =
+  T, the same runtime and batch, tpe) on a one-epoch supernet stage (12000 images) that only
+  ranks candidates; of the best-proxy candidates predicted near or under T, the best whose
+  MEASURED latency is under T is cut from the dense model and trained F epochs continuing
+  the schedule (on fewer images per epoch, so that the supernet's and the fine-tuning's
+  images make F epochs);
+- prunesearch-arch-scratch: that architecture trained from scratch for D + F epochs, like
+  uniform-compound.
+
+Training is labels only; seeds (`--seeds`) vary training and the from-scratch inits. Results:
+benchmarks/results/latency_peers_<model>.json (a method, runtime, batch and target run again
+replaces its row) and the best-row table in benchmarks/README.md.
+
+    python benchmarks/latency_peers.py --model resnet20 --runtime torch --batch 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _finetuned import add_job_arguments, searched, training_overrides  # noqa: E402
+from _machine import RESULTS, command_line, machine, mean_std, publish, save_results  # noqa: E402
+from peers import RANKING_IMAGES, Bench, count, tp_prune  # noqa: E402
+
+from prunesearch.app.config import load_config  # noqa: E402
+from prunesearch.app.prepare import prepare, resolve_device  # noqa: E402
+from prunesearch.latency import latency_ratio  # noqa: E402
+from prunesearch.spaces import Arch  # noqa: E402
+
+METHODS = ["uniform-compound", "tp-l1-local", "prunesearch", "prunesearch-arch-scratch"]
+PAIRS = {1: 20, 64: 8}  # turns with the dense model per measurement, by batch size
+GRID_CANDIDATES = 2  # uniform-compound networks trained per cell
+PICK_CANDIDATES = 8  # prunesearch's best-proxy candidates re-measured per cell
+NEAR = 1.15  # ... among those predicted at most NEAR x T
+BISECTIONS = 7
+
+
+class Clock:
+    """Measured latency ratios to the dense model, in one process, cached per architecture."""
+
+    def __init__(self, dense: nn.Module, shape: tuple[int, ...], batch: int,
+                 runtime: str) -> None:
+        self.dense, self.shape, self.batch, self.runtime = dense, shape, batch, runtime
+        self._seen: dict[Any, float] = {}
+
+    def ratio(self, net: nn.Module, key: Any = None) -> float:
+        if key is not None and key in self._seen:
+            return self._seen[key]
+        _, _, ratio = latency_ratio(net.eval(), self.dense, self.shape, self.batch,
+                                    pairs=PAIRS.get(self.batch, 8), runtime=self.runtime)
+        if key is not None:
+            self._seen[key] = ratio
+        return ratio
+
+
+def uniform_rows(bench: Bench, clock: Clock, prep: Any, targets: list[float],
+                 epochs: int) -> list[dict[str, Any]]:
+    """Per target, the better (on validation) of the GRID_CANDIDATES largest grid networks
+    under it, trained from scratch; a grid network is trained once for every cell."""
+    space, slicer = prep.space, prep.space.slicer(prep.model)
+    grid = {arch: clock.ratio(slicer.build(arch), arch) for arch in space.compound_grid()}
+    trained: dict[Arch, dict[str, Any]] = {}
+    rows = []
+    for target in targets:
+        under = sorted((a for a, r in grid.items() if r <= target), key=space.macs,
+                       reverse=True)[:GRID_CANDIDATES]
+        if not under:
+            print(f"uniform-compound {target}: no grid network under it", flush=True)
+            continue
+        for arch in under:
+            if arch not in trained:
+                trained[arch] = bench.record("uniform-compound candidate", target,
+                                             slicer.build(arch), 0.0, f"scratch {epochs}",
+                                             bench.scratch(epochs))
+                trained[arch].update(arch=arch.to_dict(), latency_ratio=grid[arch])
+        best = max(under, key=lambda a: statistics.mean(trained[a]["val_acc"]))
+        rows.append({**trained[best], "method": "uniform-compound", "target": target,
+                     "grid_candidates": [a.to_dict() for a in under]})
+    return rows
+
+
+def tp_rows(bench: Bench, clock: Clock, prep: Any, cfg: Any, targets: list[float],
+            epochs: int) -> list[dict[str, Any]]:
+    """Torch-Pruning local L1 at the largest MACs ratio (bisected) measured under T."""
+    rows = []
+    for target in targets:
+        start = time.perf_counter()
+        lo, hi, best = 0.0, 1.0, None
+        for _ in range(BISECTIONS):
+            mid = (lo + hi) / 2
+            pruned = tp_prune(prep.model, prep.data, mid, False, False, seed=0)
+            ratio = clock.ratio(pruned)
+            if ratio <= target:
+                lo, best = mid, (pruned, ratio)
+            else:
+                hi = mid
+        if best is None:
+            print(f"tp-l1-local {target}: nothing under it", flush=True)
+            continue
+        row = bench.record("tp-l1-local", target, best[0], time.perf_counter() - start,
+                           f"ft {epochs} (continuing)", bench.finetune(prep.model, epochs, cfg))
+        rows.append({**row, "latency_ratio": best[1]})
+    return rows
+
+
+def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse.Namespace,
+                     targets: list[float], methods: list[str], dev: torch.device
+                     ) -> list[dict[str, Any]]:
+    """The latency search per target, its pick re-measured, trained on; and from scratch."""
+    d_ep, f_ep = args.dense_epochs, args.budget_epochs
+    per_epoch = min(len(bench.data.train_x), args.max_train_images or len(bench.data.train_x))
+    ranking = min(RANKING_IMAGES, per_epoch)
+    images = (f_ep * per_epoch - ranking) // f_ep
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in targets:
+            overrides = base + [f"search.budget={args.search_budget}", "supernet.epochs=1",
+                                f"supernet.max_train_images={ranking}", "finetune.init=dense",
+                                f"finetune.epochs={f_ep}", "search.objective=latency",
+                                f"search.max_latency={target}",
+                                f"search.latency_batch={args.batch}",
+                                f"search.latency_runtime={args.runtime}"]
+            found = searched(overrides, Path(tmp), f"latency-{target}", dev)
+            cfg = load_config(None, overrides)
+            source = found.prep.finetune_source(cfg)
+            slicer = found.prep.space.slicer(source)
+            dense_us = found.prep.cost_axis("latency").dense
+            near = sorted((r for r in found.results if r.latency_us <= NEAR * target * dense_us),
+                          key=lambda r: r.val_score, reverse=True)[:PICK_CANDIDATES]
+            measured = [(r, clock.ratio(slicer.build(r.arch), r.arch)) for r in near]
+            fits = [(r, m) for r, m in measured if m <= target]
+            if not fits:
+                print(f"prunesearch {target}: none of {len(near)} measured under it",
+                      flush=True)
+                continue
+            pick, ratio = fits[0]
+            side = [{"predicted": r.latency_us / dense_us, "measured": m,
+                     "val_score": r.val_score} for r, m in measured]
+            make_s = found.supernet_s + found.search_s
+            if "prunesearch" in methods:
+                row = bench.record("prunesearch", target, slicer.build(pick.arch), make_s,
+                                   f"supernet ranking + ft {f_ep} (continuing)",
+                                   bench.finetune(source, f_ep, cfg, images))
+                rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict(),
+                             "predicted_vs_measured": side})
+            if "prunesearch-arch-scratch" in methods:
+                row = bench.record("prunesearch-arch-scratch", target, slicer.build(pick.arch),
+                                   0.0, f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+                rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict()})
+    return rows
+
+
+def merge(model: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The stored results with these rows in place of any of the same method, runtime, batch
+    and target."""
+    path = RESULTS / f"latency_peers_{model}.json"
+    stored = json.loads(path.read_text()) if path.exists() else {"rows": []}
+
+    def key(r: dict[str, Any]) -> tuple:
+        return r["method"], r["runtime"], r["batch"], r["target"]
+
+    new = {key(r) for r in rows}
+    kept = [r for r in stored["rows"] if key(r) not in new]
+    return {**meta, "rows": kept + rows}
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "none under T"
+    return (f"{mean_std(row['test_acc'])} ({row['latency_ratio']:.2f}, "
+            f"{row['macs_ratio']:.2f} MACs)")
+
+
+def table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Per model, runtime, batch and target: each method's row (mean test accuracy)."""
+    lines = ["| model | runtime | batch | target | uniform-compound | tp-l1-local | prunesearch | "
+             "prunesearch arch, scratch | best prunesearch - uniform |",
+             "|---|---|---:|---:|---|---|---|---|---:|"]
+    for model, stored in sorted(results.items()):
+        cells = sorted({(r["runtime"], r["batch"], r["target"]) for r in stored["rows"]},
+                       key=lambda c: (c[0], c[1], -c[2]))
+        for runtime, batch, target in cells:
+            at = {r["method"]: r for r in stored["rows"]
+                  if (r["runtime"], r["batch"], r["target"]) == (runtime, batch, target)}
+
+            ours = [at[m] for m in ("prunesearch", "prunesearch-arch-scratch") if m in at]
+            lead = ""
+            if ours and "uniform-compound" in at:
+                best = max(statistics.mean(r["test_acc"]) for r in ours)
+                lead = f"{100 * (best - statistics.mean(at['uniform-compound']['test_acc'])):+.2f}"
+            shown = " | ".join(_cell(at.get(m)) for m in METHODS)
+            lines.append(f"| {model} | {runtime} | {batch} | {target} | {shown} | {lead} |")
+    lines.append("\nTest accuracy % (mean +- std over seeds; measured latency ratio to dense, "
+                 "MACs ratio). Every choice on validation; test read once per network.")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python benchmarks/latency_peers.py "
+                                            "--model resnet20 --runtime torch --batch 1")
+    parser.add_argument("--model", default="resnet20", choices=["resnet20", "mobilenetv2_small"])
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--batch", type=int, default=1)
+    add_job_arguments(parser)
+    parser.add_argument("--budget-epochs", type=int, default=6)
+    parser.add_argument("--targets", default="0.6,0.4,0.25")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    args = parser.parse_args()
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"unknown --methods {sorted(unknown)}; choose from {METHODS}")
+    targets = [float(t) for t in args.targets.split(",")]
+    d_ep, f_ep = args.dense_epochs, args.budget_epochs
+    dev = resolve_device(args.device)
+    start = time.perf_counter()
+    base = training_overrides(args.model, d_ep, args.max_train_images) + [
+        f"model.train.schedule_epochs={d_ep + f_ep}"]
+    cfg = load_config(None, base + [f"finetune.epochs={f_ep}"])
+    prep = prepare(cfg, dev, progress=False)
+    bench = Bench(args, cfg, prep)
+    clock = Clock(prep.model, prep.data.input_shape, args.batch, args.runtime)
+    rows: list[dict[str, Any]] = []
+    if "uniform-compound" in methods:
+        rows += uniform_rows(bench, clock, prep, targets, d_ep + f_ep)
+    if "tp-l1-local" in methods:
+        rows += tp_rows(bench, clock, prep, cfg, targets, f_ep)
+    if {"prunesearch", "prunesearch-arch-scratch"} & set(methods):
+        rows += prunesearch_rows(bench, clock, base, args, targets, methods, dev)
+    for row in rows:
+        row.update(runtime=args.runtime, batch=args.batch,
+                   epochs=row.pop("epochs"), wall_s=row.get("make_s", 0.0) + row["train_s"])
+    dense_macs, dense_params = count(prep.model, prep.data.input_shape)
+    meta = {"command": command_line(), "machine": machine(), "dense": {
+        "test_acc": prep.dense_meta.get("test_score"), "macs": dense_macs,
+        "params": dense_params, "epochs": d_ep, "schedule_epochs": d_ep + f_ep},
+        "seeds": args.seed_list, "total_s": time.perf_counter() - start}
+    merged = merge(args.model, rows, meta)
+    save_results(f"latency_peers_{args.model}", merged)
+    stored = {p.stem.removeprefix("latency_peers_"): json.loads(p.read_text())
+              for p in sorted(RESULTS.glob("latency_peers_*.json"))}
+    publish("latency_peers", table(stored))
+
+
+if __name__ == "__main__":
+    main()
