@@ -20,6 +20,7 @@ from prunesearch.front import FrontPoint
 from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.runtimes import runtime_version
 from prunesearch.metrics import metric_of
+from prunesearch.objective import CostAxis
 from prunesearch.runs.export import (
     FORMATS,
     GIVEN_MODEL,
@@ -48,6 +49,13 @@ def choose_export_point(view: RunView, point_id: int | None,
         test = {p["id"]: p["test_score"] for p in view.final_points}
         return view.candidate_points([point_id])[0].with_test_score(test.get(point_id))
     name, max_ratio = limit
+    under = _front_under(view, name, max_ratio, max_ratio)
+    return max(under, key=lambda p: (p.test_score is not None, p.test_score or p.val_score))
+
+
+def _front_under(view: RunView, name: str, max_ratio: float, asked: float) -> list[FrontPoint]:
+    """The front points at most `max_ratio` of the dense model's cost on axis `name`; a
+    UserError naming the `asked` limit when there are none."""
     if not view.front:
         raise UserError(f"Run '{view.path}' has no front point (none of its "
                         f"{len(view.candidates)} candidates succeeded): nothing to export. See "
@@ -57,10 +65,45 @@ def choose_export_point(view: RunView, point_id: int | None,
     if not under:
         smallest = min(axis.ratio(p) for p in view.front)
         option = "--max-flops" if name == "macs" else f"--max-{name}"
-        raise UserError(f"No front point of '{view.path}' has at most {max_ratio} of the dense "
+        raise UserError(f"No front point of '{view.path}' has at most {asked} of the dense "
                         f"model's {axis.label} (the smallest has {smallest:.3f}); raise "
                         f"{option}.")
-    return max(under, key=lambda p: (p.test_score is not None, p.test_score or p.val_score))
+    return under
+
+
+NEAR = 1.15  # a latency pick re-measures the front points predicted at most NEAR x the limit
+PICK_CANDIDATES = 8  # ... the best PICK_CANDIDATES of them by proxy score
+
+
+def latency_candidates(view: RunView, max_ratio: float) -> list[FrontPoint]:
+    """The front points a pick under a latency limit re-measures, best proxy first: those the
+    table predicts at most NEAR x the limit (predictions drift with the machine's phase, so
+    a point predicted a little over may measure under, and one predicted under may not)."""
+    near = _front_under(view, "latency", NEAR * max_ratio, max_ratio)
+    return sorted(near, key=lambda p: p.val_score, reverse=True)[:PICK_CANDIDATES]
+
+
+def measured_pick(points: list[FrontPoint], prep: Prepared, cfg: RunConfig, max_ratio: float,
+                  axis: CostAxis) -> tuple[FrontPoint, dict[str, Any]]:
+    """The best proxy point whose latency MEASURED now, in the run's runtime and batch and in
+    turns with the dense model, is within the limit; with every measurement beside its
+    prediction. A UserError when none fits."""
+    slicer = prep.space.slicer(prep.model)  # latency does not depend on the weights
+    runtime, batch = cfg.search.latency_runtime, cfg.search.latency_batch
+    shape = tuple(prep.data.input_shape)
+    measured = []
+    for point in points:
+        _, _, ratio = latency_ratio(slicer.build(point.arch), prep.model, shape, batch,
+                                    pairs=20 if batch == 1 else 8, runtime=runtime)
+        measured.append({"id": point.id, "predicted_ratio": axis.ratio(point),
+                         "measured_ratio": ratio, "val_score": point.val_score})
+        if ratio <= max_ratio:  # best proxy first: the first that fits is the pick
+            return point, {"limit": max_ratio, "runtime": runtime, "batch": batch,
+                           "measured": measured}
+    shown = ", ".join(f"#{m['id']} {m['measured_ratio']:.3f}" for m in measured)
+    raise UserError(f"None of the {len(points)} best front points predicted near {max_ratio} "
+                    f"of the dense model's latency measures under it now ({shown}); raise "
+                    f"--max-latency, or search again with a lower search.max_latency.")
 
 
 def _predicted_latency(view: RunView, point: FrontPoint, cfg: RunConfig,
@@ -127,11 +170,21 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
     if "onnx" in formats:
         check_onnx_installed()
     view = RunView.load(run_dir)
-    point = choose_export_point(view, point_id, limit)
-    folder = out if out is not None else run_dir / "export" / str(point.id)
-    check_export_folder(folder)
+    by_latency = limit is not None and limit[0] == "latency"
+    if by_latency:  # re-measured once the dense model is ready
+        near = latency_candidates(view, limit[1])
+    else:
+        point = choose_export_point(view, point_id, limit)
+        check_export_folder(out if out is not None else run_dir / "export" / str(point.id))
+    if out is not None:
+        check_export_folder(out)
     cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
     prep = prepare(cfg, torch.device("cpu"), progress, latency_table=False, given=given)
+    pick = None
+    if by_latency:
+        point, pick = measured_pick(near, prep, cfg, limit[1], view.axis("latency"))
+    folder = out if out is not None else run_dir / "export" / str(point.id)
+    check_export_folder(folder)
     spec = export_spec(cfg, prep, point, given)
     model, source = slim_model(run_dir, cfg, prep, point, spec, given)
 
@@ -156,7 +209,7 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
                                  "one untimed forward, then the median of 2 timed ones); the "
                                  "ratio is the median of the per-pair ratios",
                     "model": latency, "dense": dense_latency, "ratio_to_dense": ratio,
-                    "runtimes": runtimes,
+                    "runtimes": runtimes, "pick": pick,
                     "predicted": _predicted_latency(
                         view, point, cfg, dense_latency[f"batch_{cfg.search.latency_batch}_ms"])},
     }
