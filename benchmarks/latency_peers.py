@@ -155,8 +155,8 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
             cfg = load_config(None, overrides)
             source = found.prep.finetune_source(cfg)
             slicer = found.prep.space.slicer(source)
-            dense_us = found.prep.cost_axis("latency").dense
-            near = sorted((r for r in found.results if r.latency_us <= NEAR * target * dense_us),
+            table = found.prep.latency  # ratios: free of the re-anchoring's scale
+            near = sorted((r for r in found.results if table.ratio(r.arch) <= NEAR * target),
                           key=lambda r: r.val_score, reverse=True)[:PICK_CANDIDATES]
             measured = [(r, clock.ratio(slicer.build(r.arch), r.arch)) for r in near]
             fits = [(r, m) for r, m in measured if m <= target]
@@ -165,7 +165,7 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
                       flush=True)
                 continue
             pick, ratio = fits[0]
-            side = [{"predicted": r.latency_us / dense_us, "measured": m,
+            side = [{"predicted": table.ratio(r.arch), "measured": m,
                      "val_score": r.val_score} for r, m in measured]
             make_s = found.supernet_s + found.search_s
             if "prunesearch" in methods:
@@ -197,7 +197,7 @@ def merge(model: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[
 
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
-        return "none under T"
+        return "-"
     return (f"{mean_std(row['test_acc'])} ({row['latency_ratio']:.2f}, "
             f"{row['macs_ratio']:.2f} MACs)")
 
@@ -222,7 +222,8 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
             shown = " | ".join(_cell(at.get(m)) for m in METHODS)
             lines.append(f"| {model} | {runtime} | {batch} | {target} | {shown} | {lead} |")
     lines.append("\nTest accuracy % (mean +- std over seeds; measured latency ratio to dense, "
-                 "MACs ratio). Every choice on validation; test read once per network.")
+                 "MACs ratio); '-': no row (not run, or no network under T). Every choice on "
+                 "validation; test read once per network.")
     return lines
 
 
