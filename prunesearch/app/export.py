@@ -171,20 +171,20 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         check_onnx_installed()
     view = RunView.load(run_dir)
     by_latency = limit is not None and limit[0] == "latency"
-    if by_latency:  # re-measured once the dense model is ready
+    folder = out
+    if by_latency:  # re-measured once the dense model is ready; write_export checks its folder
         near = latency_candidates(view, limit[1])
     else:
         point = choose_export_point(view, point_id, limit)
-        check_export_folder(out if out is not None else run_dir / "export" / str(point.id))
-    if out is not None:
-        check_export_folder(out)
+        folder = out if out is not None else run_dir / "export" / str(point.id)
+    if folder is not None:  # before the dense model is loaded: a bad folder fails at once
+        check_export_folder(folder)
     cfg = load_config(run_dir / "config.toml", run_dir=run_dir)
     prep = prepare(cfg, torch.device("cpu"), progress, latency_table=False, given=given)
     pick = None
     if by_latency:
         point, pick = measured_pick(near, prep, cfg, limit[1], view.axis("latency"))
-    folder = out if out is not None else run_dir / "export" / str(point.id)
-    check_export_folder(folder)
+        folder = out if out is not None else run_dir / "export" / str(point.id)
     spec = export_spec(cfg, prep, point, given)
     model, source = slim_model(run_dir, cfg, prep, point, spec, given)
 

@@ -30,6 +30,7 @@ from prunesearch.spaces import Space
 from prunesearch.spaces.options import SpaceConfig
 from prunesearch.strategies import TrainingKit
 from prunesearch.training import dense_model, train_model
+from prunesearch.training.finetune import reinitialise
 from prunesearch.training.supernet import train_supernet
 
 log = logging.getLogger("prunesearch")
@@ -139,21 +140,14 @@ class Prepared:
         shape, classes = self.data.input_shape, self.data.num_classes
 
         def fresh_model(seed: int) -> nn.Module:
+            if given is not None and given.model is not None:
+                return reinitialise(copy.deepcopy(given.model), seed).to(dev)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                if given is not None and given.model is not None:
-                    return _reset(copy.deepcopy(given.model)).to(dev)
                 return build_model(cfg.model.name, shape, classes, cfg.model.width_mult).to(dev)
 
         return TrainingKit(self.data, cfg.model.train, dev, fresh_model, self.evaluator.val_x,
                            self.evaluator.val_y)
-
-
-def _reset(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return model
 
 
 def given_dense_model(cfg: RunConfig, given: Given, data: DatasetSplits, dev: torch.device,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import optuna
 from rich.console import Console
 
 from prunesearch.app.config import load_config
@@ -26,7 +26,7 @@ from prunesearch.objective import CostAxis
 from prunesearch.runs.finetuned import TrainedArchive, read_finetuned
 from prunesearch.runs.rundir import CONFIG, RunDir
 from prunesearch.scaleout.driver import SharedSearch
-from prunesearch.scaleout.study import StudyRecorder, run_storage
+from prunesearch.scaleout.study import StudyRecorder, open_run_study
 from prunesearch.scaleout.tables import SharedStudy
 from prunesearch.strategies import (
     Budget,
@@ -37,8 +37,6 @@ from prunesearch.strategies import (
     TrainingStrategy,
     create_strategy,
 )
-from prunesearch.strategies.base import StudyOpener
-from prunesearch.strategies.trials import DIRECTIONS
 
 log = logging.getLogger("prunesearch")
 
@@ -128,14 +126,6 @@ def share_search(shared: SharedStudy, cfg: RunConfig, prep: Prepared, strategy: 
     return SharedSearch(shared, mode, recorded)
 
 
-def _study_opener(run_dir: Path) -> StudyOpener:
-    """The run's own Optuna studies live in its journal file."""
-    def open_study(name: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-        return optuna.create_study(study_name=name, storage=run_storage(run_dir),
-                                   load_if_exists=True, directions=DIRECTIONS, sampler=sampler)
-    return open_study
-
-
 def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto",
             progress: bool = True, console: Console | None = None,
             given: Given | None = None,
@@ -191,7 +181,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         problem = Problem(prep.space, prep.evaluator, axis, prep.latency_limit(cfg), prep.model,
                           prep.training_kit(cfg, dev, given))
         env = Environment(record, run.path, bar.progress if progress else None,
-                          _study_opener(run.path), shared, TrainedArchive(run.path))
+                          partial(open_run_study, run.path), shared, TrainedArchive(run.path))
         ctx = SearchContext(problem, env, Budget(cfg.search.budget, cfg.search.time_limit),
                             cfg.seed, n_evals=len(journal.candidates),
                             batch_size=cfg.search.batch_size)

@@ -30,6 +30,14 @@ def run_storage(run_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
 
 
+def open_run_study(run_dir: Path, name: str,
+                   sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The run's study `name` in its journal file, created or reopened, with the two
+    minimized objectives every study of a run has."""
+    return optuna.create_study(study_name=name, storage=run_storage(run_dir),
+                               directions=DIRECTIONS, load_if_exists=True, sampler=sampler)
+
+
 class StudyRecorder:
     """Adds each recorded candidate to the study `name` as a finished trial."""
 
@@ -39,8 +47,7 @@ class StudyRecorder:
         # the genes as integer parameters, as random/tpe suggest them
         self.distributions = {d.name: IntDistribution(0, len(d.choices) - 1)
                               for d in space.dims}
-        self.study = optuna.create_study(study_name=name, storage=run_storage(run_dir),
-                                         directions=DIRECTIONS, load_if_exists=True)
+        self.study = open_run_study(run_dir, name)
         name_metrics(self.study, axis)
         for result in recorded[len(self.study.trials):]:  # a kill between journal and study
             self.add(result)
