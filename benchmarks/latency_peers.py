@@ -20,8 +20,9 @@ validation data, never on test:
   continuing the dense schedule;
 - prunesearch: the product's latency search (search.objective = latency, search.max_latency =
   T, the same runtime and batch, tpe) on a one-epoch supernet stage (12000 images) that only
-  ranks candidates; of the best-proxy candidates predicted near or under T, the best whose
-  MEASURED latency is under T is cut from the dense model and trained F epochs continuing
+  ranks candidates (the run corrects T by networks it measures near it, so every candidate
+  is predicted under T); of the 8 best-proxy candidates, the best whose MEASURED latency is
+  under T is cut from the dense model and trained F epochs continuing
   the schedule (on fewer images per epoch, so that the supernet's and the fine-tuning's
   images make F epochs);
 - prunesearch-arch-scratch: that architecture trained from scratch for D + F epochs, like
@@ -62,7 +63,6 @@ METHODS = ["uniform-compound", "tp-l1-local", "prunesearch", "prunesearch-arch-s
 PAIRS = {1: 20, 64: 8}  # turns with the dense model per measurement, by batch size
 GRID_CANDIDATES = 2  # uniform-compound networks trained per cell
 PICK_CANDIDATES = 8  # prunesearch's best-proxy candidates re-measured per cell
-NEAR = 1.15  # ... among those predicted at most NEAR x T
 BISECTIONS = 7
 
 
@@ -156,8 +156,9 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
             source = found.prep.finetune_source(cfg)
             slicer = found.prep.space.slicer(source)
             table = found.prep.latency  # ratios: free of the re-anchoring's scale
-            near = sorted((r for r in found.results if table.ratio(r.arch) <= NEAR * target),
-                          key=lambda r: r.val_score, reverse=True)[:PICK_CANDIDATES]
+            # every candidate fits the limit as the run corrected it near T
+            near = sorted(found.results, key=lambda r: r.val_score,
+                          reverse=True)[:PICK_CANDIDATES]
             measured = [(r, clock.ratio(slicer.build(r.arch), r.arch)) for r in near]
             fits = [(r, m) for r, m in measured if m <= target]
             if not fits:
@@ -173,7 +174,8 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
                                    f"supernet ranking + ft {f_ep} (continuing)",
                                    bench.finetune(source, f_ep, cfg, images))
                 rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict(),
-                             "predicted_vs_measured": side})
+                             "predicted_vs_measured": side,
+                             "limit": found.prep.limit.to_dict()})
             if "prunesearch-arch-scratch" in methods:
                 row = bench.record("prunesearch-arch-scratch", target, slicer.build(pick.arch),
                                    0.0, f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))

@@ -54,7 +54,12 @@ class SearchConfig(Options):
         "torch", description="where latency is measured: torch eager on the run's device, or "
         "the network exported to ONNX and run by onnxruntime's CPU provider")
     max_latency: float | None = Field(None, gt=0, le=1, description="no candidate over this "
-                                      "ratio of the dense model's predicted latency")
+                                      "ratio of the dense model's latency (predicted, the "
+                                      "prediction corrected near it: measure_limit)")
+    measure_limit: bool = Field(True, description="with max_latency, time a few networks the "
+                                "table predicts near it at the start and correct the limit by "
+                                "their measured / predicted ratio (false: trust the table, so "
+                                "a cached table gives the same candidates every run)")
     storage: str | None = Field(None, description="an Optuna RDB URL (postgresql://user@host"
                                 "/db, or sqlite:///file.db on one machine): the candidates "
                                 "live in a study named after the run that `prunesearch worker` "

@@ -104,8 +104,12 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     assert summary["latency_table"]["batch"] == 2
     results = [c.result for c in read_journal(run / "candidates.csv")]
     assert results and all(r.latency_us is not None for r in results)
-    assert max(r.latency_us for r in results) <= 0.8 * dense
-    assert all(r.macs < summary["dense"]["macs"] for r in results)  # the full width refused
+    limit = summary["latency_limit"]  # 0.8 measured, held as the table predicts it
+    assert limit["target"] == 0.8
+    assert limit["predicted_ratio"] == pytest.approx(0.8 / limit["scale"])
+    assert max(r.latency_us for r in results) <= limit["predicted_ratio"] * dense + 1e-3
+    if limit["predicted_ratio"] < 1:
+        assert all(r.macs < summary["dense"]["macs"] for r in results)  # full width refused
     view = RunView.load(run)
     costs = [point.cost_ratio for point in view.front]
     assert costs == sorted(costs) and all(c == pytest.approx(point.latency_us / dense, abs=1e-5)
@@ -161,6 +165,29 @@ def test_a_latency_limit_no_architecture_meets_is_refused_before_the_search(tmp_
                                         r"predicted at 0\.\d+ of dense"):
         run_job(cfg, tmp_path / "runs", progress=False)
     assert not (tmp_path / "runs" / "fast").exists()  # nothing half-written
+
+
+def test_the_limit_is_corrected_by_networks_measured_near_it(tmp_path):
+    """Up to 8 networks the table predicts within 0.8-1.2 x the limit are timed; the limit
+    moves by their median measured / predicted ratio; with too few near it, it stays."""
+    import statistics
+
+    from prunesearch.latency.limit import LIMIT_ARCHS, measured_limit, near_limit
+
+    model = build_model("resnet20", (1, 28, 28), 10, 0.5).eval()
+    space = space_of(SpaceConfig(), model, torch.zeros(1, 1, 28, 28))
+    table = build_latency_model(space, model, 1, CPU, cache_dir=tmp_path, repeats=1)
+    archs = near_limit(table, 0.5, seed=0)
+    assert 3 <= len(archs) <= LIMIT_ARCHS and len(set(archs)) == len(archs)
+    assert all(0.4 <= table.ratio(a) <= 0.6 for a in archs)
+    assert archs == near_limit(table, 0.5, seed=0)  # seeded
+    limit = measured_limit(table, model, 0.5, 1, CPU, "torch", seed=0)
+    assert [p for p, _ in limit.measured] == [table.ratio(a) for a in archs]
+    assert all(m > 0 for _, m in limit.measured)
+    assert limit.scale == statistics.median(m / p for p, m in limit.measured)
+    assert limit.predicted_ratio == pytest.approx(0.5 / limit.scale)
+    nothing = measured_limit(table, model, 0.01, 1, CPU, "torch", seed=0)
+    assert nothing.scale == 1.0 and not nothing.measured and nothing.predicted_ratio == 0.01
 
 
 def test_expected_latency_equals_the_prediction_for_one_hot_choices(tmp_path):

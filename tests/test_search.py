@@ -272,6 +272,24 @@ def test_strategy_searches_latency_and_keeps_the_latency_limit(space, name, tmp_
     assert ctx.objectives(recorded[0])[1] == pytest.approx(recorded[0].latency_us / dense)
 
 
+def test_a_latency_search_starts_from_the_width_x_depth_grid(space, tmp_path):
+    """Under latency, tpe's first trials are the compound grid's networks that fit the limit
+    (those over it are answered at no cost), not the width sweep at full depth."""
+    from prunesearch.objective import CostAxis
+
+    recorded: list[Result] = []
+    evaluator = CostProxyEvaluator(space)
+    evaluator.predict_latency = _stand_in_latency(space)
+    dense = evaluator.predict_latency(space.largest())
+    axis = CostAxis("latency", dense, evaluator.predict_latency)
+    ctx = SearchContext(Problem(space, evaluator, axis, 0.5 * dense, MODEL, KIT),
+                        Environment(recorded.append, tmp_path), Budget(40), 0, batch_size=4)
+    create_strategy("tpe").search(ctx)
+    grid = [a for a in space.compound_grid() if evaluator.predict_latency(a) <= 0.5 * dense]
+    assert any(a not in space.uniform_sweep() for a in grid)  # shallower networks among them
+    assert [r.arch for r in recorded[:len(grid)]] == grid
+
+
 def test_mask_strategies_do_not_claim_latency():
     assert "latency" not in strategy_class("dass").axes
     assert "latency" not in strategy_class("imp").axes

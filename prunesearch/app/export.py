@@ -78,8 +78,10 @@ PICK_CANDIDATES = 8  # ... the best PICK_CANDIDATES of them by proxy score
 def latency_candidates(view: RunView, max_ratio: float) -> list[FrontPoint]:
     """The front points a pick under a latency limit re-measures, best proxy first: those the
     table predicts at most NEAR x the limit (predictions drift with the machine's phase, so
-    a point predicted a little over may measure under, and one predicted under may not)."""
-    near = _front_under(view, "latency", NEAR * max_ratio, max_ratio)
+    a point predicted a little over may measure under, and one predicted under may not),
+    the prediction corrected as the run corrected its search.max_latency."""
+    scale = (view.summary.get("latency_limit") or {}).get("scale", 1.0)
+    near = _front_under(view, "latency", NEAR * max_ratio / scale, max_ratio)
     return sorted(near, key=lambda p: p.val_score, reverse=True)[:PICK_CANDIDATES]
 
 

@@ -20,6 +20,7 @@ from prunesearch.data.given import GIVEN_DATA
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, create_evaluator
 from prunesearch.fileio import default_cache_dir
+from prunesearch.latency.limit import LatencyLimit, measured_limit
 from prunesearch.latency.runtimes import check_runtime
 from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.models import build_model
@@ -110,6 +111,7 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     latency: LatencyModel | None = None  # when the run predicts latency (search.objective)
     dense_model: nn.Module | None = None  # before the supernet stage (None: `model`)
+    limit: LatencyLimit | None = None  # search.max_latency in the table's terms
 
     def finetune_source(self, cfg: RunConfig) -> nn.Module:
         """The network fine-tuned points are cut from (and distil from): the weights the
@@ -128,10 +130,12 @@ class Prepared:
         return CostAxis("latency", dense, self.latency.predict, self.latency.expected)
 
     def latency_limit(self, cfg: RunConfig) -> float | None:
-        """search.max_latency in microseconds of the job's latency table."""
+        """search.max_latency in microseconds of the job's latency table (corrected near the
+        limit when it was measured there)."""
         if cfg.search.max_latency is None:
             return None
-        return cfg.search.max_latency * self.cost_axis("latency").dense
+        ratio = self.limit.predicted_ratio if self.limit else cfg.search.max_latency
+        return ratio * self.cost_axis("latency").dense
 
     def training_kit(self, cfg: RunConfig, dev: torch.device,
                      given: Given | None = None) -> TrainingKit:
@@ -224,8 +228,18 @@ def prepared_over(cfg: RunConfig, data: DatasetSplits, model: nn.Module,
                  cfg.search.latency_runtime, cfg.search.latency_batch, latency.meta["device"],
                  latency.meta["entries"],
                  100 * latency.meta["calibration_median_abs_error"], _cached_note(latency))
+    limit = None
+    if latency is not None and cfg.search.max_latency is not None:
+        limit = LatencyLimit(cfg.search.max_latency, 1.0, ())
+        if cfg.search.measure_limit:
+            limit = measured_limit(latency, model, cfg.search.max_latency,
+                                   cfg.search.latency_batch, dev, cfg.search.latency_runtime,
+                                   cfg.seed)
+            log.info("search.max_latency %.3f: %d networks near it measure %.3f x their "
+                     "prediction; candidates are held to %.3f of dense as predicted",
+                     limit.target, len(limit.measured), limit.scale, limit.predicted_ratio)
     return Prepared(data, model, dense, supernet, space, evaluator, timings, latency,
-                    dense_model)
+                    dense_model, limit)
 
 
 def _cached_note(latency: LatencyModel) -> str:

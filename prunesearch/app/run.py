@@ -78,13 +78,12 @@ def check_objective(cfg: RunConfig, axes: tuple[str, ...]) -> None:
 
 def check_latency_limit(cfg: RunConfig, prep: Prepared) -> None:
     """Refuse, before the search, a latency limit no architecture of the space meets by the
-    table's prediction (the search would evaluate nothing)."""
-    limit = prep.latency_limit(cfg)
-    if limit is None:
+    table's prediction, corrected near the limit (the search would evaluate nothing)."""
+    if prep.limit is None:
         return
     space, predict = prep.space, prep.cost_axis("latency")
     fastest = min([space.smallest(), *space.compound_grid()], key=predict.arch_ratio)
-    ratio = predict.arch_ratio(fastest)
+    ratio = predict.arch_ratio(fastest) * prep.limit.scale
     if ratio > cfg.search.max_latency:
         raise UserError(f"search.max_latency = {cfg.search.max_latency} of the dense model's "
                         f"predicted latency ({predict.dense / 1000:.3f} ms) is below what any "

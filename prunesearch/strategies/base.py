@@ -174,6 +174,15 @@ class SearchContext:
     progress = property(lambda self: self.env.progress)
     shared = property(lambda self: self.env.shared)
 
+    def uniform_start(self) -> list[Arch]:
+        """The uniform networks a search starts from (`seed_uniform`): the width sweep, or,
+        when latency is the axis or limits the search, the compound grid of widths and depths:
+        MACs fall with width squared, small-batch latency mostly with depth (per-layer
+        overhead: benchmarks/README.md, "Latency table accuracy")."""
+        if self.axis.name == "latency" or self.max_latency_us is not None:
+            return self.space.compound_grid()
+        return self.space.uniform_sweep()
+
     def output_path(self, name: str) -> Path:
         """Where the strategy writes a file of its own (a plot, a table) for the user."""
         self.env.folder.mkdir(parents=True, exist_ok=True)

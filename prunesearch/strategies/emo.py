@@ -50,7 +50,9 @@ class EmoOptions(Options):
     macs_min: float = Field(0.0, ge=0, le=1, description="constraint: MACs ratio >= this")
     macs_max: float = Field(1.0, gt=0, le=1, description="constraint: MACs ratio <= this")
     third_objective: Literal["params"] | None = None
-    seed_uniform: bool = Field(True, description="the first population holds the uniform sweep")
+    seed_uniform: bool = Field(True, description="the first population holds the uniform "
+                               "networks (the width sweep; under latency the width x depth "
+                               "grid)")
 
 
 class _SameArch(ElementwiseDuplicateElimination):
@@ -144,12 +146,12 @@ class EMOStrategy(AskTellStrategy):
         log.info("emo: resumed after generation %d (replayed from the journal)", generations)
 
     def _initial(self, ctx: SearchContext, bounds: np.ndarray) -> np.ndarray:
-        """Given archs, the uniform sweep (if asked) and random genes, all distinct."""
+        """Given archs, the uniform networks (if asked) and random genes, all distinct."""
         rng = np.random.default_rng(ctx.seed)
         rows: dict[Arch, np.ndarray] = {
             arch: np.asarray(ctx.space.encode(arch), dtype=float) for arch in self.initial}
         if self.options.seed_uniform:
-            for arch in ctx.space.uniform_sweep():
+            for arch in ctx.uniform_start():
                 rows.setdefault(arch, np.asarray(ctx.space.encode(arch), dtype=float))
         for _ in range(100 * self.options.pop_size):
             if len(rows) >= self.options.pop_size:

@@ -76,7 +76,14 @@ class SubSpace:
 
     def uniform_sweep(self) -> list[Arch]:
         """The space's uniform sweep, restricted to these dimensions."""
-        return list(dict.fromkeys(self.decode(self.encode(a)) for a in self.space.uniform_sweep()))
+        return self._restricted(self.space.uniform_sweep())
+
+    def compound_grid(self) -> list[Arch]:
+        """The space's width x depth grid, restricted to these dimensions."""
+        return self._restricted(self.space.compound_grid())
+
+    def _restricted(self, archs: list[Arch]) -> list[Arch]:
+        return list(dict.fromkeys(self.decode(self.encode(a)) for a in archs))
 
     def owns(self, arch: Arch) -> bool:
         genes = self.space.encode(arch)

@@ -33,13 +33,14 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 class SamplerOptions(Options):
     """Options of `random` and `tpe`."""
 
-    seed_uniform: bool = Field(True, description="start with the uniform sweep")
+    seed_uniform: bool = Field(True, description="start with the uniform networks (the "
+                               "width sweep; under latency the width x depth grid)")
 
 
 class OptunaStrategy(AskTellStrategy):
-    """`seed_uniform` enqueues the uniform sweep as the first trials of a new study:
-    independent genes rarely produce wide networks (the MACs ratio is a product of widths),
-    so without it the front's upper half stays empty."""
+    """`seed_uniform` enqueues the uniform networks (`SearchContext.uniform_start`) as the
+    first trials of a new study: independent genes rarely produce wide networks (the MACs
+    ratio is a product of widths), so without it the front's upper half stays empty."""
 
     options: SamplerOptions
     keeps_study = True
@@ -66,7 +67,7 @@ class OptunaStrategy(AskTellStrategy):
             self.study = ctx.shared.study(self.make_sampler(ctx.seed))
         name_metrics(self.study, ctx.axis)
         if self.options.seed_uniform and not self.study.trials:
-            for arch in ctx.space.uniform_sweep():
+            for arch in ctx.uniform_start():
                 genes = ctx.space.encode(arch)
                 self.study.enqueue_trial({d.name: g for d, g in zip(ctx.space.dims, genes,
                                                                     strict=True)},
