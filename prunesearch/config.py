@@ -35,6 +35,11 @@ class DataConfig(Options):
     val_size: int | None = Field(None, ge=1, description="examples held out of the training "
                                  "split (default: the dataset's own, 5000 for fashion-mnist)")
     download: bool = True
+    image_size: int | None = Field(None, ge=1, description="imagefolder: resize every image "
+                                   "to this many pixels square (unset: they share one size)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder and arrays "
+                                 "without a test split: the seeded share of the examples "
+                                 "held out as the test set")
 
 
 class SearchConfig(Options):

@@ -72,7 +72,8 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None,
                         f"prunesearch.open_run(RUN_DIR, model=..., train=..., val=..., test=...).")
     else:
         data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
-                            cfg.data.download)
+                            cfg.data.download, {"image_size": cfg.data.image_size,
+                                                "test_fraction": cfg.data.test_fraction})
     return data if dev is None else data.to(dev)
 
 

@@ -8,7 +8,9 @@ registry: `register_dataset` adds one (data/registry.py states the loader contra
 
 from __future__ import annotations
 
+from prunesearch.data.arrays import load_arrays
 from prunesearch.data.idx_datasets import load_fashion_mnist, load_mnist
+from prunesearch.data.imagefolder import load_imagefolder
 from prunesearch.data.packaged import load_digits, load_mnist1d
 from prunesearch.data.registry import list_datasets, load_dataset, register_dataset
 from prunesearch.data.splits import DatasetSplits, RawDataset, make_splits
@@ -32,3 +34,6 @@ register_dataset("digits", default_val_size=200, pinned=True)(load_digits)
 # the Python version's own sources: their content is hashed (not pinned)
 register_dataset("stdlib-bytes", default_val_size=1000)(load_stdlib_bytes)
 register_dataset("synthetic", default_val_size=64, pinned=True)(load_synthetic)
+# a user's files, read without code: their content is hashed (not pinned)
+register_dataset("arrays")(load_arrays)
+register_dataset("imagefolder")(load_imagefolder)

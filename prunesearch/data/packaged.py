@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from prunesearch.data.splits import RawDataset
+from prunesearch.data.splits import RawDataset, hold_out_test
 
 DIGITS_TEST_FRACTION = 0.2
 # The test split of digits is fixed, whatever the run's seed, so test scores stay comparable.
@@ -23,10 +23,7 @@ def load_digits() -> RawDataset:
     bunch = sklearn_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(_DIGITS_SPLIT_SEED))
-    n_test = round(len(y) * DIGITS_TEST_FRACTION)
-    test, train = order[:n_test].sort().values, order[n_test:].sort().values
-    return RawDataset(x[train], y[train], x[test], y[test], 10)
+    return hold_out_test(x, y, DIGITS_TEST_FRACTION, _DIGITS_SPLIT_SEED)._replace(num_classes=10)
 
 
 def load_mnist1d() -> RawDataset:

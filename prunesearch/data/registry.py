@@ -2,17 +2,18 @@
 
 The loader contract, the same for registered loaders and user factories: the loader is called
 with those of the keyword arguments `data_dir` (the config's data.data_dir as a Path, None when
-unset) and `download` (bool) that its signature names (both with **kwargs, none if it names
-neither). It returns a RawDataset or a tuple of its five fields (train_x, train_y, test_x,
-test_y, num_classes): inputs (N, F) or (N, C, H, W), real-valued, finite; labels 1-D integers in
-[0, num_classes); num_classes an int >= 2. What it returns is checked before splitting, so a
-loader that returns the wrong thing fails here with a clear message, not inside training.
+unset), `download` (bool), `image_size` (int or None) and `test_fraction` (float) that its
+signature names (all with **kwargs, none if it names none). It returns a RawDataset or a tuple
+of its five fields (train_x, train_y, test_x, test_y, num_classes): inputs (N, F) or
+(N, C, H, W), real-valued, finite; labels 1-D integers in [0, num_classes); num_classes an
+int >= 2. What it returns is checked before splitting, so a loader that returns the wrong
+thing fails here with a clear message, not inside training.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +34,8 @@ Loader = Callable[..., Any]  # (data_dir=..., download=...) -> RawDataset or its
 _L = TypeVar("_L", bound=Loader)
 
 _CONTRACT = (
-    "A dataset loader takes the keyword arguments data_dir and download (or neither) and "
+    "A dataset loader takes keyword arguments among data_dir, download, image_size and "
+    "test_fraction (or none) and "
     "returns prunesearch.data.RawDataset(train_x, train_y, test_x, test_y, num_classes) or a "
     "tuple of those five."
 )
@@ -85,12 +87,15 @@ def load_dataset(
     val_size: int | None = None,
     seed: int = 0,
     download: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> DatasetSplits:
     """Load dataset `name` (registered, or a user's 'package.module:factory') and hold out
     `val_size` training examples (chosen by `seed`) as the validation set. `val_size=None`
     takes the dataset's default: 5000 for fashion-mnist and mnist, 500 for mnist1d, 200 for
     digits, 64 for synthetic, 10% of the training examples (at least 1) for the others.
-    `data_dir` and `download` only matter for loaders that read files (fashion-mnist, mnist)."""
+    `data_dir` and `download` only matter for loaders that read files (fashion-mnist, mnist,
+    arrays, imagefolder); `options` (image_size, test_fraction) are offered to the loader
+    beside them."""
     if ":" in name:
         load = import_factory(name, "dataset", DataError, returns="a RawDataset")
         entry = _Entry(load, default_val_size=None, pinned=False)
@@ -103,7 +108,8 @@ def load_dataset(
                         f"Set data.dataset to one of them, or to your own loader as "
                         f"'package.module:factory'.")
     directory = None if data_dir is None else Path(data_dir).expanduser()
-    raw = _call_loader(entry.load, what, {"data_dir": directory, "download": download})
+    raw = _call_loader(entry.load, what,
+                       {"data_dir": directory, "download": download, **(options or {})})
     if val_size is None:
         val_size = entry.default_val_size or max(1, len(raw.train_y) // 10)
     return make_splits(name, *raw, val_size=val_size, seed=seed,

@@ -147,3 +147,14 @@ def raw_digest(raw: RawDataset) -> str:
         digest.update(f"|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(flat.view(torch.uint8).numpy())  # the bytes, whatever the dtype
     return digest.hexdigest()
+
+
+def hold_out_test(x: torch.Tensor, y: torch.Tensor, fraction: float,
+                  seed: int = 0) -> RawDataset:
+    """A dataset that comes as one pool: a `fraction` of it (a permutation seeded by `seed`,
+    fixed whatever the run's seed, so test scores stay comparable) is the test set; the
+    class count is left 0 for the loader to fill."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, round(len(y) * fraction))
+    test, train = order[:n_test].sort().values, order[n_test:].sort().values
+    return RawDataset(x[train], y[train], x[test], y[test], 0)
