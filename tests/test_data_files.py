@@ -45,6 +45,13 @@ def test_arrays_read_npz_and_npy_pairs_and_hold_out_a_test_share(tmp_path):
     assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (45, 5, 10)
     assert data.input_shape == (3, 4, 4) and data.num_classes == int(y.max()) + 1
     assert torch.equal(data.test_y, torch.from_numpy(y[:10]))
+    norm = data.input_normalization()  # fitted on train: what deployed inputs need too
+    assert norm["per"] == "channel" and len(norm["mean"]) == 3
+    shape = (1, 3, 1, 1)
+    raw_val = data.val_x * torch.tensor(norm["std"]).view(shape) + torch.tensor(
+        norm["mean"]).view(shape)  # undone, the validation rows are rows of the file
+    distance = torch.cdist(raw_val.flatten(1), torch.from_numpy(x).flatten(1))
+    assert float(distance.min(dim=1).values.max()) < 1e-2  # others are > 2 away
 
     pooled = tmp_path / "pooled"
     pooled.mkdir()
@@ -168,3 +175,6 @@ def test_a_png_folder_runs_search_finetuning_and_export_with_no_code(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "exported" / "meta.json").exists()
+    spec = json.loads((tmp_path / "exported" / "arch.json").read_text())
+    assert spec["input_normalization"] == summary["input_normalization"]
+    assert len(spec["input_normalization"]["mean"]) == 1  # grey images: one channel

@@ -141,11 +141,12 @@ def measured_latency(model: nn.Module, dense: nn.Module, shape: tuple[int, ...],
 def export_spec(cfg: RunConfig, prep: Prepared, point: FrontPoint,
                 given: Given | None) -> dict[str, Any]:
     """arch.json: what rebuilds the module (a given network's name marks that `load` needs
-    that network passed in again)."""
+    that network passed in again), and how its inputs were normalised in training."""
     model = GIVEN_MODEL if given is not None and given.model is not None else cfg.model.name
     return {"model": model, "width_mult": cfg.model.width_mult,
             "input_shape": list(prep.data.input_shape), "num_classes": prep.data.num_classes,
-            "arch": point.arch.to_dict()}
+            "arch": point.arch.to_dict(),
+            "input_normalization": prep.data.input_normalization()}
 
 
 def slim_model(run_dir: Path, cfg: RunConfig, prep: Prepared, point: FrontPoint,

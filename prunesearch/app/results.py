@@ -97,6 +97,7 @@ def write_results(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list[
         "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,
         "latency_table": prep.latency.meta if prep.latency else None,
         "latency_limit": prep.limit.to_dict() if prep.limit else None,
+        "input_normalization": prep.data.input_normalization(),
     }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
         variant if finetuned else None, axis)
     log.info("results: %d candidates, front %d, hypervolume %.4f, %.1f s", summary["n_evals"],

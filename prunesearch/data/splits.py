@@ -39,6 +39,9 @@ class DatasetSplits:
     test_y: torch.Tensor
     num_classes: int
     content_digest: str = ""  # raw_digest of data whose name does not pin them, else ""
+    # (mean, std) make_splits normalised the inputs with, per channel (images) or one value
+    # (flat data), fitted on `train`: what a deployed model's inputs need too. None: as given
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -55,6 +58,17 @@ class DatasetSplits:
             test_x=self.test_x.to(device),
             test_y=self.test_y.to(device),
         )
+
+    def input_normalization(self) -> dict[str, object] | None:
+        """How a deployed model's inputs must be prepared, as training prepared them (None:
+        the inputs were used as given, e.g. token ids or the Python API's tensors)."""
+        if self.normalization is None:
+            return None
+        mean, std = self.normalization
+        per = "channel" if len(mean) > 1 or len(self.input_shape) == 3 else "tensor"
+        return {"mean": list(mean), "std": list(std), "per": per,
+                "formula": "(x - mean) / std on inputs as the dataset gives them (images "
+                           "scaled to [0, 1])"}
 
     def fingerprint(self) -> str:
         """A short hash of the name, the shapes and the labels of every split, and the
@@ -136,6 +150,7 @@ def make_splits(
         test_y=test_y.to(torch.int64),
         num_classes=num_classes,
         content_digest=content_digest,
+        normalization=(tuple(mean.flatten().tolist()), tuple(std.flatten().tolist())),
     )
 
 
