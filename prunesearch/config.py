@@ -63,8 +63,10 @@ class SearchConfig(Options):
                                       "prediction corrected near it: measure_limit)")
     measure_limit: bool = Field(True, description="with max_latency, time a few networks the "
                                 "table predicts near it at the start and correct the limit by "
-                                "their measured / predicted ratio (false: trust the table, so "
-                                "a cached table gives the same candidates every run)")
+                                "their measured / predicted ratio, then time every candidate "
+                                "predicted near the corrected limit and keep it only if it "
+                                "measures under max_latency (false: trust the table, so a "
+                                "cached table gives the same candidates every run)")
     storage: str | None = Field(None, description="an Optuna RDB URL (postgresql://user@host"
                                 "/db, or sqlite:///file.db on one machine): the candidates "
                                 "live in a study named after the run that `prunesearch worker` "

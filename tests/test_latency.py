@@ -12,6 +12,7 @@ import torch
 
 from prunesearch.app.prepare import space_of
 from prunesearch.latency import build_latency_model
+from prunesearch.latency.gate import NEAR, LatencyGate
 from prunesearch.models import build_model
 from prunesearch.spaces.options import SpaceConfig
 
@@ -107,7 +108,10 @@ def test_a_run_searched_on_latency_keeps_its_limit_and_exports_by_it(tmp_path):
     limit = summary["latency_limit"]  # 0.8 measured, held as the table predicts it
     assert limit["target"] == 0.8
     assert limit["predicted_ratio"] == pytest.approx(0.8 / limit["scale"])
-    assert max(r.latency_us for r in results) <= limit["predicted_ratio"] * dense + 1e-3
+    # near the limit a measurement decides (a candidate predicted up to NEAR[1] x may fit)
+    assert limit["candidates_measured"] >= limit["measured_over"] >= 0
+    assert limit["candidates_measured"] > 0
+    assert max(r.latency_us for r in results) <= NEAR[1] * limit["predicted_ratio"] * dense
     if limit["predicted_ratio"] < 1:
         assert all(r.macs < summary["dense"]["macs"] for r in results)  # full width refused
     view = RunView.load(run)
@@ -188,6 +192,35 @@ def test_the_limit_is_corrected_by_networks_measured_near_it(tmp_path):
     assert limit.predicted_ratio == pytest.approx(0.5 / limit.scale)
     nothing = measured_limit(table, model, 0.01, 1, CPU, "torch", seed=0)
     assert nothing.scale == 1.0 and not nothing.measured and nothing.predicted_ratio == 0.01
+
+
+def test_the_gate_measures_only_near_the_limit_and_the_measurement_decides_there():
+    """Far under the limit a candidate fits and far over it is refused, as predicted, with no
+    timing; near it the measured ratio decides, both ways, and each arch is timed once."""
+    space = space_of(SpaceConfig(), build_model("resnet20", (1, 28, 28), 10, 0.5).eval(),
+                     torch.zeros(1, 1, 28, 28))
+    archs = {name: space.sample(np.random.default_rng(seed))
+             for seed, name in enumerate(["fast", "near_fits", "near_slow", "slow"])}
+    predicted = {"fast": 100.0, "near_fits": 1.2e3, "near_slow": 0.9e3, "slow": 2e3}
+    measured_ratio = {"near_fits": 0.45, "near_slow": 0.55}
+    name_of = {a: n for n, a in archs.items()}
+    timed: list[str] = []
+
+    def measure(arch):
+        timed.append(name_of[arch])
+        return measured_ratio[name_of[arch]]
+
+    gate = LatencyGate(lambda a: predicted[name_of[a]], 1e3, 0.5, measure)
+    assert gate.over(archs["fast"]) is None
+    assert "predicted" in gate.over(archs["slow"])
+    assert gate.over(archs["near_fits"]) is None  # predicted over, measured under
+    assert "measured latency 0.550" in gate.over(archs["near_slow"])
+    gate.over(archs["near_slow"])
+    assert timed == ["near_fits", "near_slow"]
+    assert gate.to_dict() == {"candidates_measured": 2, "measured_over": 1}
+    table_only = LatencyGate(lambda a: predicted[name_of[a]], 1e3, 0.5)
+    assert table_only.over(archs["near_slow"]) is None and "predicted" in table_only.over(
+        archs["near_fits"])
 
 
 def test_expected_latency_equals_the_prediction_for_one_hot_choices(tmp_path):

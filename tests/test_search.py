@@ -11,6 +11,7 @@ import torch
 
 from prunesearch.data import load_dataset
 from prunesearch.evaluators import Evaluator, Result
+from prunesearch.latency.gate import LatencyGate
 from prunesearch.models import create_model
 from prunesearch.models.options import TrainConfig
 from prunesearch.runs.finetuned import TrainedArchive
@@ -260,7 +261,8 @@ def test_strategy_searches_latency_and_keeps_the_latency_limit(space, name, tmp_
     evaluator.predict_latency = _stand_in_latency(space)
     dense = evaluator.predict_latency(space.largest())
     axis = CostAxis("latency", dense, evaluator.predict_latency)
-    ctx = SearchContext(Problem(space, evaluator, axis, 0.5 * dense, MODEL, KIT),
+    gate = LatencyGate(evaluator.predict_latency, 0.5 * dense, 0.5)  # the table decides
+    ctx = SearchContext(Problem(space, evaluator, axis, gate, MODEL, KIT),
                         Environment(recorded.append, tmp_path), Budget(20), 0, batch_size=4)
     strategy_options = OPTIONS.get(name, {})
     create_strategy(name, strategy_options if strategy_class(name).options_model else None
@@ -282,7 +284,8 @@ def test_a_latency_search_starts_from_the_width_x_depth_grid(space, tmp_path):
     evaluator.predict_latency = _stand_in_latency(space)
     dense = evaluator.predict_latency(space.largest())
     axis = CostAxis("latency", dense, evaluator.predict_latency)
-    ctx = SearchContext(Problem(space, evaluator, axis, 0.5 * dense, MODEL, KIT),
+    gate = LatencyGate(evaluator.predict_latency, 0.5 * dense, 0.5)  # the table decides
+    ctx = SearchContext(Problem(space, evaluator, axis, gate, MODEL, KIT),
                         Environment(recorded.append, tmp_path), Budget(40), 0, batch_size=4)
     create_strategy("tpe").search(ctx)
     grid = [a for a in space.compound_grid() if evaluator.predict_latency(a) <= 0.5 * dense]

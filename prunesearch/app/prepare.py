@@ -20,7 +20,8 @@ from prunesearch.data.given import GIVEN_DATA
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Evaluator, create_evaluator
 from prunesearch.fileio import default_cache_dir
-from prunesearch.latency.limit import LatencyLimit, measured_limit
+from prunesearch.latency.gate import LatencyGate
+from prunesearch.latency.limit import LatencyLimit, measured_limit, ratio_meter
 from prunesearch.latency.runtimes import check_runtime
 from prunesearch.latency.table import LatencyModel, build_latency_model
 from prunesearch.models import build_model
@@ -113,6 +114,7 @@ class Prepared:
     latency: LatencyModel | None = None  # when the run predicts latency (search.objective)
     dense_model: nn.Module | None = None  # before the supernet stage (None: `model`)
     limit: LatencyLimit | None = None  # search.max_latency in the table's terms
+    gate: LatencyGate | None = None  # what holds candidates to search.max_latency
 
     def finetune_source(self, cfg: RunConfig) -> nn.Module:
         """The network fine-tuned points are cut from (and distil from): the weights the
@@ -129,14 +131,6 @@ class Prepared:
             raise ValueError("no latency table was built for this job")
         dense = round(self.latency.predict(self.space.largest()), 3)
         return CostAxis("latency", dense, self.latency.predict, self.latency.expected)
-
-    def latency_limit(self, cfg: RunConfig) -> float | None:
-        """search.max_latency in microseconds of the job's latency table (corrected near the
-        limit when it was measured there)."""
-        if cfg.search.max_latency is None:
-            return None
-        ratio = self.limit.predicted_ratio if self.limit else cfg.search.max_latency
-        return ratio * self.cost_axis("latency").dense
 
     def training_kit(self, cfg: RunConfig, dev: torch.device,
                      given: Given | None = None) -> TrainingKit:
@@ -239,8 +233,15 @@ def prepared_over(cfg: RunConfig, data: DatasetSplits, model: nn.Module,
             log.info("search.max_latency %.3f: %d networks near it measure %.3f x their "
                      "prediction; candidates are held to %.3f of dense as predicted",
                      limit.target, len(limit.measured), limit.scale, limit.predicted_ratio)
-    return Prepared(data, model, dense, supernet, space, evaluator, timings, latency,
+    prep = Prepared(data, model, dense, supernet, space, evaluator, timings, latency,
                     dense_model, limit)
+    if latency is not None and limit is not None:
+        measure = (ratio_meter(latency, model, cfg.search.latency_batch, dev,
+                               cfg.search.latency_runtime) if cfg.search.measure_limit else None)
+        prep.gate = LatencyGate(latency.predict,
+                                limit.predicted_ratio * prep.cost_axis("latency").dense,
+                                limit.target, measure)
+    return prep
 
 
 def _cached_note(latency: LatencyModel) -> str:

@@ -96,7 +96,8 @@ def write_results(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list[
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
         "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,
         "latency_table": prep.latency.meta if prep.latency else None,
-        "latency_limit": prep.limit.to_dict() if prep.limit else None,
+        "latency_limit": ({**prep.limit.to_dict(), **prep.gate.to_dict()}
+                          if prep.limit and prep.gate else None),
         "input_normalization": prep.data.input_normalization(),
     }, f"{cfg.name}: {cfg.model.name} on {cfg.data.dataset}, {strategy}", finetuned,
         variant if finetuned else None, axis)

@@ -177,7 +177,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                 study.add(result)
             bar.update(result)
 
-        problem = Problem(prep.space, prep.evaluator, axis, prep.latency_limit(cfg), prep.model,
+        problem = Problem(prep.space, prep.evaluator, axis, prep.gate, prep.model,
                           prep.training_kit(cfg, dev, given))
         env = Environment(record, run.path, bar.progress if progress else None,
                           partial(open_run_study, run.path), shared, TrainedArchive(run.path))

@@ -137,7 +137,7 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
         sampler = strategy.make_sampler(random.SystemRandom().randrange(2**31))  # type: ignore[attr-defined]
     worker = CandidateWorker(shared, shared.load(sampler), prep.space, prep.evaluator,
                              prep.cost_axis(cfg.search.objective), mode,
-                             prep.latency_limit(cfg))
+                             prep.gate)
     bar = Progress(TextColumn("{task.description}"), TimeElapsedColumn(),
                    console=Console(stderr=True), disable=not progress)
     task = bar.add_task(f"worker on study '{study_name}' ({mode} mode, {dev})")

@@ -13,6 +13,7 @@ model in one process, and moves the limit by their median measured / predicted r
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,21 @@ def near_limit(table: LatencyModel, target: float, seed: int) -> list[Arch]:
     return found
 
 
+def ratio_meter(table: LatencyModel, model: nn.Module, batch: int, device: torch.device,
+                runtime: str) -> Callable[[Arch], float]:
+    """arch -> its measured latency ratio to `model` (the dense one), timed now in turns with
+    it in `runtime` at `batch`."""
+    slicer = table.space.slicer(model)
+    shape = tuple(table.space.example.shape[1:])
+    pairs = PAIRS.get(batch, 6)
+
+    def measure(arch: Arch) -> float:
+        return latency_ratio(slicer.build(arch).to(device), model, shape, batch, pairs=pairs,
+                             runtime=runtime)[2]
+
+    return measure
+
+
 def measured_limit(table: LatencyModel, model: nn.Module, target: float, batch: int,
                    device: torch.device, runtime: str, seed: int) -> LatencyLimit:
     """The limit the search holds candidates to so that they MEASURE at most `target` of the
@@ -73,11 +89,7 @@ def measured_limit(table: LatencyModel, model: nn.Module, target: float, batch: 
     archs = near_limit(table, target, seed)
     if len(archs) < MIN_ARCHS:
         return LatencyLimit(target, 1.0, ())
-    slicer = table.space.slicer(model)
-    shape = tuple(table.space.example.shape[1:])
-    pairs = PAIRS.get(batch, 6)
-    measured = tuple((table.ratio(a), latency_ratio(slicer.build(a).to(device), model, shape,
-                                                    batch, pairs=pairs, runtime=runtime)[2])
-                     for a in archs)
+    measure = ratio_meter(table, model, batch, device, runtime)
+    measured = tuple((table.ratio(a), measure(a)) for a in archs)
     scale = statistics.median(m / p for p, m in measured)
     return LatencyLimit(target, scale, measured)

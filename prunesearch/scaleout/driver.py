@@ -40,7 +40,7 @@ class SharedSearch:
         """Work on `study` (the strategy's own, with its sampler, for random and tpe) and
         catch up with results that landed while the run was away."""
         self.worker = CandidateWorker(self.shared, study, ctx.evaluator.space, ctx.evaluator,
-                                      ctx.axis, self.mode, ctx.max_latency_us)
+                                      ctx.axis, self.mode, ctx.latency_gate)
         self.sync(ctx)
 
     def sync(self, ctx: SearchContext) -> None:

@@ -13,6 +13,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from prunesearch.evaluators import Evaluator
+from prunesearch.latency.gate import LatencyGate
 from prunesearch.objective import CostAxis
 from prunesearch.scaleout.tables import (
     RESULT,
@@ -21,7 +22,7 @@ from prunesearch.scaleout.tables import (
     result_to_attr,
     worker_id,
 )
-from prunesearch.spaces import Arch, Space
+from prunesearch.spaces import Space
 from prunesearch.strategies.trials import trial_attrs
 
 
@@ -31,10 +32,10 @@ class CandidateWorker:
 
     def __init__(self, shared: SharedStudy, study: optuna.Study, space: Space,
                  evaluator: Evaluator, axis: CostAxis, mode: str,
-                 max_latency_us: float | None = None) -> None:
+                 latency_gate: LatencyGate | None = None) -> None:
         self.shared, self.study, self.space = shared, study, space
         self.evaluator, self.axis, self.mode = evaluator, axis, mode
-        self.max_latency_us = max_latency_us
+        self.latency_gate = latency_gate
         self.evaluated = 0
 
     def step(self) -> bool:
@@ -59,8 +60,8 @@ class CandidateWorker:
         arch = self.space.decode(genes)
         key = arch_key(arch)
         trial.set_user_attr("worker", worker_id())
-        if self._over_limit(arch):
-            trial.set_user_attr("skipped", "predicted latency over search.max_latency")
+        if self.latency_gate is not None and (reason := self.latency_gate.over(arch)):
+            trial.set_user_attr("skipped", reason)  # as in one process: never evaluated
             return self._tell(trial, TrialState.FAIL, None)
         while True:
             claim = self.shared.claim(key, trial._trial_id)
@@ -95,12 +96,6 @@ class CandidateWorker:
         if owner.state == TrialState.COMPLETE:
             return self._tell(trial, TrialState.COMPLETE, owner.values)
         return self._tell(trial, TrialState.FAIL, None)
-
-    def _over_limit(self, arch: Arch) -> bool:
-        """As in one process: an arch over the latency limit is never evaluated or counted."""
-        if self.max_latency_us is None or self.evaluator.predict_latency is None:
-            return False
-        return self.evaluator.predict_latency(arch) > self.max_latency_us
 
     def _tell(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
         self.study.tell(trial, values, state=state, skip_if_finished=True)

@@ -22,6 +22,7 @@ from prunesearch.data import DatasetSplits
 from prunesearch.errors import ConfigError, UserError
 from prunesearch.evaluators import Evaluator, Result
 from prunesearch.fileio import load_error_reason, write_json, write_torch
+from prunesearch.latency.gate import LatencyGate
 from prunesearch.models.options import TrainConfig
 from prunesearch.objective import OBJECTIVES, CostAxis
 from prunesearch.options import Options
@@ -108,22 +109,21 @@ class TrainedNetworks(Protocol):
 class Problem:
     """What is searched, as pymoo's Problem: the space, how an arch is scored (`evaluator`),
     the cost traded against accuracy (`axis`: MACs unless the run asks for params or latency)
-    and a predicted-latency limit no evaluated arch may exceed (an arch over it is answered,
-    unrecorded and uncounted, as failed). `model`: the dense weights, for strategies that read
-    them; `training`: data and recipe, for strategies that train networks."""
+    and the latency limit no evaluated arch may exceed (`latency_gate`; an arch over it is
+    answered, unrecorded and uncounted, as failed). `model`: the dense weights, for
+    strategies that read them; `training`: data and recipe, for strategies that train
+    networks."""
 
     space: Space
     evaluator: Evaluator
     axis: CostAxis | None = None
-    max_latency_us: float | None = None
+    latency_gate: LatencyGate | None = None
     model: nn.Module | None = None
     training: TrainingKit | None = None
 
     def __post_init__(self) -> None:
         if self.axis is None:
             object.__setattr__(self, "axis", CostAxis.counted("macs", self.space))
-        if self.max_latency_us is not None and self.evaluator.predict_latency is None:
-            raise ValueError("a latency limit needs an evaluator that predicts latency")
 
 
 StudyOpener = Callable[[str, optuna.samplers.BaseSampler], optuna.Study]
@@ -168,7 +168,7 @@ class SearchContext:
     space = property(lambda self: self.problem.space)
     evaluator = property(lambda self: self.problem.evaluator)
     axis = property(lambda self: self.problem.axis)
-    max_latency_us = property(lambda self: self.problem.max_latency_us)
+    latency_gate = property(lambda self: self.problem.latency_gate)
     model = property(lambda self: self.problem.model)
     training = property(lambda self: self.problem.training)
     progress = property(lambda self: self.env.progress)
@@ -179,7 +179,7 @@ class SearchContext:
         when latency is the axis or limits the search, the compound grid of widths and depths:
         MACs fall with width squared, small-batch latency mostly with depth (per-layer
         overhead: benchmarks/README.md, "Latency table accuracy")."""
-        if self.axis.name == "latency" or self.max_latency_us is not None:
+        if self.axis.name == "latency" or self.latency_gate is not None:
             return self.space.compound_grid()
         return self.space.uniform_sweep()
 
@@ -225,17 +225,15 @@ class SearchContext:
 
     def over_limit(self, arch: Arch) -> Result | None:
         """The failed, unrecorded answer for an arch over the latency limit; None when it
-        fits (or there is no limit). Costs one table lookup, no evaluation."""
-        if self.max_latency_us is None:
-            return None
-        latency = self.evaluator.predict_latency(arch)  # type: ignore[misc]
-        if latency <= self.max_latency_us:
+        fits (or there is no limit). Costs a table lookup, or near the limit one timing
+        of the arch; no evaluation."""
+        gate = self.latency_gate
+        reason = gate.over(arch) if gate is not None else None
+        if reason is None:
             return None
         space = self.evaluator.space  # the whole space (a phase may search a subspace)
-        return Result(arch, space.macs(arch), space.params(arch), None, 0.0,
-                      "failed", f"predicted latency {latency:.0f} us is over "
-                      f"search.max_latency ({self.max_latency_us:.0f} us)",
-                      latency_us=round(latency, 3))
+        return Result(arch, space.macs(arch), space.params(arch), None, 0.0, "failed", reason,
+                      latency_us=round(gate.predict(arch), 3))  # type: ignore[union-attr]
 
     def known(self, arch: Arch) -> Result | None:
         """What asking for `arch` again answers at no cost: its cached result, or the
