@@ -78,6 +78,7 @@ class Searched:
     results: list[Result]  # the successful candidates
     supernet_s: float
     search_s: float
+    summary: dict[str, Any]  # the search run's summary.json
 
     def best_under(self, target: float, floor: float = 0.0) -> Arch:
         """The best proxy candidate at or under `target` x dense MACs (what the product
@@ -99,4 +100,4 @@ def searched(overrides: list[str], out: Path, name: str, device: torch.device) -
     prep = prepare(load_config(None, overrides), device, progress=False)
     return Searched(prep, [c.result for c in cands if c.result.ok],
                     (summary.get("supernet") or {}).get("seconds", 0.0),
-                    summary["timings"]["search_s"])
+                    summary["timings"]["search_s"], summary)

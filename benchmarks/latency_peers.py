@@ -20,8 +20,8 @@ validation data, never on test:
   continuing the dense schedule;
 - prunesearch: the product's latency search (search.objective = latency, search.max_latency =
   T, the same runtime and batch, tpe) on a one-epoch supernet stage (12000 images) that only
-  ranks candidates (the run corrects T by networks it measures near it, so every candidate
-  is predicted under T); of the 8 best-proxy candidates, the best whose MEASURED latency is
+  ranks candidates (the run corrects T by networks it measures near it, and times every
+  candidate predicted near T: summary.json's latency_limit, kept in the row); of the 8 best-proxy candidates, the best whose MEASURED latency is
   under T is cut from the dense model and trained F epochs continuing
   the schedule (on fewer images per epoch, so that the supernet's and the fine-tuning's
   images make F epochs);
@@ -175,7 +175,7 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
                                    bench.finetune(source, f_ep, cfg, images))
                 rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict(),
                              "predicted_vs_measured": side,
-                             "limit": found.prep.limit.to_dict()})
+                             "limit": found.summary["latency_limit"]})
             if "prunesearch-arch-scratch" in methods:
                 row = bench.record("prunesearch-arch-scratch", target, slicer.build(pick.arch),
                                    0.0, f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
