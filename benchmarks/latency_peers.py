@@ -21,10 +21,10 @@ validation data, never on test:
 - prunesearch: the product's latency search (search.objective = latency, search.max_latency =
   T, the same runtime and batch, tpe) on a one-epoch supernet stage (12000 images) that only
   ranks candidates (the run corrects T by networks it measures near it, and times every
-  candidate predicted near T: summary.json's latency_limit, kept in the row); of the 8 best-proxy candidates, the best whose MEASURED latency is
-  under T is cut from the dense model and trained F epochs continuing
-  the schedule (on fewer images per epoch, so that the supernet's and the fine-tuning's
-  images make F epochs);
+  candidate predicted near T: summary.json's latency_limit, kept in the row); of the 8
+  best-proxy candidates, the best whose MEASURED latency is under T is cut from the dense
+  model and trained F epochs continuing the schedule (on fewer images per epoch, so that
+  the supernet's and the fine-tuning's images make F epochs);
 - prunesearch-arch-scratch: that architecture trained from scratch for D + F epochs, like
   uniform-compound.
 

@@ -40,6 +40,9 @@ class DataConfig(Options):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="imagefolder and arrays "
                                  "without a test split: the seeded share of the examples "
                                  "held out as the test set")
+    input_column: str | None = Field(None, description="hf-disk: the column of inputs "
+                                     "(unset: the one column besides label_column)")
+    label_column: str = Field("label", description="hf-disk: the column of integer classes")
 
 
 class SearchConfig(Options):

@@ -412,7 +412,7 @@ def test_to_and_fingerprint() -> None:
 
 def test_list_datasets() -> None:
     assert set(list_datasets()) == {"fashion-mnist", "mnist", "mnist1d", "digits", "synthetic",
-                                    "stdlib-bytes", "arrays", "imagefolder"}
+                                    "stdlib-bytes", "arrays", "imagefolder", "hf-disk"}
 
 
 def test_stdlib_bytes_is_next_byte_prediction_over_whole_files_split_apart():

@@ -74,7 +74,9 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None,
     else:
         data = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_size, cfg.seed,
                             cfg.data.download, {"image_size": cfg.data.image_size,
-                                                "test_fraction": cfg.data.test_fraction})
+                                                "test_fraction": cfg.data.test_fraction,
+                                                "input_column": cfg.data.input_column,
+                                                "label_column": cfg.data.label_column})
     return data if dev is None else data.to(dev)
 
 

@@ -9,6 +9,7 @@ registry: `register_dataset` adds one (data/registry.py states the loader contra
 from __future__ import annotations
 
 from prunesearch.data.arrays import load_arrays
+from prunesearch.data.hf_disk import load_hf_disk
 from prunesearch.data.idx_datasets import load_fashion_mnist, load_mnist
 from prunesearch.data.imagefolder import load_imagefolder
 from prunesearch.data.packaged import load_digits, load_mnist1d
@@ -37,3 +38,4 @@ register_dataset("synthetic", default_val_size=64, pinned=True)(load_synthetic)
 # a user's files, read without code: their content is hashed (not pinned)
 register_dataset("arrays")(load_arrays)
 register_dataset("imagefolder")(load_imagefolder)
+register_dataset("hf-disk")(load_hf_disk)

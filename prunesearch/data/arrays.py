@@ -59,7 +59,9 @@ def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, str] | Non
     return x, y, f"{x_path} and {y_path.name}"
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+def as_tensors(x: np.ndarray, y: np.ndarray, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked inputs (float, uint8 scaled to [0, 1], (N, H, W) given one channel) and int64
+    labels; `source` names where they came from in the error."""
     if len(x) != len(y):
         raise DataError(f"{source}: {len(x)} inputs but {len(y)} labels; give one label per "
                         f"example.")
@@ -83,12 +85,12 @@ def load_arrays(data_dir: Path | None, test_fraction: float = 0.2) -> RawDataset
     train = _split(folder, "train")
     if train is None:
         raise DataError(f"'{folder}' holds no training arrays; write {LAYOUTS}.")
-    train_x, train_y = _tensors(*train)
+    train_x, train_y = as_tensors(*train)
     test = _split(folder, "test")
     if test is None:
         raw = hold_out_test(train_x, train_y, test_fraction)
     else:
-        test_x, test_y = _tensors(*test)
+        test_x, test_y = as_tensors(*test)
         raw = RawDataset(train_x, train_y, test_x, test_y, 0)
     labels = torch.cat([raw.train_y, raw.test_y])
     if len(labels) and int(labels.min()) < 0:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from prunesearch.data.folders import required_folder
 from prunesearch.data.splits import RawDataset, hold_out_test
 from prunesearch.errors import DataError
 from prunesearch.fileio import default_cache_dir
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 log = logging.getLogger("prunesearch")
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -66,20 +70,28 @@ def _listing(folder: Path, classes: list[str] | None) -> list[tuple[Path, int]]:
     return listing
 
 
+def pixels_of(image: PIL.Image.Image, grey: bool, size: int | None) -> np.ndarray:
+    """A decoded image as uint8 (1 or 3, H, W), one channel when `grey`, resized to `size`
+    square (None: as it is)."""
+    from PIL import Image
+
+    image = image.convert("L" if grey else "RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[None] if grey else pixels.transpose(2, 0, 1)
+
+
 def _decode(path: Path, grey: bool, size: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if grey else "RGB")
-            if size is not None and image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            return pixels_of(image, grey, size)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"Cannot decode the image '{path}' ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]}); replace or remove the "
                         f"file.") from None
-    return pixels[None] if grey else pixels.transpose(2, 0, 1)
 
 
 def _is_grey(path: Path) -> bool:

@@ -2,12 +2,13 @@
 
 The loader contract, the same for registered loaders and user factories: the loader is called
 with those of the keyword arguments `data_dir` (the config's data.data_dir as a Path, None when
-unset), `download` (bool), `image_size` (int or None) and `test_fraction` (float) that its
-signature names (all with **kwargs, none if it names none). It returns a RawDataset or a tuple
-of its five fields (train_x, train_y, test_x, test_y, num_classes): inputs (N, F) or
-(N, C, H, W), real-valued, finite; labels 1-D integers in [0, num_classes); num_classes an
-int >= 2. What it returns is checked before splitting, so a loader that returns the wrong
-thing fails here with a clear message, not inside training.
+unset), `download` (bool), `image_size` (int or None), `test_fraction` (float),
+`input_column` (str or None) and `label_column` (str) that its signature names (all with
+**kwargs, none if it names none). It returns a RawDataset or a tuple of its five fields
+(train_x, train_y, test_x, test_y, num_classes): inputs (N, F) or (N, C, H, W), real-valued,
+finite; labels 1-D integers in [0, num_classes); num_classes an int >= 2. What it returns
+is checked before splitting, so a loader that returns the wrong thing fails here with a
+clear message, not inside training.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ Loader = Callable[..., Any]  # (data_dir=..., download=...) -> RawDataset or its
 _L = TypeVar("_L", bound=Loader)
 
 _CONTRACT = (
-    "A dataset loader takes keyword arguments among data_dir, download, image_size and "
-    "test_fraction (or none) and "
+    "A dataset loader takes keyword arguments among data_dir, download, image_size, "
+    "test_fraction, input_column and label_column (or none) and "
     "returns prunesearch.data.RawDataset(train_x, train_y, test_x, test_y, num_classes) or a "
     "tuple of those five."
 )
@@ -94,7 +95,8 @@ def load_dataset(
     takes the dataset's default: 5000 for fashion-mnist and mnist, 500 for mnist1d, 200 for
     digits, 64 for synthetic, 10% of the training examples (at least 1) for the others.
     `data_dir` and `download` only matter for loaders that read files (fashion-mnist, mnist,
-    arrays, imagefolder); `options` (image_size, test_fraction) are offered to the loader
+    arrays, imagefolder, hf-disk); `options` (image_size, test_fraction, input_column,
+    label_column) are offered to the loader
     beside them."""
     if ":" in name:
         load = import_factory(name, "dataset", DataError, returns="a RawDataset")
