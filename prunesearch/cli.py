@@ -124,7 +124,9 @@ def worker(
         help="Import the code the run's config names (module:factory models or datasets, "
              "plugins); that config comes from the database.")] = False,
     wait: Annotated[float, typer.Option(
-        min=0, help="Seconds to wait for the run to publish its study.")] = 600.0,
+        min=0, help="Seconds to wait for the run to publish its study, and for a sign of "
+                    "life from a run whose heartbeat stopped before the worker gives up "
+                    "(exit 2).")] = 600.0,
     quiet: Annotated[bool, typer.Option(help="No progress line.")] = False,
 ) -> None:
     """Join a shared search: evaluate a run's candidates until the run is done. Start any

@@ -220,3 +220,32 @@ def test_a_killed_run_resumes_its_shared_study_without_losing_or_repeating_a_can
     assert worker.returncode == 0, worker_err
     rows = _rows(tmp_path / name)
     assert len(rows) == 120 and len({r["arch"] for r in rows}) == 120
+
+
+@pytest.mark.slow
+def test_a_worker_whose_run_is_gone_stops_with_exit_2(postgres, tmp_path, cli_env):
+    """The run is SIGKILLed mid-search and never marks its study done: the worker, which
+    goes on evaluating meanwhile, stops once the run's heartbeat has not moved for --wait
+    seconds, with a message that says so."""
+    name = "orphaned-worker"
+    worker = subprocess.Popen(_cli("worker", "--storage", postgres, "--study", name, "--wait",
+                                   "15", "--quiet"), env=cli_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(_cli("run", str(TINY), "--out", str(tmp_path), "--quiet",
+                                "--storage", postgres, "--set", f"name={name}", "--set",
+                                "search.strategy=random", "--set", "search.budget=2000",
+                                "--set", "finetune.enabled=false"),
+                           env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    journal = tmp_path / name / "candidates.csv"
+    deadline = time.monotonic() + 240
+    while not (journal.exists() and len(_rows(journal.parent)) >= 10):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended too early"
+        time.sleep(0.05)
+    assert worker.poll() is None  # the live run's heartbeat keeps it working
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    killed_at = time.monotonic()
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 2 and "Traceback" not in err
+    assert "has given no sign of life for 15 s" in " ".join(err.split())
+    assert time.monotonic() - killed_at >= 10  # not before the heartbeat went stale

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
                             cfg.seed, n_evals=len(journal.candidates),
                             batch_size=cfg.search.batch_size)
         t = time.perf_counter()
-        with bar.progress:
+        with bar.progress, shared.shared.run_beating() if shared else nullcontext():
             strategy.search(ctx)
         if shared is not None:
             shared.shared.set_attr("done", True)  # the workers stop

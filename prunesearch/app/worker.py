@@ -34,7 +34,13 @@ from prunesearch.errors import UserError
 from prunesearch.fileio import file_sha256
 from prunesearch.models import build_model
 from prunesearch.scaleout.driver import POLL_S
-from prunesearch.scaleout.tables import MODES, PUBLISHED, SharedStudy, StudyMissing
+from prunesearch.scaleout.tables import (
+    MODES,
+    PUBLISHED,
+    RUN_BEAT,
+    SharedStudy,
+    StudyMissing,
+)
 from prunesearch.scaleout.worker import CandidateWorker
 from prunesearch.strategies import create_strategy
 from prunesearch.training.dense import load_weights
@@ -119,6 +125,27 @@ def _prepare(cfg: RunConfig, weights: Any, order: Any, dev: torch.device) -> Pre
     return prepared_over(cfg, data, model, {}, None, space, dev, {}, latency_table=True)
 
 
+class RunWatch:
+    """Tells a run that is gone (killed, or its machine lost) from one that is slow: its
+    heartbeat count unchanged for `wait_s` seconds of this machine's clock."""
+
+    def __init__(self, study_name: str, wait_s: float) -> None:
+        self.study_name, self.wait_s = study_name, wait_s
+        self.beat: Any = None
+        self.since = time.monotonic()
+
+    def check(self, beat: Any) -> None:
+        now = time.monotonic()
+        if beat != self.beat:
+            self.beat, self.since = beat, now
+        elif now - self.since > self.wait_s:
+            raise UserError(f"The run that owns study '{self.study_name}' has given no sign of "
+                            f"life for {self.wait_s:.0f} s (its heartbeat stopped: it was "
+                            f"killed, or its machine is gone), so this worker stops. Resume the "
+                            f"run (`prunesearch run CONFIG --storage URL --resume`) and start "
+                            f"the workers again; --wait sets how long a worker waits.")
+
+
 def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool = False,
                wait_s: float = 600.0, progress: bool = True) -> int:
     """Evaluate the study's candidates until its run is done; how many this worker evaluated.
@@ -142,7 +169,9 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
                    console=Console(stderr=True), disable=not progress)
     task = bar.add_task(f"worker on study '{study_name}' ({mode} mode, {dev})")
     with bar:
-        while not shared.attr("done"):
+        watch = RunWatch(study_name, wait_s)
+        while not (attrs := shared.attrs()).get("done"):
+            watch.check(attrs.get(RUN_BEAT))
             if not worker.step():
                 time.sleep(POLL_S)
             if progress:

@@ -21,13 +21,14 @@ result, in which case the result stands and the retry is a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ from prunesearch.strategies.trials import DIRECTIONS, name_metrics
 
 HEARTBEAT_S = 2  # a holder's heartbeat period
 GRACE_S = 10  # a trial whose heartbeat is older than this is taken for dead and retried
+RUN_BEAT_S = 5  # the run's own heartbeat period while its search runs
+RUN_BEAT = "run_beat"  # the attribute it counts up
 RESULT = "result"  # the user attribute that holds a candidate's Result
 ATTR = "prunesearch."  # prefix of the study attributes the run writes for its workers
 MODES = ("sample", "queue")  # workers ask the sampler themselves, or take enqueued trials only
@@ -208,8 +211,14 @@ class SharedStudy:
         return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
 
     def attr(self, key: str) -> Any:
-        """A published attribute: one query (the workers poll `done` between candidates)."""
-        return self.storage.get_study_user_attrs(self._study_id).get(ATTR + key)
+        """A published attribute: one query."""
+        return self.attrs().get(key)
+
+    def attrs(self) -> dict[str, Any]:
+        """Every attribute the run published, by key: one query (the workers read `done` and
+        the run's heartbeat between candidates)."""
+        return {k.removeprefix(ATTR): v for k, v in
+                self.storage.get_study_user_attrs(self._study_id).items() if k.startswith(ATTR)}
 
     def set_attr(self, key: str, value: Any) -> None:
         self.storage.set_study_user_attr(self._study_id, ATTR + key, value)
@@ -284,23 +293,35 @@ class SharedStudy:
                     return trial._trial_id
         return None
 
-    @contextmanager
-    def beating(self, trial_id: int) -> Iterator[None]:
+    def beating(self, trial_id: int) -> contextlib.AbstractContextManager[None]:
         """Heartbeats for `trial_id` while the block runs."""
-        stop = threading.Event()
+        return _periodically(HEARTBEAT_S, lambda: self.storage.record_heartbeat(trial_id))
 
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                self.storage.record_heartbeat(trial_id)
+    def run_beating(self) -> contextlib.AbstractContextManager[None]:
+        """The run's heartbeat while its search runs: the RUN_BEAT attribute counts up every
+        RUN_BEAT_S, so a worker tells a run that is gone by a count that stops changing (no
+        clocks of two machines compared)."""
+        count = iter(range(1, 2**62))
+        return _periodically(RUN_BEAT_S, lambda: self.set_attr(RUN_BEAT, next(count)))
 
-        self.storage.record_heartbeat(trial_id)
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+
+@contextmanager
+def _periodically(period: float, action: Callable[[], None]) -> Iterator[None]:
+    """`action` now and every `period` seconds, on a daemon thread, while the block runs."""
+    stop = threading.Event()
+
+    def repeat() -> None:
+        while not stop.wait(period):
+            action()
+
+    action()
+    thread = threading.Thread(target=repeat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _retry(study: optuna.Study, dead: FrozenTrial) -> None:
