@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
+import torch
 from pg_cluster import throwaway_postgres
 
 from prunesearch.scaleout.tables import SharedStudy, StudyMissing
@@ -249,3 +251,49 @@ def test_a_worker_whose_run_is_gone_stops_with_exit_2(postgres, tmp_path, cli_en
     assert worker.returncode == 2 and "Traceback" not in err
     assert "has given no sign of life for 15 s" in " ".join(err.split())
     assert time.monotonic() - killed_at >= 10  # not before the heartbeat went stale
+
+
+def test_a_retry_of_a_trial_killed_after_its_result_landed_completes_with_it(postgres):
+    """The moment between a worker writing its result and telling its trial: killed there,
+    the trial fails stale and its retry must not evaluate again, yet the study must hold one
+    COMPLETE trial for the candidate the run records (it held none: 59 trials for 60)."""
+    from test_search import MODEL, CostProxyEvaluator
+
+    from prunesearch.objective import CostAxis
+    from prunesearch.scaleout.tables import RESULT, _retry
+    from prunesearch.scaleout.worker import CandidateWorker
+    from prunesearch.spaces import Space
+
+    space = Space.from_model(MODEL, torch.zeros(1, 1, 8, 8))
+    axis = CostAxis.counted("macs", space)
+    shared = SharedStudy(postgres, "landed-then-killed")
+    shared.create(resume=False, config_toml="", weights={}, order={}, mode="queue", budget=4,
+                  axis=axis)
+    study = shared.load()
+    arch = space.sample(np.random.default_rng(0))
+    study.enqueue_trial({d.name: int(g) for d, g in zip(space.dims, space.encode(arch),
+                                                          strict=True)})
+
+    class Killed(Exception):
+        pass
+
+    def killed(*_: object) -> None:
+        raise Killed
+
+    first = CandidateWorker(shared, study, space, CostProxyEvaluator(space), axis, "queue")
+    first._tell = killed  # dies after its result landed, before its trial is told
+    with pytest.raises(Killed):
+        first.step()
+    (dead,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert RESULT in dead.user_attrs
+    shared.storage.set_trial_state_values(dead._trial_id, optuna.trial.TrialState.FAIL)
+    _retry(study, study.get_trials()[dead.number])  # what the stale-trial callback does
+
+    evaluator = CostProxyEvaluator(space)
+    second = CandidateWorker(shared, shared.load(), space, evaluator, axis, "queue")
+    assert second.step() and evaluator.calls == 0  # never evaluated twice
+    (landed,) = shared.results(set())
+    (complete,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert complete.user_attrs["duplicate_of"] == dead.number
+    assert complete.values == pytest.approx([1 - landed.val_score, axis.ratio(landed)])
+    assert complete.user_attrs["arch"] == arch.to_json()

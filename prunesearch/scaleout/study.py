@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from prunesearch.evaluators import Result
 from prunesearch.objective import CostAxis
 from prunesearch.spaces import Space
-from prunesearch.strategies.trials import DIRECTIONS, name_metrics, trial_attrs
+from prunesearch.strategies.trials import DIRECTIONS, name_metrics, trial_attrs, trial_values
 
 STUDY_FILE = "optuna.journal"
 def run_storage(run_dir: Path) -> JournalStorage:
@@ -54,7 +54,7 @@ class StudyRecorder:
 
     def add(self, result: Result) -> None:
         genes = self.space.encode(result.arch)
-        values = [1.0 - result.val_score, self.axis.ratio(result)] if result.ok else None
+        values = trial_values(result, self.axis)
         self.study.add_trial(optuna.trial.create_trial(
             params={d.name: int(g) for d, g in zip(self.space.dims, genes, strict=True)},
             distributions=self.distributions, values=values,

@@ -19,11 +19,12 @@ from prunesearch.scaleout.tables import (
     RESULT,
     SharedStudy,
     arch_key,
+    result_from_attr,
     result_to_attr,
     worker_id,
 )
 from prunesearch.spaces import Space
-from prunesearch.strategies.trials import trial_attrs
+from prunesearch.strategies.trials import trial_attrs, trial_values
 
 
 class CandidateWorker:
@@ -84,17 +85,26 @@ class CandidateWorker:
             trial.set_user_attr(name, value)
         trial.set_user_attr(RESULT, result_to_attr(result))  # from here on, the result stands
         if result.ok:
-            self._tell(trial, TrialState.COMPLETE,
-                       [1.0 - result.val_score, self.axis.ratio(result)])
+            self._tell(trial, TrialState.COMPLETE, trial_values(result, self.axis))
         else:
             self._tell(trial, TrialState.FAIL, None)
 
     def _duplicate(self, trial: Trial, owner: FrozenTrial) -> None:
         """A known arch: the owner's values when it has them (a sampler learns the same as from
-        a cached result in one process), otherwise failed; never evaluated again."""
+        a cached result in one process), otherwise failed; never evaluated again. An owner
+        killed after its result landed but before it was told (failed stale) has values too:
+        its result's, so the retry completes with them and the study keeps one COMPLETE
+        trial for every candidate the run records."""
         trial.set_user_attr("duplicate_of", owner.number)
         if owner.state == TrialState.COMPLETE:
             return self._tell(trial, TrialState.COMPLETE, owner.values)
+        landed = owner.user_attrs.get(RESULT)
+        if owner.state == TrialState.FAIL and landed is not None:
+            result = result_from_attr(landed, f"trial {owner._trial_id}")
+            if result.ok:
+                for name, value in trial_attrs(result).items():
+                    trial.set_user_attr(name, value)
+                return self._tell(trial, TrialState.COMPLETE, trial_values(result, self.axis))
         return self._tell(trial, TrialState.FAIL, None)
 
     def _tell(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:

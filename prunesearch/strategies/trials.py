@@ -24,6 +24,13 @@ def name_metrics(study: optuna.Study, axis: CostAxis) -> None:
         study.set_metric_names(["1 - val_score", f"{axis.name} ratio"])
 
 
+def trial_values(result: Result, axis: CostAxis) -> list[float] | None:
+    """A candidate's two minimized values; None for a failed one (a FAIL trial has none)."""
+    if not result.ok:
+        return None
+    return [1.0 - (result.val_score or 0.0), axis.ratio(result)]
+
+
 def trial_attrs(result: Result) -> dict[str, Any]:
     """What the dashboard shows of a candidate beside its objectives."""
     attrs: dict[str, Any] = {"macs": result.macs, "params": result.params,
