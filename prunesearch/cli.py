@@ -293,6 +293,8 @@ def space(
         table.add_row(str(i), d.name, d.kind, sp.unit(i), str(d.full),
                       " ".join(map(str, d.choices)))
     out_console.print(table)
+    for group, why in sp.kept_whole:
+        out_console.print(f"kept whole: {group}: {why}")
     smallest = sp.smallest()
     out_console.print(
         f"dense: {sp.dense_macs:,} FLOPs (MACs), {sp.dense_params:,} params; smallest arch: "

@@ -110,7 +110,10 @@ class ModelGraph:
             tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
         scores = {}
         for i in {i for parts in self._parts if not isinstance(parts, Heads) for i, _ in parts}:
-            s = importance(self.tp_groups[i])
+            try:
+                s = importance(self.tp_groups[i])
+            except (IndexError, RuntimeError):  # a coupling torch-pruning got wrong (a
+                s = None  # shuffle): kept whole by the space, its order does not matter
             scores[i] = None if s is None or len(s) != len(self.tp_groups[i][0].idxs) \
                 else s.float()
         order = {}

@@ -48,6 +48,28 @@ def _splits_branches(group: ChannelGroup) -> bool:
     return any(m.side == "out" and len(set(m.roots)) < group.size for m in group.members)
 
 
+def _forward(model: nn.Module, example: torch.Tensor) -> Any:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(example)
+    finally:
+        model.train(was_training)
+
+
+def _output_shapes(output: Any) -> Any:
+    """The shapes of every tensor in a model's output (a tensor, a tuple, a dict or a
+    Hugging Face ModelOutput), in its structure."""
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, dict):
+        return {k: _output_shapes(v) for k, v in output.items()}
+    if isinstance(output, list | tuple):
+        return [_output_shapes(v) for v in output]
+    return type(output).__name__
+
+
 class Space:
     """Ordered dimensions over a reference model: sample, encode/decode, costs, slicing."""
 
@@ -65,6 +87,8 @@ class Space:
         self.width_ratios: tuple[float, ...] = DEFAULT_WIDTH_RATIOS  # what from_model was given
         self._names = [d.name for d in self.dims]
         self._order: dict[str, list[int]] | None = None
+        # (channel group, why) for the couplings from_model keeps at full width
+        self.kept_whole: list[tuple[str, str]] = []
 
     @classmethod
     def from_model(cls, model: nn.Module, example_input: torch.Tensor,
@@ -81,12 +105,23 @@ class Space:
         dims: list[Dimension] = []
         groups: list[ChannelGroup | None] = []
         stages: list[str | None] = []
+        kept_whole: list[tuple[str, str]] = []
+        dense_output = _output_shapes(_forward(model, example))
         for group in graph.groups:
             choices = width_choices(group.size, width_ratios, round_to)
-            if len(choices) > 1 and not _splits_branches(group):
-                dims.append(Dimension(WIDTH_PREFIX + group.name, "width", choices, group.size))
-                groups.append(group)
-                stages.append(None)
+            if len(choices) == 1:
+                continue
+            dim = Dimension(WIDTH_PREFIX + group.name, "width", choices, group.size)
+            reason = ("it couples concatenated branches: which part a width keeps would "
+                      "depend on the weights" if _splits_branches(group) else
+                      cls([dim], [group], [None], graph, example)._cut_breaks(model,
+                                                                              dense_output))
+            if reason is not None:
+                kept_whole.append((group.name, reason))
+                continue
+            dims.append(dim)
+            groups.append(group)
+            stages.append(None)
         if depth and hasattr(model, "depth_stages"):
             for name, stage in model.depth_stages():
                 if len(stage) > 1:
@@ -101,16 +136,47 @@ class Space:
                 groups.append(None)
                 stages.append(None)
         if not dims:
+            whole = "".join(f" {name} is kept whole: {why}" + ("" if why.endswith(".") else ".")
+                            for name, why in kept_whole)
             raise ModelError("The model has no prunable channel group, droppable block or "
                              "masked layer; nothing to search. Check space.ignore, "
-                             "space.width_ratios and space.densities.")
+                             f"space.width_ratios and space.densities.{whole}")
         space = cls(dims, groups, stages, graph, example)
+        space.kept_whole = kept_whole
         space.width_ratios = tuple(width_ratios)
         space.cost = space._probe_costs(model)
         modules = dict(model.named_modules())
         space.layer_weights = {layer: modules[layer].weight.numel()
                                for _, layer in space.density_layers()}
         return space
+
+    def _cut_breaks(self, model: nn.Module, dense_output: Any) -> str | None:
+        """Why cutting this one-group space's group to its narrowest width breaks `model`
+        (torch-pruning coupled it wrongly: channel shuffles, splits of concatenations, ...);
+        None when the cut network runs and its output keeps the dense model's shapes."""
+        from prunesearch.spaces.supernet import Supernet  # (it builds on Space)
+
+        group = self._groups[0]
+        assert group is not None
+        order = {group.name: list(range(group.size))}
+        try:
+            sliced = _forward(Slicer(self, model, order).build(self.smallest()), self.example)
+            shapes = _output_shapes(sliced)
+            masked = Supernet(self, model, order, hard=True)
+            masked.sample = {0: [(0, torch.tensor(1.0))]}
+            zeroed = _forward(masked, self.example)
+        except UserError as err:  # ours says what to do (register_layer, ...)
+            return str(err)
+        except Exception as err:  # any failure of the cut network: the group stays whole
+            return (f"cut to {self.dims[0].choices[0]} channels the network fails "
+                    f"({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+        if shapes != dense_output:
+            return f"cut, the network's output changes shape ({shapes} for {dense_output})"
+        if isinstance(sliced, torch.Tensor) and not torch.allclose(sliced, zeroed, rtol=1e-4,
+                                                                   atol=1e-4):
+            return ("cut, the network computes something else than the dense one with those "
+                    "channels zeroed (torch-pruning coupled channels that do not go together)")
+        return None
 
     def _probe_costs(self, model: nn.Module) -> CostModel:
         slicer = Slicer(self, model, {g.name: range(g.size) for _, g in self.width_groups()})
