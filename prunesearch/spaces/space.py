@@ -25,6 +25,7 @@ from prunesearch.spaces.graph import ModelGraph
 from prunesearch.spaces.groups import ChannelGroup
 from prunesearch.spaces.masks import kept_weights, maskable_layers
 from prunesearch.spaces.slicing import Slicer
+from prunesearch.spaces.supernet import Supernet
 
 DEFAULT_WIDTH_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 # A weight-density grid from dense down to 2% of a layer's weights, finer where it matters.
@@ -154,8 +155,6 @@ class Space:
         """Why cutting this one-group space's group to its narrowest width breaks `model`
         (torch-pruning coupled it wrongly: channel shuffles, splits of concatenations, ...);
         None when the cut network runs and its output keeps the dense model's shapes."""
-        from prunesearch.spaces.supernet import Supernet  # (it builds on Space)
-
         group = self._groups[0]
         assert group is not None
         order = {group.name: list(range(group.size))}

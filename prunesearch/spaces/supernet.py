@@ -21,14 +21,15 @@ import copy
 import types
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunesearch.spaces.groups import Member
+from prunesearch.spaces.arch import Dimension
+from prunesearch.spaces.groups import ChannelGroup, Member
 from prunesearch.spaces.layers import channels_last, cost_kind
-from prunesearch.spaces.space import Space
 
 _NORMS = ("norm", "layernorm", "rmsnorm")  # cost kinds whose layers normalize a group's channels
 
@@ -56,10 +57,22 @@ def _whole(member: Member, size: int) -> bool:
         n == per for n in Counter(member.roots).values()) and len(set(member.roots)) == size
 
 
+class MixedSpace(Protocol):
+    """What a Supernet needs of its Space (structural: space.py builds supernets to check
+    its cuts, so this module does not import it)."""
+
+    @property
+    def dims(self) -> Sequence[Dimension]: ...
+
+    def width_groups(self) -> list[tuple[int, ChannelGroup]]: ...
+
+    def depth_stages(self) -> list[tuple[int, str]]: ...
+
+
 class Supernet(nn.Module):
     """The dense model with every width and depth dimension mixed over the current sample."""
 
-    def __init__(self, space: Space, model: nn.Module, order: Mapping[str, Sequence[int]],
+    def __init__(self, space: MixedSpace, model: nn.Module, order: Mapping[str, Sequence[int]],
                  hard: bool = False) -> None:
         super().__init__()
         self.space = space
