@@ -30,7 +30,10 @@ validation data, never on test:
 
 Training is labels only; seeds (`--seeds`) vary training and the from-scratch inits. Results:
 benchmarks/results/latency_peers_<model>.json (a method, runtime, batch and target run again
-replaces its row) and the best-row table in benchmarks/README.md.
+replaces its row; written after each method) and the best-row table in benchmarks/README.md.
+Every training's scores are kept in latency_trained_<model>.json the moment it ends
+(keyed by network, recipe, data and seed; benchmarks/_trained.py): a network another cell or
+command already trained the same way is not trained again.
 
     python benchmarks/latency_peers.py --model resnet20 --runtime torch --batch 1
 """
@@ -52,6 +55,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from _finetuned import add_job_arguments, searched, training_overrides  # noqa: E402
 from _machine import RESULTS, command_line, machine, mean_std, publish, save_results  # noqa: E402
+from _trained import TrainedCache  # noqa: E402
 from peers import RANKING_IMAGES, Bench, count, tp_prune  # noqa: E402
 
 from prunesearch.app.config import load_config  # noqa: E402
@@ -84,8 +88,29 @@ class Clock:
         return ratio
 
 
-def uniform_rows(bench: Bench, clock: Clock, prep: Any, targets: list[float],
-                 epochs: int) -> list[dict[str, Any]]:
+class Trainings:
+    """The benchmark's two trainings, answered from the trained-scores cache when they ran."""
+
+    def __init__(self, bench: Bench, cache: TrainedCache, model: str, cfg: Any) -> None:
+        self.bench, self.cache = bench, cache
+        self.recipe = {"model": model, "data": cfg.data.model_dump(mode="json"),
+                       "train": cfg.model.train.model_dump(mode="json")}
+
+    def scratch(self, arch: Arch, epochs: int) -> Any:
+        return self.cache.wrap(self.bench.scratch(epochs), {
+            **self.recipe, "kind": "scratch", "epochs": epochs, "arch": arch.to_dict()})
+
+    def finetune(self, net: dict[str, Any], teacher: nn.Module, epochs: int, cfg: Any,
+                 images: int | None = None) -> Any:
+        """Fine-tuning of the network `net` names (an arch, or how it was pruned) cut from
+        the dense model."""
+        return self.cache.wrap(self.bench.finetune(teacher, epochs, cfg, images), {
+            **self.recipe, "kind": "finetune", "epochs": epochs, "images": images,
+            "finetune": cfg.finetune.model_dump(mode="json"), "net": net})
+
+
+def uniform_rows(bench: Bench, runs: Trainings, clock: Clock, prep: Any,
+                 targets: list[float], epochs: int) -> list[dict[str, Any]]:
     """Per target, the better (on validation) of the GRID_CANDIDATES largest grid networks
     under it, trained from scratch; a grid network is trained once for every cell."""
     space, slicer = prep.space, prep.space.slicer(prep.model)
@@ -102,7 +127,7 @@ def uniform_rows(bench: Bench, clock: Clock, prep: Any, targets: list[float],
             if arch not in trained:
                 trained[arch] = bench.record("uniform-compound candidate", target,
                                              slicer.build(arch), 0.0, f"scratch {epochs}",
-                                             bench.scratch(epochs))
+                                             runs.scratch(arch, epochs))
                 trained[arch].update(arch=arch.to_dict(), latency_ratio=grid[arch])
         best = max(under, key=lambda a: statistics.mean(trained[a]["val_acc"]))
         rows.append({**trained[best], "method": "uniform-compound", "target": target,
@@ -110,8 +135,8 @@ def uniform_rows(bench: Bench, clock: Clock, prep: Any, targets: list[float],
     return rows
 
 
-def tp_rows(bench: Bench, clock: Clock, prep: Any, cfg: Any, targets: list[float],
-            epochs: int) -> list[dict[str, Any]]:
+def tp_rows(bench: Bench, runs: Trainings, clock: Clock, prep: Any, cfg: Any,
+            targets: list[float], epochs: int) -> list[dict[str, Any]]:
     """Torch-Pruning local L1 at the largest MACs ratio (bisected) measured under T."""
     rows = []
     for target in targets:
@@ -122,21 +147,22 @@ def tp_rows(bench: Bench, clock: Clock, prep: Any, cfg: Any, targets: list[float
             pruned = tp_prune(prep.model, prep.data, mid, False, False, seed=0)
             ratio = clock.ratio(pruned)
             if ratio <= target:
-                lo, best = mid, (pruned, ratio)
+                lo, best = mid, (pruned, ratio, mid)
             else:
                 hi = mid
         if best is None:
             print(f"tp-l1-local {target}: nothing under it", flush=True)
             continue
         row = bench.record("tp-l1-local", target, best[0], time.perf_counter() - start,
-                           f"ft {epochs} (continuing)", bench.finetune(prep.model, epochs, cfg))
+                           f"ft {epochs} (continuing)",
+                           runs.finetune({"tp_l1_local_macs": best[2]}, prep.model, epochs, cfg))
         rows.append({**row, "latency_ratio": best[1]})
     return rows
 
 
-def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse.Namespace,
-                     targets: list[float], methods: list[str], dev: torch.device
-                     ) -> list[dict[str, Any]]:
+def prunesearch_rows(bench: Bench, runs: Trainings, clock: Clock, base: list[str],
+                     args: argparse.Namespace, targets: list[float], methods: list[str],
+                     dev: torch.device) -> list[dict[str, Any]]:
     """The latency search per target, its pick re-measured, trained on; and from scratch."""
     d_ep, f_ep = args.dense_epochs, args.budget_epochs
     per_epoch = min(len(bench.data.train_x), args.max_train_images or len(bench.data.train_x))
@@ -172,13 +198,15 @@ def prunesearch_rows(bench: Bench, clock: Clock, base: list[str], args: argparse
             if "prunesearch" in methods:
                 row = bench.record("prunesearch", target, slicer.build(pick.arch), make_s,
                                    f"supernet ranking + ft {f_ep} (continuing)",
-                                   bench.finetune(source, f_ep, cfg, images))
+                                   runs.finetune({"arch": pick.arch.to_dict()}, source, f_ep,
+                                                 cfg, images))
                 rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict(),
                              "predicted_vs_measured": side,
                              "limit": found.summary["latency_limit"]})
             if "prunesearch-arch-scratch" in methods:
                 row = bench.record("prunesearch-arch-scratch", target, slicer.build(pick.arch),
-                                   0.0, f"scratch {d_ep + f_ep}", bench.scratch(d_ep + f_ep))
+                                   0.0, f"scratch {d_ep + f_ep}",
+                                   runs.scratch(pick.arch, d_ep + f_ep))
                 rows.append({**row, "latency_ratio": ratio, "arch": pick.arch.to_dict()})
     return rows
 
@@ -256,28 +284,33 @@ def main() -> None:
     cfg = load_config(None, base + [f"finetune.epochs={f_ep}"])
     prep = prepare(cfg, dev, progress=False)
     bench = Bench(args, cfg, prep)
+    runs = Trainings(bench, TrainedCache(RESULTS / f"latency_trained_{args.model}.json"),
+                     args.model, cfg)
     clock = Clock(prep.model, prep.data.input_shape, args.batch, args.runtime)
-    rows: list[dict[str, Any]] = []
-    if "uniform-compound" in methods:
-        rows += uniform_rows(bench, clock, prep, targets, d_ep + f_ep)
-    if "tp-l1-local" in methods:
-        rows += tp_rows(bench, clock, prep, cfg, targets, f_ep)
-    if {"prunesearch", "prunesearch-arch-scratch"} & set(methods):
-        rows += prunesearch_rows(bench, clock, base, args, targets, methods, dev)
-    for row in rows:
-        row.update(runtime=args.runtime, batch=args.batch,
-                   epochs=row.pop("epochs"), wall_s=row.get("make_s", 0.0) + row["train_s"])
     dense_macs, dense_params = count(prep.model, prep.data.input_shape)
-    meta = {"command": command_line(), "machine": machine(), "dense": {
-        "test_acc": prep.dense_meta.get("test_score"), "macs": dense_macs,
-        "params": dense_params, "epochs": d_ep, "schedule_epochs": d_ep + f_ep},
-        "seeds": args.seed_list, "total_s": time.perf_counter() - start}
-    merged = merge(args.model, rows, meta)
-    save_results(f"latency_peers_{args.model}", merged)
-    stored = {p.stem.removeprefix("latency_peers_"): json.loads(p.read_text())
-              for p in sorted(RESULTS.glob("latency_peers_*.json"))}
-    publish("latency_peers", table(stored))
+    rows: list[dict[str, Any]] = []
 
+    def persist(new: list[dict[str, Any]]) -> None:
+        """Add a method's rows to the stored results and the published table."""
+        for row in new:
+            row.update(runtime=args.runtime, batch=args.batch,
+                       epochs=row.pop("epochs"), wall_s=row.get("make_s", 0.0) + row["train_s"])
+        rows.extend(new)
+        meta = {"command": command_line(), "machine": machine(), "dense": {
+            "test_acc": prep.dense_meta.get("test_score"), "macs": dense_macs,
+            "params": dense_params, "epochs": d_ep, "schedule_epochs": d_ep + f_ep},
+            "seeds": args.seed_list, "total_s": time.perf_counter() - start}
+        save_results(f"latency_peers_{args.model}", merge(args.model, rows, meta))
+        stored = {p.stem.removeprefix("latency_peers_"): json.loads(p.read_text())
+                  for p in sorted(RESULTS.glob("latency_peers_*.json"))}
+        publish("latency_peers", table(stored))
+
+    if "uniform-compound" in methods:
+        persist(uniform_rows(bench, runs, clock, prep, targets, d_ep + f_ep))
+    if "tp-l1-local" in methods:
+        persist(tp_rows(bench, runs, clock, prep, cfg, targets, f_ep))
+    if {"prunesearch", "prunesearch-arch-scratch"} & set(methods):
+        persist(prunesearch_rows(bench, runs, clock, base, args, targets, methods, dev))
 
 if __name__ == "__main__":
     main()
