@@ -128,6 +128,14 @@ class RunConfig(Options):
                 f"fine-tuned weights have had (it would run at lr 0); make it longer")
         return self
 
+    @model_validator(mode="after")
+    def _near_limit_has_a_limit(self) -> RunConfig:
+        if self.supernet.sample == "near-limit" and self.search.max_latency is None:
+            raise ValueError("supernet.sample = 'near-limit' draws the supernet's subnetworks "
+                             "near search.max_latency, which is not set; set it, or use "
+                             "supernet.sample = 'uniform'")
+        return self
+
     def epochs_before_finetuning(self) -> int:
         """Epochs of training the weights fine-tuning starts from have had: the dense ones,
         and the supernet's unless fine-tuning starts from the dense model (finetune.init)."""

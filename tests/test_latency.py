@@ -171,6 +171,24 @@ def test_a_latency_limit_no_architecture_meets_is_refused_before_the_search(tmp_
     assert not (tmp_path / "runs" / "fast").exists()  # nothing half-written
 
 
+def test_a_near_limit_supernet_trains_on_subnetworks_the_table_puts_near_the_limit(
+        tmp_path, monkeypatch):
+    from prunesearch.app.config import load_config
+    from prunesearch.app.prepare import prepare
+
+    monkeypatch.setenv("PRUNESEARCH_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(TINY, ["search.objective=latency", "search.max_latency=0.6",
+                             "search.latency_batch=2", "supernet.epochs=1",
+                             "supernet.max_train_images=64", "supernet.sample=near-limit"])
+    prep = prepare(cfg, CPU, progress=False)
+    meta = prep.supernet_meta
+    assert meta is not None and not meta["cached"]
+    assert 0 < meta["near_limit_subnets"] < 20_000  # a part of the space, not all of it
+    assert prep.latency is not None and prep.gate is not None
+    again = prepare(cfg, CPU, progress=False)
+    assert again.supernet_meta["cached"] and again.supernet_meta["key"] == meta["key"]
+
+
 def test_the_limit_is_corrected_by_networks_measured_near_it(tmp_path):
     """Up to 8 networks the table predicts within 0.8-1.2 x the limit are timed; the limit
     moves by their median measured / predicted ratio; with too few near it, it stays."""

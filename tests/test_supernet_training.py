@@ -281,6 +281,52 @@ def test_supernet_section_is_validated():
             load_config(None, [bad])
 
 
+def _macs_ratio(space: Space):
+    """A stand-in latency predictor: MACs as a ratio to the full network's."""
+    return lambda arch: space.macs(arch) / space.macs(space.largest())
+
+
+def test_near_limit_draws_only_subnetworks_predicted_near_the_limit(data, tmp_path,
+                                                                     monkeypatch):
+    model = _dense(data)
+    space = _space(model, data)
+    near = stage.NearLimit(0.3, 1, "torch", _macs_ratio(space))
+    pool = near.archs(space, seed=0)
+    low, high = (b * 0.3 for b in stage.NEAR_LIMIT)
+    assert pool and all(low <= near.ratio(a) <= high for a in pool)
+    assert pool == near.archs(space, seed=0)  # seeded: every process draws the same pool
+    drawn: list[dict] = []
+    sandwich = stage._sandwich_step
+
+    def spy(net, xb, yb, samples, temperature):
+        drawn.extend(samples[1:])  # samples[0] is the smallest
+        return sandwich(net, xb, yb, samples, temperature)
+    monkeypatch.setattr(stage, "_sandwich_step", spy)
+    trained, meta = train_supernet(model, space, data, _options(), RECIPE, SPACE_CFG, seed=0,
+                                   device=CPU, cache_dir=tmp_path, progress=False, near=near)
+    allowed = [_sample_of(space, a) for a in pool]
+    assert drawn and all(sample in allowed for sample in drawn)
+    assert meta["near_limit_subnets"] == len(pool)
+    uniform_key = supernet_key(model, SPACE_CFG, _options(), RECIPE, data.fingerprint(), 64, 0)
+    assert meta["key"] != uniform_key  # a near-limit stage is cached under its own name
+    drawn.clear()
+    _, again = train_supernet(model, space, data, _options(), RECIPE, SPACE_CFG, seed=0,
+                              device=CPU, cache_dir=tmp_path, progress=False,
+                              near=stage.NearLimit(0.3, 1, "torch", lambda a: 1 / 0))
+    assert again["cached"] and not drawn  # from the cache, the predictor never called
+
+
+def test_near_limit_refuses_a_limit_no_subnetwork_is_near(data):
+    model = _dense(data)
+    space = _space(model, data)
+    with pytest.raises(UserError, match="raise search.max_latency"):
+        stage.NearLimit(0.001, 1, "torch", _macs_ratio(space)).archs(space, seed=0)
+    with pytest.raises(ConfigError, match="search.max_latency, which is not set"):
+        load_config(None, ["supernet.sample=near-limit"])
+    cfg = load_config(None, ["supernet.sample=near-limit", "search.max_latency=0.4"])
+    assert cfg.supernet.sample == "near-limit"
+
+
 def test_pipeline_builds_the_search_on_the_supernet_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNESEARCH_CACHE", str(tmp_path / "cache"))
     overrides = ["supernet.epochs=1", "supernet.max_train_images=64", "search.budget=2",

@@ -28,12 +28,12 @@ from prunesearch.models import build_model
 from prunesearch.objective import CostAxis
 from prunesearch.runs.export import GIVEN_MODEL
 from prunesearch.scoring import loss_gradients, split_scores
-from prunesearch.spaces import Space
+from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.options import SpaceConfig
 from prunesearch.strategies import TrainingKit
 from prunesearch.training import dense_model, train_model
 from prunesearch.training.finetune import reinitialise
-from prunesearch.training.supernet import train_supernet
+from prunesearch.training.supernet import NearLimit, train_supernet
 
 log = logging.getLogger("prunesearch")
 
@@ -198,12 +198,31 @@ def prepare(cfg: RunConfig, dev: torch.device, progress: bool, latency_table: bo
         t = time.perf_counter()
         model, supernet = train_supernet(model, space, data, cfg.supernet, cfg.model.train,
                                          cfg.space, seed=cfg.seed, device=dev,
-                                         cache_dir=default_cache_dir(), progress=progress)
+                                         cache_dir=default_cache_dir(), progress=progress,
+                                         near=near_limit_draws(cfg, space, model, dev))
         timings["supernet_s"] = time.perf_counter() - t
         log.info("supernet: %s",
                  {k: supernet.get(k) for k in ("val_score", "test_score", "cached")})
     return prepared_over(cfg, data, model, dense, supernet, space, dev, timings, latency_table,
                          dense_model=dense_weights)
+
+
+def near_limit_draws(cfg: RunConfig, space: Space, dense: nn.Module,
+                     dev: torch.device) -> NearLimit | None:
+    """The supernet's near-limit draws when supernet.sample asks for them; the latency table
+    they predict with is built (or read from its cache) only if the stage trains."""
+    if cfg.supernet.sample != "near-limit" or cfg.search.max_latency is None:
+        return None
+    tables: list[LatencyModel] = []
+
+    def ratio(arch: Arch) -> float:
+        if not tables:
+            check_runtime(cfg.search.latency_runtime, dev)
+            tables.append(build_latency_model(space, dense, cfg.search.latency_batch, dev,
+                                              runtime=cfg.search.latency_runtime))
+        return tables[0].ratio(arch)
+    return NearLimit(cfg.search.max_latency, cfg.search.latency_batch,
+                     cfg.search.latency_runtime, ratio)
 
 
 def prepared_over(cfg: RunConfig, data: DatasetSplits, model: nn.Module,
@@ -262,9 +281,10 @@ def train_stages(cfg: RunConfig, dev: torch.device, progress: bool
     model, meta = dense_model(cfg.model, data, seed=cfg.seed, device=dev, progress=progress)
     stages = [(cfg.model.name, meta)]
     if cfg.supernet.epochs:
-        _, supernet = train_supernet(model.eval(), build_space(cfg, model, data), data,
-                                     cfg.supernet, cfg.model.train, cfg.space, seed=cfg.seed,
-                                     device=dev, cache_dir=default_cache_dir(),
-                                     progress=progress)
+        space = build_space(cfg, model, data)
+        _, supernet = train_supernet(model.eval(), space, data, cfg.supernet, cfg.model.train,
+                                     cfg.space, seed=cfg.seed, device=dev,
+                                     cache_dir=default_cache_dir(), progress=progress,
+                                     near=near_limit_draws(cfg, space, model, dev))
         stages.append((f"its supernet ({cfg.supernet.epochs} epochs)", supernet))
     return data, stages

@@ -22,6 +22,10 @@ class SupernetConfig(Options):
                              "model.train.lr), cosine to zero over the stage")
     max_train_images: int | None = Field(None, ge=1, description="train on a prefix "
                                          "(default: model.train.max_train_images)")
+    sample: Literal["uniform", "near-limit"] = Field(
+        "uniform", description="how the random subnetworks are drawn: uniformly over the "
+        "space, or among those the latency table predicts near search.max_latency (the ones a "
+        "latency-limited search ranks)")
 
 
 class FinetuneConfig(Options):

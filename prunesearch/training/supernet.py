@@ -14,6 +14,11 @@ density while training.
 The result is cached beside the dense checkpoints, named by a hash of the dense weights, the
 space, the data, the recipe and these options; an interrupted stage resumes from its last
 finished epoch.
+
+With `supernet.sample = "near-limit"` the random subnetworks are drawn among those the latency
+table predicts near search.max_latency instead of over the whole space: a latency-limited
+search ranks only those, and uniform draws rarely reach a tight limit (at 0.25 of dense, few
+resnet20 subnetworks of the space qualify), so their shared weights are trained little.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from prunesearch.data import DatasetSplits
 from prunesearch.errors import ModelError, UserError
 from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
 from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
+from prunesearch.latency.gate import NEAR as NEAR_LIMIT  # the band the search times, too
 from prunesearch.models.options import TrainConfig
 from prunesearch.scoring import split_scores, task_loss
 from prunesearch.spaces import Arch, Space
@@ -56,6 +64,36 @@ log = logging.getLogger("prunesearch")
 
 FORMAT = 1  # bump when the stage's training changes, so old cache entries go stale
 _CALIBRATION_IMAGES = 2048  # training images the full network's BatchNorm is re-estimated on
+_NEAR_POOL = 20_000  # random subnetworks whose predictions choose the near-limit ones
+
+
+@dataclass(frozen=True)
+class NearLimit:
+    """Draw the sandwich rule's random subnetworks among those predicted near `limit` (a
+    ratio of dense latency in `runtime` at `batch`); `ratio` predicts, and is only called
+    when the stage trains (a cached stage needs no latency table)."""
+
+    limit: float
+    batch: int
+    runtime: str
+    ratio: Callable[[Arch], float]
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {"limit": self.limit, "batch": self.batch, "runtime": self.runtime,
+                "band": NEAR_LIMIT}
+
+    def archs(self, space: Space, seed: int) -> list[Arch]:
+        """The subnetworks of a seeded random pool predicted within NEAR_LIMIT of the limit."""
+        gen = torch.Generator().manual_seed(seed)
+        low, high = (bound * self.limit for bound in NEAR_LIMIT)
+        near = [arch for arch in (_random_arch(space, gen) for _ in range(_NEAR_POOL))
+                if low <= self.ratio(arch) <= high]
+        if not near:
+            raise UserError(f"No subnetwork of the space is predicted within "
+                            f"{NEAR_LIMIT[0]:g}-{NEAR_LIMIT[1]:g} x search.max_latency "
+                            f"({self.limit:g}) for supernet.sample = 'near-limit'; raise "
+                            f"search.max_latency or use supernet.sample = 'uniform'.")
+        return near
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -69,7 +107,8 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def supernet_key(dense: nn.Module, space: SpaceConfig, options: SupernetConfig,
-                 recipe: TrainConfig, data_fingerprint: str, images: int, seed: int) -> str:
+                 recipe: TrainConfig, data_fingerprint: str, images: int, seed: int,
+                 near: NearLimit | None = None) -> str:
     """The cache name of a stage: what it starts from and how it trains. `images` is the count
     it trains on, in place of the prefix options that chose it (a prefix as long as the data,
     or none, is the same stage)."""
@@ -78,6 +117,8 @@ def supernet_key(dense: nn.Module, space: SpaceConfig, options: SupernetConfig,
     made_of = {"format": FORMAT, "dense": weights_fingerprint(dense),
                "space": space.cache_fields(), "options": options.model_dump(mode="json"),
                "recipe": recipe.cache_fields(), "data": data_fingerprint, "seed": seed}
+    if near is not None:  # uniform stages keep the keys they had before near-limit draws
+        made_of["near"] = near.cache_fields()
     canonical = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -128,12 +169,14 @@ def _read_partial(path: Path) -> dict[str, Any]:
 
 def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options: SupernetConfig,
                    recipe: TrainConfig, space_cfg: SpaceConfig, *, seed: int,
-                   device: torch.device, cache_dir: Path,
-                   progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+                   device: torch.device, cache_dir: Path, progress: bool = True,
+                   near: NearLimit | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A copy of `model` trained `options.epochs` epochs as a supernet over `space` (from the
-    cache when it was trained before), in eval mode, and a JSON-able dict describing it."""
+    cache when it was trained before), in eval mode, and a JSON-able dict describing it;
+    `near`: draw the random subnetworks near a latency limit (supernet.sample)."""
     x, y = training_tensors(data, options.max_train_images or recipe.max_train_images)
-    key = supernet_key(model, space_cfg, options, recipe, data.fingerprint(), len(x), seed)
+    key = supernet_key(model, space_cfg, options, recipe, data.fingerprint(), len(x), seed,
+                       near)
     final, partial = cache_dir / f"supernet-{key}.pt", cache_dir / f"supernet-{key}.partial.pt"
     if final.is_file():
         state, meta = read_checkpoint(final, f"Delete '{final}' and the supernet stage runs "
@@ -168,6 +211,12 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
         first_epoch, seconds = int(state["epoch"]), float(state["seconds"])
         log.info("supernet stage: resuming after epoch %d of %d", first_epoch, options.epochs)
     smallest = _sample_of(space, space.smallest())
+    pool = near.archs(space, seed) if near is not None else None
+
+    def random_sample() -> dict[int, list[tuple[int, float]]]:
+        if pool is None:
+            return _sample_of(space, _random_arch(space, gen))
+        return _sample_of(space, pool[int(torch.randint(len(pool), (1,), generator=gen))])
     net.train()
     with progress_bar(disable=not progress) as bar:
         for epoch in range(first_epoch, options.epochs):
@@ -177,8 +226,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
             loss_sum = torch.zeros((), device=device)
             for step, (xb, yb) in enumerate(epoch_batches(x, y, batch_size, gen,
                                                           recipe.augment)):
-                samples = [smallest] + [_sample_of(space, _random_arch(space, gen))
-                                        for _ in range(options.random_subnets)]
+                samples = [smallest] + [random_sample() for _ in range(options.random_subnets)]
                 opt.zero_grad(set_to_none=True)
                 loss_sum += _sandwich_step(net, distributed.share(xb), distributed.share(yb),
                                            samples, options.temperature)
@@ -206,6 +254,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
     recalibrate_batchnorm(trained, list(x[:_CALIBRATION_IMAGES].split(batch_size)))
     meta = {"key": key, "epochs": options.epochs, "seconds": seconds,
             "images_per_epoch": steps * batch_size,
+            **({"near_limit_subnets": len(pool)} if pool is not None else {}),
             "options": options.model_dump(mode="json"), **split_scores(trained, data)}
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     if distributed.is_main():
