@@ -27,7 +27,7 @@ from prunesearch.models.options import TrainConfig
 from prunesearch.objective import OBJECTIVES, CostAxis
 from prunesearch.options import Options
 from prunesearch.spaces import Arch, Space
-from prunesearch.strategies.trials import DIRECTIONS
+from prunesearch.strategies.trials import DIRECTIONS, minimized
 
 # Rounds in a row that bring no new candidate before a strategy is judged exhausted: a small
 # space, or a sampler that keeps proposing known archs, must end rather than spin forever.
@@ -258,9 +258,8 @@ class SearchContext:
         return results
 
     def objectives(self, result: Result) -> tuple[float, float]:
-        """(1 - val_score, cost ratio on the run's axis): both minimized, as in the run's
-        hypervolume; a failed result gets the worst accuracy."""
-        return 1.0 - (result.val_score or 0.0), self.axis.ratio(result)
+        """The result's two minimized values on the run's axis (`trials.minimized`)."""
+        return minimized(result, self.axis)
 
     # --- resume state ----------------------------------------------------------------------
     def save_state(self, name: str, obj: Any) -> Path:

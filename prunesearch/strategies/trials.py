@@ -24,11 +24,15 @@ def name_metrics(study: optuna.Study, axis: CostAxis) -> None:
         study.set_metric_names(["1 - val_score", f"{axis.name} ratio"])
 
 
+def minimized(result: Result, axis: CostAxis) -> tuple[float, float]:
+    """(1 - val_score, cost ratio on the run's axis): both minimized, as in the run's
+    hypervolume; a failed result gets the worst accuracy."""
+    return 1.0 - (result.val_score or 0.0), axis.ratio(result)
+
+
 def trial_values(result: Result, axis: CostAxis) -> list[float] | None:
     """A candidate's two minimized values; None for a failed one (a FAIL trial has none)."""
-    if not result.ok:
-        return None
-    return [1.0 - (result.val_score or 0.0), axis.ratio(result)]
+    return list(minimized(result, axis)) if result.ok else None
 
 
 def trial_attrs(result: Result) -> dict[str, Any]:
