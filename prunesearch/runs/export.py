@@ -190,9 +190,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, expected: torch.Tensor
     path = out / "model.onnx"
     with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated, not broken
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False,
+                              opset_version=ONNX_OPSET, input_names=["input"],
+                              output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        except torch.onnx.errors.UnsupportedOperatorError as err:
+            raise ModelError(f"The network cannot be exported to ONNX: {err}. Export the other "
+                             f"formats (--format pt,ts).") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
     diff = _max_diff(got, expected)

@@ -64,10 +64,19 @@ class ModelGraph:
                 f"model's forward must run on the example input and use standard layers."
             ) from None
         self.tp_groups = list(self.dg.get_all_groups(
-            ignored_layers=list(ignored), root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear]))
+            ignored_layers=list(ignored),
+            root_module_types=[nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d,
+                               nn.Linear]))
         last_axis = {id(u.parameters) for u in self.dg.unwrapped_parameters
                      if u.pruning_dim in (-1, u.parameters.dim() - 1)}
-        described = [self._describe(g, last_axis) for g in self.tp_groups]
+        # (group's root layer, why) for torch-pruning's groups no slicer may cut
+        self.kept_whole: list[tuple[str, str]] = []
+        described: list[ChannelGroup | None] = []
+        for g in self.tp_groups:
+            group = self._describe(g, last_axis)
+            if isinstance(group, str):
+                self.kept_whole.append((self.module_names[g[0].dep.target.module], group))
+            described.append(group if isinstance(group, ChannelGroup) else None)
         # per final group: (torch-pruning group index, root channel -> unit or None: identity)
         # or the attention module whose heads it is
         self._parts: list[list[tuple[int, dict[int, int] | None]] | Heads] = []
@@ -79,22 +88,28 @@ class ModelGraph:
             self.groups.append(h.group())
             self._parts.append(h)
 
-    def _describe(self, group: tp.Group, last_axis: set[int]) -> ChannelGroup | None:
-        """The group as members; None when it holds a parameter pruned along another axis
-        than its last (a slicer would cut the wrong one)."""
+    def _describe(self, group: tp.Group, last_axis: set[int]) -> ChannelGroup | str:
+        """The group as members; why it cannot be cut when it holds a parameter pruned along
+        another axis than its last (a slicer would cut the wrong one) or channels torch-pruning
+        maps to no root channel."""
         members = []
         root = group[0].dep.target.module
         for i, item in enumerate(group.items):
             target = item.dep.target.module
             if isinstance(target, nn.Parameter):
-                if id(target) not in last_axis:
-                    return None
                 name = self._param_names[id(target)]
+                if id(target) not in last_axis:
+                    return f"it holds the parameter {name} along another axis than its last"
             else:
                 name = self.module_names.get(target)
             if name is None:
                 continue  # torch-pruning's internal nodes (add, flatten, concat)
             side = "in" if item.dep.handler.__name__ == "prune_in_channels" else "out"
+            if any(r is None for r in group[i].root_idxs):
+                return (f"torch-pruning maps channels of {name} to no channel of the group "
+                        f"(a repeat or expand between them, as grouped-query attention "
+                        f"repeats its key/value heads); register the attention module "
+                        f"(prunesearch.spaces.attention.register_attention) to search its heads")
             members.append(Member(name, side, tuple(int(x) for x in item.idxs),
                                   tuple(int(r) for r in group[i].root_idxs)))
         size = len(group[0].idxs)

@@ -114,6 +114,31 @@ def _slice_conv(m: nn.Module, out: Keep, inn: Keep) -> None:
         m.bias = _param(m.bias.data[out])
 
 
+def _slice_conv_transposed(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """A transposed convolution's weight is (in, out / groups, *kernel): the sides swap."""
+    if m.groups > 1:
+        raise ModelError(f"A grouped transposed convolution cannot be pruned ({m}); list the "
+                         f"module in space.ignore.")
+    w = m.weight.data
+    if inn is not None:
+        w = w[inn]
+        m.in_channels = len(inn)
+    if out is not None:
+        w = w[:, out]
+        m.out_channels = len(out)
+        if m.bias is not None:
+            m.bias = _param(m.bias.data[out])
+    m.weight = _param(w)
+
+
+def weight_channels(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A weight's shape with its output channels first, then its inputs (a transposed
+    convolution stores them the other way round)."""
+    if isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d) and len(shape) > 1:
+        return (shape[1], shape[0], *shape[2:])
+    return shape
+
+
 def _kept_units(keep: torch.Tensor, per: int, m: nn.Module) -> torch.Tensor:
     units = torch.unique(keep // per)
     if len(keep) != len(units) * per or not torch.equal(
@@ -201,8 +226,11 @@ def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
 
 
 # The built-ins: every type torch-pruning's counter handles with one of the rules above
-# (transposed convolutions, upsampling, recurrent and attention layers are not modeled).
+# (upsampling, recurrent and attention layers are not modeled). A transposed convolution
+# costs what a convolution with its kernel, channels and output positions does.
 register_layer(nn.Conv1d, nn.Conv2d, cost="conv", slicer=_slice_conv)
+register_layer(nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
+               slicer=_slice_conv_transposed)
 register_layer(nn.Conv3d, cost="conv")
 register_layer(nn.Linear, cost="linear", slicer=_slice_linear)
 register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchnorm)

@@ -20,7 +20,7 @@ from prunesearch.errors import ModelError
 from prunesearch.spaces.arch import Arch, Dimension, blocks_kept, layer_densities
 from prunesearch.spaces.attention import resize_attention
 from prunesearch.spaces.groups import ChannelGroup
-from prunesearch.spaces.layers import side_size, slicer_for
+from prunesearch.spaces.layers import side_size, slicer_for, weight_channels
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
 
@@ -128,7 +128,7 @@ def shrink_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
         ref = state.get(f"{name}.weight", state.get(f"{name}.running_mean"))
         if ref is None:
             continue
-        shape = ref.shape
+        shape = weight_channels(module, tuple(ref.shape))
         if isinstance(module, nn.Embedding):  # its channels are the table's columns
             shape = (shape[1],)
         out = torch.arange(shape[0]) if shape[0] != side_size(module, "out") else None

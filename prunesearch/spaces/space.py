@@ -106,7 +106,7 @@ class Space:
         dims: list[Dimension] = []
         groups: list[ChannelGroup | None] = []
         stages: list[str | None] = []
-        kept_whole: list[tuple[str, str]] = []
+        kept_whole: list[tuple[str, str]] = list(graph.kept_whole)
         dense_output = _output_shapes(_forward(model, example))
         for group in graph.groups:
             choices = width_choices(group.size, width_ratios, round_to)
