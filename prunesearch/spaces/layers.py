@@ -231,7 +231,7 @@ def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
 register_layer(nn.Conv1d, nn.Conv2d, cost="conv", slicer=_slice_conv)
 register_layer(nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
                slicer=_slice_conv_transposed)
-register_layer(nn.Conv3d, cost="conv")
+register_layer(nn.Conv3d, nn.ConvTranspose3d, cost="conv")
 register_layer(nn.Linear, cost="linear", slicer=_slice_linear)
 register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchnorm)
 register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,

@@ -107,16 +107,21 @@ class Space:
         groups: list[ChannelGroup | None] = []
         stages: list[str | None] = []
         kept_whole: list[tuple[str, str]] = list(graph.kept_whole)
+        narrowest: dict[str, nn.Module] = {}  # each searched group alone cut to its narrowest
         dense_output = _output_shapes(_forward(model, example))
         for group in graph.groups:
             choices = width_choices(group.size, width_ratios, round_to)
             if len(choices) == 1:
                 continue
             dim = Dimension(WIDTH_PREFIX + group.name, "width", choices, group.size)
-            reason = ("it couples concatenated branches: which part a width keeps would "
-                      "depend on the weights" if _splits_branches(group) else
-                      cls([dim], [group], [None], graph, example)._cut_breaks(model,
-                                                                              dense_output))
+            if _splits_branches(group):
+                reason: str | None = ("it couples concatenated branches: which part a width "
+                                      "keeps would depend on the weights")
+            else:
+                alone = cls([dim], [group], [None], graph, example)
+                reason, cut = alone._cut_breaks(model, dense_output)
+                if cut is not None:
+                    narrowest[group.name] = cut
             if reason is not None:
                 kept_whole.append((group.name, reason))
                 continue
@@ -145,47 +150,50 @@ class Space:
         space = cls(dims, groups, stages, graph, example)
         space.kept_whole = kept_whole
         space.width_ratios = tuple(width_ratios)
-        space.cost = space._probe_costs(model)
+        space.cost = space._probe_costs(model, narrowest)
         modules = dict(model.named_modules())
         space.layer_weights = {layer: modules[layer].weight.numel()
                                for _, layer in space.density_layers()}
         return space
 
-    def _cut_breaks(self, model: nn.Module, dense_output: Any) -> str | None:
-        """Why cutting this one-group space's group to its narrowest width breaks `model`
-        (torch-pruning coupled it wrongly: channel shuffles, splits of concatenations, ...);
-        None when the cut network runs and its output keeps the dense model's shapes."""
+    def _cut_breaks(self, model: nn.Module, dense_output: Any
+                    ) -> tuple[str | None, nn.Module | None]:
+        """(why, None) when cutting this one-group space's group to its narrowest width breaks
+        `model` (torch-pruning coupled it wrongly: channel shuffles, splits of concatenations,
+        ...); (None, the cut network) when it runs, its output keeps the dense model's shapes
+        and values with those channels zeroed (the cost model then probes that network)."""
         group = self._groups[0]
         assert group is not None
         order = {group.name: list(range(group.size))}
         try:
-            sliced = _forward(Slicer(self, model, order).build(self.smallest()), self.example)
+            cut = Slicer(self, model, order).build(self.smallest())
+            sliced = _forward(cut, self.example)
             shapes = _output_shapes(sliced)
             masked = Supernet(self, model, order, hard=True)
             masked.sample = {0: [(0, torch.tensor(1.0))]}
             zeroed = _forward(masked, self.example)
         except UserError as err:  # ours says what to do (register_layer, ...)
-            return str(err)
+            return str(err), None
         except Exception as err:  # any failure of the cut network: the group stays whole
             return (f"cut to {self.dims[0].choices[0]} channels the network fails "
-                    f"({type(err).__name__}: {' '.join(str(err).split())[:160]})")
+                    f"({type(err).__name__}: {' '.join(str(err).split())[:160]})"), None
         if shapes != dense_output:
-            return f"cut, the network's output changes shape ({shapes} for {dense_output})"
+            return (f"cut, the network's output changes shape ({shapes} for "
+                    f"{dense_output})"), None
         if isinstance(sliced, torch.Tensor) and not torch.allclose(sliced, zeroed, rtol=1e-4,
                                                                    atol=1e-4):
             return ("cut, the network computes something else than the dense one with those "
-                    "channels zeroed (torch-pruning coupled channels that do not go together)")
-        return None
+                    "channels zeroed (torch-pruning coupled channels that do not go "
+                    "together)"), None
+        return None, cut
 
-    def _probe_costs(self, model: nn.Module) -> CostModel:
-        slicer = Slicer(self, model, {g.name: range(g.size) for _, g in self.width_groups()})
-        largest = self.encode(self.largest())
+    def _probe_costs(self, model: nn.Module, narrowest: dict[str, nn.Module]) -> CostModel:
+        """The cost model, probed on `narrowest[group]`: the model with only that group cut to
+        its narrowest width (built once, by `_cut_breaks`)."""
         probes = {}
-        for d, _ in self.width_groups():
-            genes = list(largest)
-            genes[d] = 0
+        for d, group in self.width_groups():
             dim = self.dims[d]
-            probes[d] = (dim.full - dim.choices[0], slicer.build(self.decode(genes)))
+            probes[d] = (dim.full - dim.choices[0], narrowest[group.name])
         return CostModel.probe(model, self.example, probes, self._block_of,
                                [d.full for d in self.dims],
                                [d for d, _ in self.depth_stages()],
