@@ -46,6 +46,27 @@ def test_table_predicts_every_subnetwork_and_is_cached(name, tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
+def test_table_replicas_rebuild_each_call_with_its_shapes():
+    """A replica at the dense channel counts computes the dense call's output shape, for a
+    transposed convolution's output_padding too (the table times what the network runs)."""
+    from torch import nn
+
+    from prunesearch.latency.table import _layers
+    from prunesearch.spaces import Space
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(),
+                          nn.ConvTranspose2d(8, 6, 3, 2, 1, output_padding=1), nn.ReLU(),
+                          nn.Conv2d(6, 10, 1)).eval()
+    example = torch.zeros(1, 1, 8, 8)
+    space = Space.from_model(model, example)
+    assert sorted(d.name for d in space.dims) == ["width:0", "width:2"]
+    for layer, call in zip(_layers(space, model, 1), space.cost.calls, strict=True):
+        replica = layer.replica(call.inp.full, call.out.full)
+        with torch.no_grad():
+            expected = layer.module(layer.input(call.inp.full, 1, CPU))
+            assert replica(layer.input(call.inp.full, 1, CPU)).shape == expected.shape
+
+
 def test_an_onnxruntime_table_times_exported_layers_and_is_kept_apart(tmp_path):
     """search.latency_runtime = onnxruntime: layers and calibration networks run as ONNX in
     onnxruntime; the table predicts every subnetwork and is cached under its own key."""

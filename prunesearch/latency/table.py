@@ -68,9 +68,10 @@ class _Layer:
         if self.kind == "conv":
             # whole groups go, each keeping its input width (depthwise: one channel)
             groups = 1 if m.groups == 1 else m.groups * cin // m.in_channels
+            transposed = {"output_padding": m.output_padding} if m.transposed else {}
             return type(m)(cin, cout, m.kernel_size, stride=m.stride, padding=m.padding,
                            dilation=m.dilation, groups=groups, bias=m.bias is not None,
-                           padding_mode=m.padding_mode)
+                           padding_mode=m.padding_mode, **transposed)
         if self.kind == "linear":
             return nn.Linear(cin, cout, bias=m.bias is not None)
         if self.kind == "norm":
