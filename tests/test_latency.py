@@ -67,6 +67,40 @@ def test_table_replicas_rebuild_each_call_with_its_shapes():
             assert replica(layer.input(call.inp.full, 1, CPU)).shape == expected.shape
 
 
+class _ConvGRU(torch.nn.Module):
+    """Two convolutions, then a GRU reading the columns: an opaque layer, never cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.rnn = nn.GRU(8 * 8, 16, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = self.stem(x).permute(0, 3, 1, 2).flatten(2)
+        return self.head(self.rnn(seq)[0][:, -1])
+
+
+def test_a_table_over_a_network_with_a_recurrent_layer_predicts_it_as_a_constant(tmp_path):
+    """The GRU is counted by torch-pruning's rule (MACs equal its count) and is not timed
+    alone: the calibration's intercept holds it, every subnetwork keeps it."""
+    import torch_pruning as tp
+
+    from prunesearch.spaces import Space
+
+    model, example = _ConvGRU().eval(), torch.zeros(1, 1, 8, 8)
+    space = Space.from_model(model, example)
+    assert [d.name for d in space.dims] == ["width:stem.0"]
+    assert any(name == "stem.2" for name, _ in space.kept_whole)  # the GRU reads it
+    assert space.dense_macs == tp.utils.count_ops_and_params(model, example)[0]
+    table = build_latency_model(space, model, 1, CPU, cache_dir=tmp_path, repeats=1)
+    assert not any(key.startswith('["GRU"') for key in table._entries)
+    for arch in (space.smallest(), space.largest()):
+        assert math.isfinite(table.predict(arch)) and table.predict(arch) > 0
+
+
 def test_an_onnxruntime_table_times_exported_layers_and_is_kept_apart(tmp_path):
     """search.latency_runtime = onnxruntime: layers and calibration networks run as ONNX in
     onnxruntime; the table predicts every subnetwork and is cached under its own key."""

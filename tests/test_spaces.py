@@ -244,7 +244,10 @@ def test_a_layer_type_is_registered_once():
 def test_costed_layer_types_are_those_torch_pruning_counts_by_a_modeled_rule():
     rules = {"conv_flops_counter_hook": "conv", "linear_flops_counter_hook": "linear",
              "bn_flops_counter_hook": "norm", "ln_flops_counter_hook": "layernorm",
-             "relu_flops_counter_hook": "act", "pool_flops_counter_hook": "pool"}
+             "relu_flops_counter_hook": "act", "pool_flops_counter_hook": "pool",
+             "upsample_flops_counter_hook": "act", "rnn_flops_counter_hook": "opaque",
+             "rnn_cell_flops_counter_hook": "opaque",
+             "multihead_attention_counter_hook": "opaque"}
     for t, hook in op_counter.MODULES_MAPPING.items():
         kind = rules.get(hook.__name__)
         if kind is None:

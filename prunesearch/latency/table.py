@@ -131,10 +131,12 @@ class LatencyModel:
     def _entry(self, index: int, cin: int, cout: int) -> float:
         """The timed entry of one call at (cin, cout); a call with more channel pairs than
         MAX_COMBOS was timed dense only, and its entry is scaled by the work it keeps."""
+        call = self.space.cost.calls[index]
+        if call.kind == "opaque":  # never cut: a constant the calibration's intercept holds
+            return 0.0
         entry = self._entries.get(f"{self._templates[index]}|{cin}|{cout}")
         if entry is not None:
             return entry
-        call = self.space.cost.calls[index]
         dense = self._entries[f"{self._templates[index]}|{call.inp.full}|{call.out.full}"]
         kept = cout / call.out.full
         if call.kind in ("conv", "linear") and call.groups == 1:
@@ -342,6 +344,8 @@ def build_latency_model(space: Space, model: nn.Module, batch: int, device: torc
     clock = _Clock(*_reference_layer(space, layers, batch, device), device, runtime)
     ratios: dict[str, float] = {}
     for i, layer in enumerate(layers):
+        if layer.kind == "opaque":
+            continue  # not timed alone (see LatencyModel._entry)
         pairs = _channel_pairs(space, i)
         call = space.cost.calls[i]
         dense = (call.inp.full, call.out.full)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
 from prunesearch.spaces.layers import CostKind, channels_last, cost_kind
@@ -50,6 +52,7 @@ class _Call:
     groups: int = 1
     affine: bool = False
     rows: int = 0  # an embedding's table rows
+    fixed_ops: int = 0  # an opaque layer's ops, counted on the dense call
 
     @property
     def positions(self) -> int:
@@ -82,6 +85,8 @@ class _Call:
             return self.out.numel(lost)
         if self.kind in ("embedding", "rmsnorm"):
             return 0
+        if self.kind == "opaque":
+            return self.fixed_ops
         return self.inp.numel(lost)  # pool
 
     def params(self, lost: Sequence[int], density: float = 1.0) -> int:
@@ -103,7 +108,7 @@ def record_calls(model: nn.Module, example: torch.Tensor
     for name, module in model.named_modules():
         if cost_kind(type(module)) is not None:
             def hook(mod, args, out, name=name):
-                calls.setdefault(name, []).append((args[0].shape, out.shape))
+                calls.setdefault(name, []).append((_first(args).shape, _first(out).shape))
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -112,6 +117,36 @@ def record_calls(model: nn.Module, example: torch.Tensor
         for h in handles:
             h.remove()
     return calls
+
+
+def _first(value: Any) -> torch.Tensor:
+    """A call's first tensor: the input of a layer called with several (query, key, value),
+    the output of one returning a tuple (a recurrent layer's output and state)."""
+    return value if isinstance(value, torch.Tensor) else next(
+        v for v in value if isinstance(v, torch.Tensor))
+
+
+def opaque_ops(model: nn.Module, example: torch.Tensor) -> dict[str, list[int]]:
+    """The ops torch-pruning's counter gives each call of every opaque layer (its own rule
+    for recurrent layers and attention), in call order."""
+    ops: dict[str, list[int]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if cost_kind(type(module)) == "opaque":
+            def hook(mod, args, out, name=name):
+                mod.__flops__ = 0
+                op_counter.MODULES_MAPPING[type(mod)](mod, args, out)
+                ops.setdefault(name, []).append(int(mod.__flops__))
+                del mod.__flops__
+            handles.append(module.register_forward_hook(hook))
+    if handles:
+        try:
+            with torch.no_grad():
+                model.eval()(example)
+        finally:
+            for h in handles:
+                h.remove()
+    return ops
 
 
 def _axis(kind: CostKind, shapes: Sequence[torch.Size], dense: torch.Size) -> int:
@@ -163,6 +198,7 @@ class CostModel:
         """`width_probes[d] = (channels removed, model with only dim d at its smallest)`;
         `density_dims[layer] = d`: the dimension holding that conv/linear layer's density."""
         dense = record_calls(model, example)
+        fixed = opaque_ops(model, example)
         probes = {d: (lost, record_calls(m, example)) for d, (lost, m) in width_probes.items()}
         modules = dict(model.named_modules())
         calls: list[_Call] = []
@@ -194,6 +230,7 @@ class CostModel:
                     groups=getattr(module, "groups", 1),
                     affine=isinstance(getattr(module, "weight", None), torch.Tensor),
                     rows=getattr(module, "num_embeddings", 0),
+                    fixed_ops=fixed[name][c] if kind == "opaque" else 0,
                 ))
             if kind in ("conv", "linear", "norm", "layernorm", "embedding", "rmsnorm"):
                 modeled.add(name)

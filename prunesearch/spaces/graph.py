@@ -31,6 +31,8 @@ from prunesearch.spaces.attention import Heads, find_heads
 from prunesearch.spaces.groups import ChannelGroup, Member
 from prunesearch.spaces.layers import cost_kind, side_size, slicer_for
 
+ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d, nn.Linear)
+
 
 class ModelGraph:
     """The dependency graph of a model and its prunable channel groups, built once per run."""
@@ -63,14 +65,11 @@ class ModelGraph:
                 f"torch-pruning could not trace the model ({type(err).__name__}: {err}). The "
                 f"model's forward must run on the example input and use standard layers."
             ) from None
-        self.tp_groups = list(self.dg.get_all_groups(
-            ignored_layers=list(ignored),
-            root_module_types=[nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.ConvTranspose1d,
-                               nn.Linear]))
-        last_axis = {id(u.parameters) for u in self.dg.unwrapped_parameters
-                     if u.pruning_dim in (-1, u.parameters.dim() - 1)}
         # (group's root layer, why) for torch-pruning's groups no slicer may cut
         self.kept_whole: list[tuple[str, str]] = []
+        self.tp_groups = self._all_groups(ignored)
+        last_axis = {id(u.parameters) for u in self.dg.unwrapped_parameters
+                     if u.pruning_dim in (-1, u.parameters.dim() - 1)}
         described: list[ChannelGroup | None] = []
         for g in self.tp_groups:
             group = self._describe(g, last_axis)
@@ -87,6 +86,36 @@ class ModelGraph:
         for h in heads:
             self.groups.append(h.group())
             self._parts.append(h)
+
+    def _all_groups(self, ignored: set[nn.Module]) -> list[tp.Group]:
+        """torch-pruning's groups rooted at each conv/linear layer's output channels, as its
+        `get_all_groups` makes them, except that a root whose coupling torch-pruning fails to
+        follow (it raises, e.g. past a recurrent layer reading flattened channels) is kept
+        whole, with the reason, instead of failing the model."""
+        ignored = ignored | set(self.dg.IGNORED_LAYERS_IN_TRACING)
+        groups, visited = [], set()
+        for m in list(self.dg.module2node):
+            if m in ignored or m in visited or not isinstance(m, ROOT_TYPES):
+                continue
+            pruner = self.dg.get_pruner_of_module(m)
+            channels = None if pruner is None else pruner.get_out_channels(m)
+            if channels is None:
+                continue
+            try:
+                group = self.dg.get_pruning_group(m, pruner.prune_out_channels,
+                                                  list(range(channels)))
+            except Exception as err:  # torch-pruning raises many kinds
+                visited.add(m)
+                self.kept_whole.append((self.module_names[m], (
+                    f"torch-pruning cannot follow its coupling ({type(err).__name__}: "
+                    f"{' '.join(str(err).split())[:120]})")))
+                continue
+            outs = [dep.target.module for dep, _ in group
+                    if self.dg.is_out_channel_pruning_fn(dep.handler)]
+            visited.update(outs)
+            if not ignored.intersection(outs):
+                groups.append(group)
+        return groups
 
     def _describe(self, group: tp.Group, last_axis: set[int]) -> ChannelGroup | str:
         """The group as members; why it cannot be cut when it holds a parameter pruned along

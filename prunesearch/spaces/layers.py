@@ -9,7 +9,10 @@ exact type, as in torch-pruning's op counter, whose rule each cost kind follows:
 - "act": one op per output element; "pool": one op per input element;
 - "embedding": no ops (a lookup; torch-pruning counts none), its table as parameters;
 - "rmsnorm": no ops (torch-pruning's counter has no rule for RMS norms), its scale as
-  parameters.
+  parameters;
+- "opaque": recurrent layers and nn.MultiheadAttention, which torch-pruning counts by rules of
+  their own: counted by that rule on the dense call, a constant, since they are never cut (no
+  slicer: a coupling through one stays whole).
 
 A slicer `fn(module, keep_out, keep_in)` cuts one module in place to the kept indices of its
 output and input channels (None keeps that side whole).
@@ -27,7 +30,8 @@ from torch_pruning.utils import op_counter
 
 from prunesearch.errors import ModelError
 
-CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool", "embedding", "rmsnorm"]
+CostKind = Literal["conv", "linear", "norm", "layernorm", "act", "pool", "embedding", "rmsnorm",
+                   "opaque"]
 Keep = torch.Tensor | None  # indices kept on one side; None keeps that side whole
 SliceFn = Callable[[nn.Module, Keep, Keep], None]
 
@@ -76,7 +80,7 @@ def cost_kind(t: type[nn.Module]) -> CostKind | None:
 def channels_last(kind: CostKind) -> bool:
     """True when a layer of this cost kind holds its channels on the last axis of its input
     and output (linear layers, layer and RMS norms, embeddings); the others on axis 1."""
-    return kind in ("linear", "layernorm", "embedding", "rmsnorm")
+    return kind in ("linear", "layernorm", "embedding", "rmsnorm", "opaque")
 
 
 def side_size(m: nn.Module, side: str) -> int:
@@ -226,8 +230,8 @@ def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
 
 
 # The built-ins: every type torch-pruning's counter handles with one of the rules above
-# (upsampling, recurrent and attention layers are not modeled). A transposed convolution
-# costs what a convolution with its kernel, channels and output positions does.
+# A transposed convolution costs what a convolution with its kernel, channels and output
+# positions does; upsampling one op per output element, as an activation.
 register_layer(nn.Conv1d, nn.Conv2d, cost="conv", slicer=_slice_conv)
 register_layer(nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
                slicer=_slice_conv_transposed)
@@ -239,7 +243,10 @@ register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.Instance
 register_layer(nn.LayerNorm, cost="layernorm", slicer=_slice_layernorm)
 register_layer(nn.Embedding, cost="embedding", slicer=_slice_embedding)
 register_layer(nn.RMSNorm, cost="rmsnorm", slicer=slice_scale_norm)
-register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, cost="act")
+register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.Upsample,
+               cost="act")
+register_layer(nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell, nn.LSTMCell,
+               nn.MultiheadAttention, cost="opaque")
 register_layer(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
                nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, cost="pool")
