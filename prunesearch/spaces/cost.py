@@ -99,23 +99,33 @@ class _Call:
         return 0
 
 
-def record_calls(model: nn.Module, example: torch.Tensor
-                 ) -> dict[str, list[tuple[torch.Size, ...]]]:
-    """(input shape, output shape) of every call of every counted layer, in the order of
-    `CostModel.calls` (module registration order, then call order)."""
-    calls: dict[str, list[tuple[torch.Size, ...]]] = {}
+def _each_call(model: nn.Module, example: torch.Tensor, kinds: Callable[[CostKind], bool],
+               record: Callable[[str, nn.Module, Any, Any], None]) -> None:
+    """One forward of `example` in eval mode without gradients, `record(name, module, args,
+    output)` called at every call of each layer whose cost kind `kinds` accepts."""
     handles = []
     for name, module in model.named_modules():
-        if cost_kind(type(module)) is not None:
-            def hook(mod, args, out, name=name):
-                calls.setdefault(name, []).append((_first(args).shape, _first(out).shape))
-            handles.append(module.register_forward_hook(hook))
+        kind = cost_kind(type(module))
+        if kind is not None and kinds(kind):
+            handles.append(module.register_forward_hook(
+                lambda mod, args, out, name=name: record(name, mod, args, out)))
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
         for h in handles:
             h.remove()
+
+
+def record_calls(model: nn.Module, example: torch.Tensor
+                 ) -> dict[str, list[tuple[torch.Size, ...]]]:
+    """(input shape, output shape) of every call of every counted layer, in the order of
+    `CostModel.calls` (module registration order, then call order)."""
+    calls: dict[str, list[tuple[torch.Size, ...]]] = {}
+
+    def shapes(name: str, _: nn.Module, args: Any, out: Any) -> None:
+        calls.setdefault(name, []).append((_first(args).shape, _first(out).shape))
+    _each_call(model, example, lambda kind: True, shapes)
     return calls
 
 
@@ -128,24 +138,16 @@ def _first(value: Any) -> torch.Tensor:
 
 def opaque_ops(model: nn.Module, example: torch.Tensor) -> dict[str, list[int]]:
     """The ops torch-pruning's counter gives each call of every opaque layer (its own rule
-    for recurrent layers and attention), in call order."""
+    for recurrent layers and attention), in call order; no forward when there is none."""
     ops: dict[str, list[int]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if cost_kind(type(module)) == "opaque":
-            def hook(mod, args, out, name=name):
-                mod.__flops__ = 0
-                op_counter.MODULES_MAPPING[type(mod)](mod, args, out)
-                ops.setdefault(name, []).append(int(mod.__flops__))
-                del mod.__flops__
-            handles.append(module.register_forward_hook(hook))
-    if handles:
-        try:
-            with torch.no_grad():
-                model.eval()(example)
-        finally:
-            for h in handles:
-                h.remove()
+
+    def count(name: str, mod: nn.Module, args: Any, out: Any) -> None:
+        mod.__flops__ = 0
+        op_counter.MODULES_MAPPING[type(mod)](mod, args, out)
+        ops.setdefault(name, []).append(int(mod.__flops__))
+        del mod.__flops__
+    if any(cost_kind(type(m)) == "opaque" for m in model.modules()):
+        _each_call(model, example, lambda kind: kind == "opaque", count)
     return ops
 
 
