@@ -29,6 +29,7 @@ from torch import nn
 from prunesearch.errors import ModelError
 from prunesearch.runs.export import FORMATS, GIVEN_MODEL, ONNX_TOLERANCE, load, write_export
 from prunesearch.spaces import Space
+from prunesearch.spaces.supernet import Supernet
 
 Act = Callable[[], nn.Module]
 
@@ -689,17 +690,24 @@ def test_couplings_that_cannot_be_cut_stay_whole_and_the_rest_is_searched() -> N
         assert slicer.build(arch)(_example(GRAY)).shape == (4, 10)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the Slicer cuts them as torch-pruning prunes them, but the hard-masked Supernet fails "
-    "(IndexError / size mismatch in spaces/supernet.py _masks, _mask_hook): `_whole` takes a "
-    "BatchNorm holding the group's channels at an offset of a concatenation for a whole "
-    "output, so Space._cut_breaks keeps every concatenated group whole"))
 def test_densenet_concatenated_channels_are_searched() -> None:
     """Growth channels, stem and transition widths of a DenseNet (concatenations read by
-    BatchNorms) are width dimensions, not kept whole."""
+    BatchNorms, which hold a group's channels at an offset) are width dimensions, not kept
+    whole; the TAS supernet mixes such a group's part of a concatenation and leaves the rest:
+    at the full choices it is the dense model."""
     torch.manual_seed(0)
-    space = Space.from_model(with_norm_statistics(densenet()), _example(GRAY))
-    assert space.kept_whole == []
+    model = with_norm_statistics(densenet()).eval()
+    x = _example(GRAY)
+    space = Space.from_model(model, x)
+    assert space.kept_whole == [] and space.width_groups()
+    net = Supernet(space, model, space.channel_order()).eval()
+    net.sample = {d: [(len(dim.choices) - 1, torch.tensor(1.0))]
+                  for d, dim in enumerate(space.dims)}
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x))
+        net.sample = {d: [(0, torch.tensor(0.5)), (len(dim.choices) - 1, torch.tensor(0.5))]
+                      for d, dim in enumerate(space.dims)}
+        assert net(x).shape == (x.shape[0], 10)
 
 
 def test_prunesearch_space_lists_the_couplings_kept_whole() -> None:

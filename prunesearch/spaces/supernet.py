@@ -114,35 +114,41 @@ class Supernet(nn.Module):
                 return out
             if last:  # channels last (linear, layer norm, embedding): mix along dim 1
                 return hook(module, args, out.movedim(-1, 1)).movedim(1, -1)
-            idx = perm.to(out.device)
+            idx = perm.to(out.device)  # the group's channels (of a concatenation: a part)
             ranked = out.index_select(1, idx)
-            mixed = sum(w * channel_interpolate(ranked[:, :choices[g]], out.shape[1])
+            mixed = sum(w * channel_interpolate(ranked[:, :choices[g]], len(idx))
                         for g, w in picks)
-            return torch.zeros_like(out).index_copy(1, idx, mixed)
+            return out.index_copy(1, idx, mixed)
 
         return hook
 
     def _masks(self, d: int, perm: torch.Tensor, per: int) -> torch.Tensor:
-        """masks[g]: 1 on the channels choice g keeps."""
-        masks = torch.zeros(len(self.space.dims[d].choices), len(perm))
-        for g, c in enumerate(self.space.dims[d].choices):
-            masks[g, perm[:c * per]] = 1.0
+        """masks[g, r]: 1 where choice g keeps the group's r-th most important channel."""
+        choices = self.space.dims[d].choices
+        masks = torch.zeros(len(choices), len(perm))
+        for g, c in enumerate(choices):
+            masks[g, :c * per] = 1.0
         return masks
 
-    def _sampled_mask(self, d: int, masks: torch.Tensor,
-                      device: torch.device) -> torch.Tensor | None:
-        """The current sample's (weighted) channel mask of dimension `d`; None: not sampled."""
+    def _sampled_mask(self, d: int, masks: torch.Tensor, perm: torch.Tensor,
+                      out: torch.Tensor, last: bool) -> torch.Tensor | None:
+        """The current sample's (weighted) mask over the layer's output channels of dimension
+        `d`: 1 on channels outside the group (a concatenation holds it at an offset) and on
+        the kept ones; None: not sampled."""
         picks = self.sample.get(d)
         if not picks:
             return None
-        return sum(w * masks[g].to(device) for g, w in picks)
+        ranked = sum(w * masks[g].to(out.device) for g, w in picks)
+        channels = out.shape[-1 if last else 1]
+        return torch.ones(channels, device=out.device, dtype=ranked.dtype).index_copy(
+            0, perm.to(out.device), ranked)
 
     def _mask_hook(self, d: int, perm: torch.Tensor, per: int, last: bool):
         """Zero every channel but the c most important of the sampled width (weighted)."""
         masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            mask = self._sampled_mask(d, masks, out.device)
+            mask = self._sampled_mask(d, masks, perm, out, last)
             if mask is None:
                 return out
             return out * (mask if last else mask.view(1, -1, *([1] * (out.dim() - 2))))
@@ -155,7 +161,7 @@ class Supernet(nn.Module):
         masks = self._masks(d, perm, per)
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            mask = self._sampled_mask(d, masks, out.device)
+            mask = self._sampled_mask(d, masks, perm, out, last=True)
             if mask is None:
                 return out
             x = args[0].float()
