@@ -48,23 +48,28 @@ def test_table_predicts_every_subnetwork_and_is_cached(name, tmp_path):
 
 def test_table_replicas_rebuild_each_call_with_its_shapes():
     """A replica at the dense channel counts computes the dense call's output shape, for a
-    transposed convolution's output_padding too (the table times what the network runs)."""
+    transposed convolution's output_padding too (the table times what the network runs); at
+    the narrowest architecture's counts it runs with them (a GroupNorm keeps whole groups)."""
     from torch import nn
 
     from prunesearch.latency.table import _layers
     from prunesearch.spaces import Space
 
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(),
-                          nn.ConvTranspose2d(8, 6, 3, 2, 1, output_padding=1), nn.ReLU(),
-                          nn.Conv2d(6, 10, 1)).eval()
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.GroupNorm(4, 8), nn.ReLU(),
+                          nn.ConvTranspose2d(8, 6, 3, 2, 1, output_padding=1),
+                          nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 10, 1)).eval()
     example = torch.zeros(1, 1, 8, 8)
     space = Space.from_model(model, example)
-    assert sorted(d.name for d in space.dims) == ["width:0", "width:2"]
-    for layer, call in zip(_layers(space, model, 1), space.cost.calls, strict=True):
+    assert sorted(d.name for d in space.dims) == ["width:1", "width:3"]  # 1: norm groups
+    narrow = {i: (cin, cout) for i, cin, cout in space.call_channels(space.smallest())}
+    for i, (layer, call) in enumerate(zip(_layers(space, model, 1), space.cost.calls,
+                                          strict=True)):
         replica = layer.replica(call.inp.full, call.out.full)
         with torch.no_grad():
             expected = layer.module(layer.input(call.inp.full, 1, CPU))
             assert replica(layer.input(call.inp.full, 1, CPU)).shape == expected.shape
+            cin, cout = narrow[i]
+            assert layer.replica(cin, cout)(layer.input(cin, 1, CPU)).shape[1] == cout
 
 
 class _ConvGRU(torch.nn.Module):

@@ -618,10 +618,7 @@ CORPUS = [
     pytest.param(SharedConv, GRAY, id="shared_conv"),
     pytest.param(InPlaceFPN, GRAY, id="inplace_interpolate"),
     pytest.param(vgg, GRAY, id="vgg"),
-    pytest.param(group_norm_net, GRAY, id="groupnorm", marks=_limit(
-        "nothing to search (ModelError, each coupling named): GroupNorm is registered "
-        "cost-only, no slicer (spaces/layers.py), so every group through one is kept whole",
-        ModelError)),
+    pytest.param(group_norm_net, GRAY, id="groupnorm"),
     pytest.param(se_resnet, GRAY, id="se_resnet"),
     pytest.param(conv1d_net, SIGNAL, id="conv1d"),
     pytest.param(GroupedReadsConcat, GRAY, id="grouped_reads_concat"),

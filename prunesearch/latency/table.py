@@ -45,7 +45,7 @@ from prunesearch.latency.measure import latency_ratio, median_seconds, paired_se
 from prunesearch.latency.runtimes import forward_call, runtime_version
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.cost import record_calls
-from prunesearch.spaces.layers import channels_last, slice_scale_norm
+from prunesearch.spaces.layers import channels_last, side_size, slicer_for
 
 log = logging.getLogger("prunesearch")
 FORMAT = 2
@@ -74,18 +74,13 @@ class _Layer:
                            padding_mode=m.padding_mode, **transposed)
         if self.kind == "linear":
             return nn.Linear(cin, cout, bias=m.bias is not None)
-        if self.kind == "norm":
-            return type(m)(cin, eps=m.eps, affine=m.affine,
-                           track_running_stats=m.track_running_stats)
-        if self.kind == "layernorm":
-            return nn.LayerNorm(cin, eps=m.eps, elementwise_affine=m.elementwise_affine)
         if self.kind == "embedding":
             return nn.Embedding(m.num_embeddings, cout)
-        if self.kind == "rmsnorm":
-            norm = copy.deepcopy(m)
-            slice_scale_norm(norm, torch.arange(cin), None)
-            return norm
-        return copy.deepcopy(m)  # activations and pooling hold no per-channel state
+        replica = copy.deepcopy(m)  # activations and pooling hold no per-channel state
+        cut = slicer_for(type(m))  # norms: cut to cin channels as the Slicer cuts them
+        if cut is not None and cin != side_size(m, "out"):
+            cut(replica, torch.arange(cin), None)
+        return replica
 
     def input(self, cin: int, batch: int, device: torch.device) -> torch.Tensor:
         if self.kind == "embedding":  # indices: the dense call's, repeated over the batch

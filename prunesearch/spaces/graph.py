@@ -14,8 +14,10 @@ parameters itself. A group holding one that would be pruned along another axis i
 A grouped convolution (1 < groups, not depthwise) is pruned by whole groups: torch-pruning
 keeps its input and output channels in two separate groups, which are joined here into one whose
 "root channels" are the convolution's groups (units), each member index mapped to the unit its
-channel belongs to. Where that cannot be done consistently (one side unprunable, two grouped
-convolutions with different group counts in one coupling), the groups involved stay whole.
+channel belongs to. A GroupNorm is pruned by whole groups the same way (its group's root
+channels become its norm groups), so the kept groups' statistics do not change. Where that
+cannot be done consistently (one side unprunable, two grouped layers with different group
+counts in one coupling), the groups involved stay whole.
 """
 
 from __future__ import annotations
@@ -215,11 +217,17 @@ def _norm_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.function.
             and tp.ops.module2type(m) == tp.ops.OPTYPE.ELEMENTWISE}
 
 
-def _is_grouped(m: nn.Module) -> bool:
-    """A convolution pruned by whole groups: grouped, but not depthwise (in = out = groups),
-    which torch-pruning already couples channel by channel."""
-    return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups > 1 and not (
-        m.groups == m.in_channels == m.out_channels)
+def _unit_sides(m: nn.Module) -> tuple[int, dict[str, int]] | None:
+    """A layer pruned by whole groups: (its group count, channels per side). A grouped
+    convolution, but not a depthwise one (in = out = groups), which torch-pruning already
+    couples channel by channel; a GroupNorm with more than one channel per group (one channel
+    axis, which torch-pruning names as its output)."""
+    if isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups > 1 and not (
+            m.groups == m.in_channels == m.out_channels):
+        return m.groups, {"in": m.in_channels, "out": m.out_channels}
+    if isinstance(m, nn.GroupNorm) and m.num_groups < m.num_channels:
+        return m.num_groups, {"out": m.num_channels}
+    return None
 
 
 def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup | None]
@@ -241,20 +249,21 @@ def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup | None]
     count: dict[int, set[int]] = {}  # group index -> the conv group counts seen on it
     frozen: set[int] = set()
     for name, m in model.named_modules():
-        if not _is_grouped(m):
+        if (unit := _unit_sides(m)) is None:
             continue
-        sides = [(where.get((name, side)), side, size // m.groups)
-                 for side, size in (("in", m.in_channels), ("out", m.out_channels))]
+        n_units, channels = unit
+        sides = [(where.get((name, side)), side, size // n_units)
+                 for side, size in channels.items()]
         found = [i for i, _, _ in sides if i is not None]
-        if len(found) < 2:  # one side cannot be pruned: neither can the other
+        if len(found) < len(sides):  # one side cannot be pruned: neither can the other
             frozen.update(found)
             continue
-        parent[find(found[0])] = find(found[1])
+        parent[find(found[0])] = find(found[-1])
         for i, side, per in sides:
             member = next(x for x in groups[i].members if (x.module, x.side) == (name, side))
             units.setdefault(i, []).append(
                 {r: idx // per for idx, r in zip(member.idxs, member.roots, strict=True)})
-            count.setdefault(i, set()).add(m.groups)
+            count.setdefault(i, set()).add(n_units)
     components: dict[int, list[int]] = {}
     for i in units:
         components.setdefault(find(i), []).append(i)
@@ -275,13 +284,14 @@ def _join_grouped_convs(model: nn.Module, groups: list[ChannelGroup | None]
             continue
         parts = sorted(components[i])
         maps = {j: units[j][0] for j in parts}
-        conv = next(n for n, m in model.named_modules() if _is_grouped(m) and any(
-            x.module == n for j in parts for x in groups[j].members))
+        name, layer = next((n, m) for n, m in model.named_modules()
+                           if _unit_sides(m) is not None
+                           and any(x.module == n for j in parts for x in groups[j].members))
         members = tuple(Member(x.module, x.side, x.idxs, tuple(maps[j][r] for r in x.roots))
                         for j in parts for x in groups[j].members)
         size = next(iter(count[i]))
-        out.append((ChannelGroup(conv, size, members, "conv groups"),
-                    [(j, maps[j]) for j in parts]))
+        unit = "norm groups" if isinstance(layer, nn.GroupNorm) else "conv groups"
+        out.append((ChannelGroup(name, size, members, unit), [(j, maps[j]) for j in parts]))
     return out
 
 

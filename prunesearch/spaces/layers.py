@@ -147,8 +147,8 @@ def _kept_units(keep: torch.Tensor, per: int, m: nn.Module) -> torch.Tensor:
     units = torch.unique(keep // per)
     if len(keep) != len(units) * per or not torch.equal(
             torch.sort(keep).values, (units[:, None] * per + torch.arange(per)).flatten()):
-        raise ModelError(f"A grouped convolution can only lose whole groups, but the channels "
-                         f"kept split one ({m}); list the module in space.ignore.")
+        raise ModelError(f"A grouped convolution or group norm can only lose whole groups, but "
+                         f"the channels kept split one ({m}); list the module in space.ignore.")
     return units
 
 
@@ -216,6 +216,18 @@ def _slice_batchnorm(m: nn.Module, out: Keep, inn: Keep) -> None:
     m.num_features = len(out)
 
 
+def _slice_groupnorm(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """Whole groups only: the kept groups' statistics are then what they were."""
+    out = out if out is not None else inn
+    if out is None:
+        return
+    units = _kept_units(out, m.num_channels // m.num_groups, m)
+    if m.affine:
+        m.weight = _param(m.weight.data[out])
+        m.bias = _param(m.bias.data[out])
+    m.num_groups, m.num_channels = len(units), len(out)
+
+
 def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
     out = out if out is not None else inn
     if out is None:
@@ -238,8 +250,9 @@ register_layer(nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
 register_layer(nn.Conv3d, nn.ConvTranspose3d, cost="conv")
 register_layer(nn.Linear, cost="linear", slicer=_slice_linear)
 register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchnorm)
+register_layer(nn.GroupNorm, cost="norm", slicer=_slice_groupnorm)
 register_layer(nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-               nn.GroupNorm, cost="norm")
+               cost="norm")
 register_layer(nn.LayerNorm, cost="layernorm", slicer=_slice_layernorm)
 register_layer(nn.Embedding, cost="embedding", slicer=_slice_embedding)
 register_layer(nn.RMSNorm, cost="rmsnorm", slicer=slice_scale_norm)
