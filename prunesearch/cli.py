@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunesearch.errors import UserError
-from prunesearch.metrics import metric_from_json, metric_of
+from prunesearch.metrics import metric_from_json
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 out_console = Console()
@@ -172,8 +172,9 @@ def export(
     max_latency: Annotated[float | None, typer.Option(
         help="Instead of --id: the best front point with at most this ratio of the dense "
              "model's predicted latency (runs searched with a latency table).")] = None,
-    format_: Annotated[str, typer.Option("--format", help="Comma list of pt, ts, onnx.")]
-    = "pt,ts,onnx",
+    format_: Annotated[str, typer.Option("--format", help=(
+        "Comma list of pt, ts, onnx, hf (a Hugging Face model pruned alike in every layer: a "
+        "save_pretrained folder)."))] = "pt,ts,onnx",
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Folder (default RUN_DIR/export/<id>).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -324,7 +325,7 @@ def train(
     distributed.init_from_env(dev)
     main = distributed.is_main()
     data, stages = train_stages(cfg, dev, progress=main)
-    m = metric_of(data.val_y)
+    m = data.task.metric
     for what, done in stages if main else []:
         out_console.print(f"{what} on {cfg.data.dataset}: val {m.name} "
                           f"{m.show(done['val_score'])}, test {m.name} "

@@ -26,6 +26,7 @@ from prunesearch.objective import Objective
 from prunesearch.options import Options
 from prunesearch.plugins import describe_error, refuse_code_inside
 from prunesearch.spaces.options import SpaceConfig
+from prunesearch.task import TaskConfig
 from prunesearch.training.options import FinetuneConfig, SupernetConfig
 
 
@@ -107,6 +108,7 @@ class RunConfig(Options):
     search: SearchConfig = SearchConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    task: TaskConfig = TaskConfig()
 
     @field_validator("name")
     @classmethod
@@ -116,6 +118,13 @@ class RunConfig(Options):
                              "'.', '_' or '-', starting with a letter or digit (no '/', '..' "
                              "or empty name: the run stays inside --out)")
         return v
+
+    @model_validator(mode="after")
+    def _distillation_needs_class_logits(self) -> RunConfig:
+        if self.task.custom and self.finetune.kd:
+            raise ValueError("finetune.kd distils class logits, which a [task] with its own "
+                             "loss or metric may not have; set finetune.kd = false")
+        return self
 
     @model_validator(mode="after")
     def _schedule_leaves_fine_tuning(self) -> RunConfig:
@@ -257,7 +266,8 @@ def validate_config(tree: dict[str, Any], source: str, schema: type[RunConfig],
                 problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
         raise ConfigError(f"Invalid config {source}: " + "; ".join(problems) + ".") from None
     if run_dir is not None:
-        for name in (cfg.model.name, cfg.data.dataset):
+        for name in (cfg.model.name, cfg.data.dataset, cfg.task.loss or "",
+                     cfg.task.metric or ""):
             if ":" in name:
                 refuse_code_inside(name, run_dir, f"Config {source}")
     return cfg

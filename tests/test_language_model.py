@@ -24,7 +24,7 @@ from prunesearch.app.run import run_job
 from prunesearch.metrics import ACCURACY, PERPLEXITY, metric_of
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.journal import read_journal
-from prunesearch.scoring import evaluate_score
+from prunesearch.scoring import Task
 
 LM = Path(__file__).parents[1] / "configs" / "lm.toml"
 QUICK = ["search.budget=8", "model.train.epochs=1", "model.train.max_train_images=1500",
@@ -38,7 +38,8 @@ def test_the_score_of_next_token_data_is_one_over_perplexity():
     model = torch.nn.Identity()  # its "logits" are the input
     model.weight = torch.nn.Parameter(torch.zeros(1))  # evaluate_* read the device from it
     ce = F.cross_entropy(logits.reshape(-1, 11), y.reshape(-1)).item()
-    assert evaluate_score(model, logits, y, batch_size=2) == pytest.approx(math.exp(-ce))
+    assert Task.default(y).score(model, logits, y, batch_size=2) == pytest.approx(
+        math.exp(-ce))
     assert metric_of(y) is PERPLEXITY and metric_of(y[:, 0]) is ACCURACY
     assert PERPLEXITY.value(math.exp(-ce)) == pytest.approx(math.exp(ce))
 
@@ -63,7 +64,7 @@ def test_a_language_model_is_searched_and_fine_tuned_on_perplexity(lm_run):
     folder = export_run(lm_run, tuned[0]["id"], None, ["pt", "onnx"],
                         lm_run.parent / "exported", progress=False)
     model = prunesearch.load(folder)
-    assert evaluate_score(model, data.test_x, data.test_y) == pytest.approx(
+    assert data.task.score(model, data.test_x, data.test_y) == pytest.approx(
         tuned[0]["test_score"], rel=1e-6)
     tokens = data.test_x[:4]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])

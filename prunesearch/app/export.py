@@ -19,7 +19,6 @@ from prunesearch.errors import UserError
 from prunesearch.front import FrontPoint
 from prunesearch.latency.measure import latency_ratio
 from prunesearch.latency.runtimes import runtime_version
-from prunesearch.metrics import metric_of
 from prunesearch.objective import CostAxis
 from prunesearch.runs.export import (
     FORMATS,
@@ -31,7 +30,6 @@ from prunesearch.runs.export import (
 )
 from prunesearch.runs.finetuned import read_finetuned
 from prunesearch.runs.rundir import RunView
-from prunesearch.scoring import evaluate_score
 
 
 def choose_export_point(view: RunView, point_id: int | None,
@@ -203,8 +201,8 @@ def export_run(run_dir: Path, point_id: int | None, limit: tuple[str, float] | N
         "id": point.id, "source": source, "run": str(run_dir), "arch": point.arch.to_dict(),
         "macs": point.macs, "params": point.params, "macs_ratio": point.macs_ratio,
         "proxy_val_score": point.val_score,
-        "test_score": evaluate_score(model, prep.data.test_x, prep.data.test_y),
-        "metric": metric_of(prep.data.test_y).to_json(),
+        "test_score": prep.data.task.score(model, prep.data.test_x, prep.data.test_y),
+        "metric": prep.data.task.metric.to_json(),
         "dense": {"macs": prep.space.dense_macs, "test_score": prep.dense_meta.get("test_score")},
         "latency": {"device": "cpu", "threads": torch.get_num_threads(),
                     "allocator": allocator_settings(),

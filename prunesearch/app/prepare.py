@@ -31,6 +31,7 @@ from prunesearch.scoring import loss_gradients, split_scores
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.options import SpaceConfig
 from prunesearch.strategies import TrainingKit
+from prunesearch.task import task_of
 from prunesearch.training import dense_model, train_model
 from prunesearch.training.finetune import reinitialise
 from prunesearch.training.supernet import NearLimit, train_supernet
@@ -77,6 +78,7 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None,
                                                 "test_fraction": cfg.data.test_fraction,
                                                 "input_column": cfg.data.input_column,
                                                 "label_column": cfg.data.label_column})
+    data = task_of(cfg.task, data)
     return data if dev is None else data.to(dev)
 
 
@@ -91,7 +93,7 @@ def build_space(cfg: RunConfig, model: nn.Module, data: DatasetSplits) -> Space:
     space = space_of(cfg.space, model, data.train_x[:1])
     if cfg.space.importance == "taylor":  # the first examples: every process ranks alike
         with loss_gradients(model, data.train_x[:TAYLOR_EXAMPLES],
-                            data.train_y[:TAYLOR_EXAMPLES]):
+                            data.train_y[:TAYLOR_EXAMPLES], data.task):
             space.fix_channel_order(space.graph.channel_order(taylor=True))
     return space
 

@@ -19,10 +19,8 @@ from prunesearch.app.prepare import Prepared
 from prunesearch.config import RunConfig
 from prunesearch.evaluators import Result
 from prunesearch.front import FrontPoint
-from prunesearch.metrics import metric_of
 from prunesearch.runs.journal import Candidate
 from prunesearch.runs.rundir import RunDir
-from prunesearch.scoring import evaluate_score
 
 log = logging.getLogger("prunesearch")
 
@@ -78,7 +76,7 @@ def write_results(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list[
     ev = prep.evaluator
     dense_ref = {
         "macs": prep.space.dense_macs, "params": prep.space.dense_params,
-        "val_score": evaluate_score(prep.model, ev.val_x, ev.val_y),
+        "val_score": prep.data.task.score(prep.model, ev.val_x, ev.val_y),
         "val_score_note": "the full network the candidates are sliced from (after the supernet "
                         "stage, if any) on the evaluator's validation subset; test_score is "
                         "the dense model's before it",
@@ -91,7 +89,7 @@ def write_results(cfg: RunConfig, run: RunDir, prep: Prepared, candidates: list[
     axis = prep.cost_axis(cfg.search.objective)
     summary, front = run.write_results(candidates, dense_ref, {
         "name": cfg.name, "strategy": strategy, "dataset": cfg.data.dataset,
-        "metric": metric_of(prep.data.val_y).to_json(),
+        "metric": prep.data.task.metric.to_json(),
         "model": cfg.model.name, "device": str(prep.data.train_x.device),
         "wall_s": prep.timings["total_s"], "timings": prep.timings, "seed": cfg.seed,
         "sparse_macs": prep.space.masked, "supernet": prep.supernet_meta,

@@ -47,9 +47,10 @@ from prunesearch.training.dense import load_weights
 
 
 def _names_code(tree: dict[str, Any]) -> list[str]:
-    """The user code a config would import: plugins and module:factory specs."""
-    model, data = tree.get("model", {}), tree.get("data", {})
-    specs = [model.get("name", ""), data.get("dataset", "")]
+    """The user code a config would import: plugins and module:factory/fn specs."""
+    model, data, task = tree.get("model", {}), tree.get("data", {}), tree.get("task", {})
+    specs = [model.get("name", ""), data.get("dataset", ""), task.get("loss", ""),
+             task.get("metric", "")]
     return [*tree.get("plugins", []), *(s for s in specs if isinstance(s, str) and ":" in s)]
 
 

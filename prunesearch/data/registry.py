@@ -166,11 +166,12 @@ def _check_raw(result: object, what: str) -> RawDataset:
             raise _bad(what, f"returned {split}_x of shape {tuple(x.shape)} and dtype {x.dtype}",
                        "inputs are real numbers, one row per example: (N, F) or (N, C, H, W)")
         sequence = y.dim() == 2 and is_integer(x.dtype) and tuple(x.shape) == tuple(y.shape)
-        if not (y.dim() == 1 or sequence) or not is_integer(y.dtype):
+        per_pixel = x.dim() > 2 and tuple(y.shape[1:]) == tuple(x.shape[2:])  # segmentation
+        if not (y.dim() == 1 or sequence or per_pixel) or not is_integer(y.dtype):
             raise _bad(what, f"returned {split}_y of shape {tuple(y.shape)} and dtype {y.dtype}",
                        "labels are a 1-D integer tensor, one class index per example "
                        "(e.g. y.long()), or for integer token inputs (N, T) one per position "
-                       "(N, T)")
+                       "(N, T), or for images (N, C, H, W) one per pixel (N, H, W)")
         if len(x) != len(y):
             raise _bad(what, f"returned {len(x)} {split} inputs but {len(y)} {split} labels",
                        "return one label per example")

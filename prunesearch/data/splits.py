@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 
 from prunesearch.errors import DataError
+from prunesearch.scoring import Task
 
 
 class RawDataset(NamedTuple):
@@ -42,6 +43,13 @@ class DatasetSplits:
     # (mean, std) make_splits normalised the inputs with, per channel (images) or one value
     # (flat data), fitted on `train`: what a deployed model's inputs need too. None: as given
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # the loss and metric networks are trained and scored by (None: the labels' default,
+    # cross-entropy with accuracy or perplexity); a run's [task] sets a user's own
+    task: Task = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            object.__setattr__(self, "task", Task.default(self.val_y))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -71,10 +79,11 @@ class DatasetSplits:
                            "scaled to [0, 1])"}
 
     def fingerprint(self) -> str:
-        """A short hash of the name, the shapes and the labels of every split, and the
-        `content_digest` if any. Labels in split order identify the val/train split, so
-        checkpoints trained on one split are never reused for another; the content digest keeps
-        a user dataset whose values change under the same name from reusing stale ones."""
+        """A short hash of the name, the shapes and the labels of every split, the
+        `content_digest` and a user's task if any. Labels in split order identify the
+        val/train split, so checkpoints trained on one split are never reused for another; the
+        content digest keeps a user dataset whose values change under the same name from
+        reusing stale ones, the task weights trained by another loss."""
         digest = hashlib.sha256()
         digest.update(f"{self.name}|{self.num_classes}".encode())
         for x, y in (
@@ -86,6 +95,8 @@ class DatasetSplits:
             digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
         if self.content_digest:  # absent for the built-in datasets: their keys stay as they were
             digest.update(f"|{self.content_digest}".encode())
+        if self.task.identity:  # a user's loss and metric: weights trained by them differ
+            digest.update(f"|task {self.task.identity}".encode())
         return digest.hexdigest()[:16]
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ from prunesearch.errors import ConfigError
 from prunesearch.evaluators.base import Evaluator
 from prunesearch.evaluators.registry import register_evaluator
 from prunesearch.options import Options
-from prunesearch.scoring import evaluate_score
+from prunesearch.scoring import Task
 from prunesearch.spaces import Arch, Space, layer_densities
 from prunesearch.spaces.masks import apply_masks, magnitude_masks
 
@@ -63,8 +63,10 @@ class WeightSharingEvaluator(Evaluator):
     """
 
     def __init__(self, space: Space, model: nn.Module, calib_x: torch.Tensor,
-                 val_x: torch.Tensor, val_y: torch.Tensor, batch_size: int = 256) -> None:
+                 val_x: torch.Tensor, val_y: torch.Tensor, batch_size: int = 256,
+                 task: Task | None = None) -> None:
         super().__init__(space)
+        self.task = task if task is not None else Task.default(val_y)
         self.slicer = space.slicer(model)
         self.calib = [_channels_last(x) for x in calib_x.split(batch_size)]
         self.val_x, self.val_y = _channels_last(val_x), val_y
@@ -101,7 +103,7 @@ class WeightSharingEvaluator(Evaluator):
         return torch.cat([model(x) for x in self.calib])
 
     def _score(self, arch: Arch) -> float:
-        return evaluate_score(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
+        return self.task.score(self._candidate(arch), self.val_x, self.val_y, self.batch_size)
 
 
 DEFAULT_VAL_IMAGES = 1000
@@ -135,4 +137,5 @@ def build_weight_sharing(space: Space, model: nn.Module, data: DatasetSplits,
                           f"({len(data.val_x)} examples); lower evaluator.val_images or raise "
                           f"data.val_size.")
     return WeightSharingEvaluator(space, model, calibration_images(data, options, seed),
-                                  data.val_x[:n_val], data.val_y[:n_val], options.batch_size)
+                                  data.val_x[:n_val], data.val_y[:n_val], options.batch_size,
+                                  data.task)

@@ -141,7 +141,8 @@ def check_model_io(
     model: nn.Module, name: str, input_shape: Sequence[int], num_classes: int
 ) -> None:
     """Run a batch of two zero examples on the CPU; refuse anything but (2, num_classes)
-    logits, or (2, T, num_classes) for examples of shape (T,) (a language model's tokens)."""
+    logits, or (2, T, num_classes) for examples of shape (T,) (a language model's tokens), or
+    (2, num_classes, H, W) for images (C, H, W) (a label per pixel: segmentation)."""
     example = torch.zeros(2, *input_shape)
     was_training = model.training
     model.eval()  # batch statistics of two zeros are meaningless; and BN1d refuses batch 1
@@ -155,11 +156,12 @@ def check_model_io(
                          f"(e.g. 'mlp' for flat features).") from err
     finally:
         model.train(was_training)
-    wanted = [(2, num_classes)] + ([(2, input_shape[0], num_classes)]
-                                   if len(input_shape) == 1 else [])
+    per_position = {1: (2, *input_shape, num_classes),  # tokens
+                    3: (2, num_classes, *input_shape[1:])}.get(len(input_shape))  # pixels
+    wanted = [(2, num_classes)] + ([per_position] if per_position else [])
     if not isinstance(out, torch.Tensor) or tuple(out.shape) not in wanted:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        also = {1: "for a sequence of tokens", 3: "for a label per pixel"}.get(len(input_shape))
         raise ModelError(f"model '{name}' returned {got} for a batch of 2 examples; expected "
                          f"logits of shape (2, {num_classes}), one per class of the dataset"
-                         + (f", or (2, {input_shape[0]}, {num_classes}) for a sequence of "
-                            f"tokens" if len(input_shape) == 1 else "") + ".")
+                         + (f", or {per_position} {also}" if per_position else "") + ".")

@@ -24,11 +24,12 @@ from torch import nn
 from prunesearch.errors import ModelError, UserError
 from prunesearch.fileio import load_error_reason, save_state, write_json
 from prunesearch.models.registry import SHIPPED_FACTORIES
+from prunesearch.runs.hf_export import export_hf
 from prunesearch.spaces import blocks_kept, shrink_to_state, truncate_depth
 
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
-FORMATS = ("pt", "ts", "onnx")
+FORMATS = ("pt", "ts", "onnx", "hf")
 GIVEN_MODEL = "(given in Python)"  # arch.json's model for a network no name rebuilds
 SPEC_FORMAT = 1
 SPEC_KEYS = {"format": int, "model": str, "width_mult": (int, float), "input_shape": list,
@@ -167,6 +168,8 @@ def _write_files(model: nn.Module, spec: dict[str, Any], meta: dict[str, Any], o
         checks["ts"] = {"max_abs_diff": _max_diff(got, expected)}
     if "onnx" in formats:
         checks["onnx"] = _export_onnx(model, example, expected, out)
+    if "hf" in formats:
+        checks["hf"] = export_hf(model, example, expected, out / "hf")
     meta = {**meta, "checks": checks}
     write_json(out / "meta.json", meta)  # last: marks the export complete
     return meta

@@ -31,7 +31,6 @@ from torch import nn
 from prunesearch.errors import ConfigError
 from prunesearch.objective import CostAxis
 from prunesearch.options import Options
-from prunesearch.scoring import task_loss
 from prunesearch.spaces import Arch, Space
 from prunesearch.strategies.base import SearchContext, Strategy
 from prunesearch.strategies.history_plot import plot_dimension_history
@@ -197,14 +196,15 @@ class DifferentiableStrategy(Strategy):
             relaxed.train()
             for step, (bx_a, by_a) in enumerate(batches_a):
                 ib = order_b[step * batch:(step + 1) * batch]
-                loss_w = task_loss(relaxed(bx_a, tau, gen, arch_step=False), by_a)
+                loss_w = kit.data.task.loss(relaxed(bx_a, tau, gen, arch_step=False), by_a)
                 opt.zero_grad(set_to_none=True)
                 loss_w.backward()
                 opt.step()
                 sched.step()
                 ratio = relaxed.expected_cost(axis)
                 argmax_ratio = axis.arch_ratio(relaxed.argmax())
-                loss_a = task_loss(relaxed(xb[ib], tau, gen, arch_step=True), yb[ib]) + \
+                loss_a = kit.data.task.loss(relaxed(xb[ib], tau, gen, arch_step=True),
+                                            yb[ib]) + \
                     cfg.macs_weight * macs_loss(ratio, argmax_ratio, target, cfg.tolerance)
                 # gradients for the logits only: the weights' would be thrown away
                 alphas = list(relaxed.alphas)

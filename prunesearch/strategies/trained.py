@@ -25,7 +25,6 @@ from torch.func import functional_call
 
 from prunesearch.evaluators import Result
 from prunesearch.options import Options
-from prunesearch.scoring import evaluate_score, task_loss
 from prunesearch.spaces.masks import (
     apply_masks,
     erk_densities,
@@ -114,13 +113,13 @@ class TrainedStrategy(TrainingStrategy):
         model.eval()
         densities = mask_densities(model, layers)
         macs, params = ctx.space.masked_costs(densities)
-        val_score = evaluate_score(model, kit.val_x, kit.val_y)
+        val_score = kit.data.task.score(model, kit.val_x, kit.val_y)
         result = Result(ctx.space.with_densities(densities), macs, params, val_score, seconds)
         point = {"id": ctx.n_evals, "macs": macs, "params": params,
                  "macs_ratio": macs / ctx.space.dense_macs, "val_score": val_score}
         ctx.submit(result)
-        full_val = evaluate_score(model, kit.data.val_x, kit.data.val_y)
-        test = evaluate_score(model, kit.data.test_x, kit.data.test_y)
+        full_val = kit.data.task.score(model, kit.data.val_x, kit.data.val_y)
+        test = kit.data.task.score(model, kit.data.test_x, kit.data.test_y)
         ctx.env.trained.save(model.cpu(), point, self.name, init, epochs, full_val, test,
                              seconds)
         model.to(kit.device)
@@ -266,7 +265,7 @@ class BipStrategy(TrainedStrategy):
                 masks = masks_now()
                 z = {f"{n}.weight": (masks[n] * w).detach().requires_grad_(True)
                      for n, w in weights.items()}
-                loss = task_loss(functional_call(model, z, (xb,)), yb)
+                loss = kit.data.task.loss(functional_call(model, z, (xb,)), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 with torch.no_grad():

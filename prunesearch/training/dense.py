@@ -19,7 +19,6 @@ from torch import nn
 
 from prunesearch.errors import ModelError
 from prunesearch.fileio import default_cache_dir, load_error_reason, renamed_fields, write_torch
-from prunesearch.metrics import metric_of
 from prunesearch.models.options import ModelConfig, TrainConfig
 from prunesearch.models.registry import build_model, split_input_shape
 from prunesearch.scoring import split_scores
@@ -142,7 +141,7 @@ def dense_model(
     key = checkpoint_key(cfg.name, cfg.width_mult, in_chans, data.num_classes,
                          described["data_fingerprint"], cfg.train, seed)
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.pt"
-    metric = metric_of(data.val_y).name
+    metric = data.task.metric.name
     if path.is_file():
         fix = f"Delete '{path}' and the dense model is trained again."
         meta = load_weights(model, path, fix)

@@ -23,7 +23,7 @@ from torch import nn
 
 from prunesearch.errors import ModelError
 from prunesearch.models.options import TrainConfig
-from prunesearch.scoring import correct_predictions, split_scores, task_loss
+from prunesearch.scoring import correct_predictions, cross_entropy, split_scores
 from prunesearch.training import distributed
 
 if TYPE_CHECKING:
@@ -90,11 +90,12 @@ def training_tensors(data: DatasetSplits, max_images: int | None,
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator,
                   augment: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of full mini-batches: the permutation is drawn from `gen` when this is called,
-    each batch's random translation (images only, when `augment`) when the batch is taken. So
-    a loop that draws from `gen` between batches (Gumbel noise, a second data stream) keeps one
-    reproducible stream of random numbers. The last partial batch is dropped."""
+    each batch's random translation (images with one label each, when `augment`: a label per
+    pixel would not move with them) when the batch is taken. So a loop that draws from `gen`
+    between batches (Gumbel noise, a second data stream) keeps one reproducible stream of
+    random numbers. The last partial batch is dropped."""
     order = torch.randperm(len(x), generator=gen).to(x.device)
-    translate = augment and x.dim() == 4
+    translate = augment and x.dim() == 4 and y.dim() == 1
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step in range(len(x) // batch_size):
@@ -119,7 +120,7 @@ class Distillation:
         with torch.no_grad():
             soft = soft_targets(self.teacher(xb), self.temperature)
         kl = distillation_kl(logits, soft, self.temperature)
-        return self.alpha * kl + (1 - self.alpha) * task_loss(logits, yb)
+        return self.alpha * kl + (1 - self.alpha) * cross_entropy(logits, yb)
 
 
 def progress_bar(disable: bool) -> Progress:
@@ -198,13 +199,15 @@ def train_model(
     """Train `model` in place on `data.train_*` (moved to `device`), then score val and test.
 
     SGD with Nesterov momentum and weight decay, cosine learning rate stepped per batch,
-    cross-entropy, or the distillation loss when `distill` is given (its teacher is kept in
-    eval mode and sees the same augmented batches). The last partial batch of each epoch is
-    dropped (BatchNorm needs more than one example, and equal batches keep the schedule
-    simple); a new permutation each epoch drops different images each time. `on_step(k)` is
-    called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind point. `span`
-    places the epochs on a longer schedule (default: the recipe's own, `dense_span`)."""
+    the task's loss (`data.task`), or the distillation loss when `distill` is given (its
+    teacher is kept in eval mode and sees the same augmented batches). The last partial batch
+    of each epoch is dropped (BatchNorm needs more than one example, and equal batches keep
+    the schedule simple); a new permutation each epoch drops different images each time.
+    `on_step(k)` is called after the k-th optimizer step (k from 1), e.g. to snapshot a rewind
+    point. `span` places the epochs on a longer schedule (default: the recipe's own,
+    `dense_span`)."""
     model.to(device)
+    classifies = data.task.classifies  # else no training accuracy to show
     x, y = training_tensors(data, recipe.max_train_images, device)
     n = len(x)
     if recipe.epochs and n < 2:
@@ -234,7 +237,7 @@ def train_model(
             for step, (xb, yb) in enumerate(batches):
                 xb, yb = distributed.share(xb), distributed.share(yb)
                 logits = net(xb)
-                loss = (task_loss(logits, yb) if distill is None
+                loss = (data.task.loss(logits, yb) if distill is None
                         else distill.loss(logits, xb, yb))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -243,13 +246,16 @@ def train_model(
                 if on_step is not None:
                     on_step(epoch * steps + step + 1)
                 loss_sum += loss.detach() * yb.numel()
-                correct += correct_predictions(logits, yb)
+                if classifies:
+                    correct += correct_predictions(logits, yb)
                 if (step + 1) % _REFRESH_EVERY == 0 or step + 1 == steps:
                     seen = (step + 1) * batch_size * (yb.numel() // len(yb))
                     train_loss = distributed.summed(loss_sum).item() / seen
-                    train_acc = distributed.summed(correct).item() / seen
-                    bar.update(task, completed=step + 1,
-                               stats=f"loss {train_loss:.4f}  acc {100 * train_acc:.2f}%")
+                    stats = f"loss {train_loss:.4f}"
+                    if classifies:
+                        train_acc = distributed.summed(correct).item() / seen
+                        stats += f"  acc {100 * train_acc:.2f}%"
+                    bar.update(task, completed=step + 1, stats=stats)
             if not math.isfinite(train_loss):
                 raise ModelError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); "
                                  f"lower model.train.lr (now {recipe.lr}).")

@@ -43,7 +43,7 @@ from prunesearch.evaluators.weight_sharing import recalibrate_batchnorm
 from prunesearch.fileio import load_error_reason, renamed_fields, write_torch
 from prunesearch.latency.gate import NEAR as NEAR_LIMIT  # the band the search times, too
 from prunesearch.models.options import TrainConfig
-from prunesearch.scoring import split_scores, task_loss
+from prunesearch.scoring import Task, split_scores
 from prunesearch.spaces import Arch, Space
 from prunesearch.spaces.options import SpaceConfig
 from prunesearch.spaces.supernet import Supernet
@@ -137,18 +137,21 @@ def _random_arch(space: Space, gen: torch.Generator) -> Arch:
 
 def _sandwich_step(net: Supernet, xb: torch.Tensor, yb: torch.Tensor,
                    samples: list[dict[int, list[tuple[int, float]]]],
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, task: Task) -> torch.Tensor:
     """Backpropagate the largest subnetwork's label loss and every other sample's distillation
-    loss towards it (gradients summed); returns the largest's loss."""
+    loss towards it (a user's task, whose outputs need not be class logits: its own loss on the
+    labels), gradients summed; returns the largest's loss."""
     net.sample = {}
     logits = net(xb)
-    loss = task_loss(logits, yb)
+    loss = task.loss(logits, yb)
     loss.backward()
     soft = soft_targets(logits.detach(), temperature)
     try:
         for sample in samples:
             net.sample = sample
-            distillation_kl(net(xb), soft, temperature).backward()
+            out = net(xb)
+            (distillation_kl(out, soft, temperature) if task.classifies
+             else task.loss(out, yb)).backward()
     finally:
         net.sample = {}
     return loss.detach()
@@ -229,7 +232,7 @@ def train_supernet(model: nn.Module, space: Space, data: DatasetSplits, options:
                 samples = [smallest] + [random_sample() for _ in range(options.random_subnets)]
                 opt.zero_grad(set_to_none=True)
                 loss_sum += _sandwich_step(net, distributed.share(xb), distributed.share(yb),
-                                           samples, options.temperature)
+                                           samples, options.temperature, data.task)
                 distributed.average_gradients(net.parameters())  # under torchrun
                 opt.step()
                 sched.step()
