@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -57,9 +58,10 @@ def check_exported_formats(folder: Path, loaded: nn.Module, x: torch.Tensor) -> 
 
 
 def check_against_masked_model(model: nn.Module, example: torch.Tensor,
-                               skeleton: Callable[[], nn.Module]) -> Space:
-    """Run the check on the smallest, the half-width and 6 random archs; returns the space."""
-    space = Space.from_model(model, example)
+                               skeleton: Callable[[], nn.Module], **space_options: Any) -> Space:
+    """Run the check on the smallest, the half-width and 6 random archs (of the space
+    `Space.from_model` builds with `space_options`); returns the space."""
+    space = Space.from_model(model, example, **space_options)
     assert (space.dense_macs, space.dense_params) == tp.utils.count_ops_and_params(
         model, example[:1])
     masked = Supernet(space, model, space.channel_order(), hard=True).eval()

@@ -4,10 +4,12 @@ that AutoModelFor...from_pretrained loads back, computing what the pruned networ
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from masked_reference import check_against_masked_model, with_norm_statistics
 from torch import nn
 
 from prunesearch.errors import ModelError, UserError
@@ -74,3 +76,25 @@ def test_layers_pruned_differently_or_no_hugging_face_model_are_refused(tmp_path
     plain = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(UserError, match="holds none"):
         export_hf(plain, torch.zeros(1, 4), torch.zeros(1, 3), tmp_path / "plain")
+
+
+@pytest.mark.parametrize("name", ["llama", "vit"])
+def test_a_layer_uniform_space_has_one_choice_per_kind_and_every_point_leaves_as_hf(
+        name, tmp_path):
+    """space.layer_uniform: one width dimension per kind (hidden, heads, MLP) for all layers;
+    its networks compute what the masked supernet computes, cost what torch-pruning counts,
+    and any of them (not only uniform ones) loads back with from_pretrained."""
+    torch.manual_seed(0)
+    if name == "llama":
+        make, example = partial(tiny_llama, heads=4, kv_heads=2), torch.randint(0, 256, (2, 16))
+    else:
+        make, example = partial(vit, 1, 10), torch.randn(2, 1, 28, 28)
+    model = with_norm_statistics(make())
+    space = check_against_masked_model(model, example, make, layer_uniform=True)
+    assert len(space.dims) == 3 and all(len(d.choices) > 1 for d in space.dims)
+    assert sum("*" in d.name for d in space.dims) == 2  # heads and MLP of every layer
+    arch = space.sample(np.random.default_rng(3))
+    sub = space.slicer(model).build(arch).eval()
+    with torch.no_grad():
+        check = export_hf(sub, example, sub(example), tmp_path / "hf")
+    assert check["max_abs_diff"] <= check["tolerance"]

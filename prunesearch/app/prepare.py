@@ -85,7 +85,8 @@ def load_run_data(cfg: RunConfig, dev: torch.device | None = None,
 def space_of(space_cfg: SpaceConfig, model: nn.Module, example: torch.Tensor) -> Space:
     """The `[space]` section's Space over `model` (every place that builds one calls this)."""
     return Space.from_model(model, example, space_cfg.width_ratios, space_cfg.depth,
-                            space_cfg.ignore, space_cfg.densities, space_cfg.round_to)
+                            space_cfg.ignore, space_cfg.densities, space_cfg.round_to,
+                            space_cfg.layer_uniform)
 
 
 def build_space(cfg: RunConfig, model: nn.Module, data: DatasetSplits) -> Space:

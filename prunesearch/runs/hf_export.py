@@ -3,9 +3,10 @@ edited to the kept sizes, so that `AutoModelFor...from_pretrained` loads it back
 
 A Hugging Face config holds one size per kind for every layer (attention heads, key/value
 heads, MLP width, hidden width, layer count), so only a network pruned alike in every layer
-can leave this way (the uniform strategy's points, or any point that happens to be so); any
-other is refused with the sizes that differ. The folder is checked by loading it back with
-`from_pretrained` and comparing outputs with the exported network.
+can leave this way: every point of a `space.layer_uniform` search, the uniform strategy's
+points, or any point that happens to be so; any other is refused with the sizes that differ.
+The folder is checked by loading it back with `from_pretrained` and comparing outputs with the
+exported network.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def edited_config(hf: nn.Module) -> Any:
         per_layer = "; ".join(f"layer {i}: " + ", ".join(f"{k} {s[k]}" for k in sorted(differ))
                               for i, s in enumerate(sizes))
         raise ModelError(f"--format hf: a Hugging Face config holds one size per kind for every "
-                         f"layer, but this network's layers differ ({per_layer}). Export a "
-                         f"point pruned alike in every layer (search.strategy = \"uniform\"), "
+                         f"layer, but this network's layers differ ({per_layer}). Search with "
+                         f"space.layer_uniform = true (one choice per kind for all layers), "
                          f"or export pt, ts or onnx.")
     config = copy.deepcopy(hf.config)
     for key, value in {**sizes[0], "num_hidden_layers": len(layers)}.items():

@@ -21,7 +21,10 @@ class SpaceConfig(Options):
     importance: Literal["magnitude", "taylor"] = Field(
         "magnitude", description="which channels a width keeps: largest weights (L1), or "
         "largest first-order Taylor |weight x gradient| on training batches (LLM-Pruner)")
-    added_later: ClassVar[dict[str, Any]] = {"importance": "magnitude"}
+    layer_uniform: bool = Field(False, description="one width choice per kind of group for "
+                                "all layers (every layer's heads, every layer's MLP): the "
+                                "shape a Hugging Face config holds (export --format hf)")
+    added_later: ClassVar[dict[str, Any]] = {"importance": "magnitude", "layer_uniform": False}
 
     @field_validator("width_ratios")
     @classmethod

@@ -60,13 +60,12 @@ class Slicer:
                 if mem.module not in params:
                     _check_sliceable(mem.module, modules[mem.module])
             ranked = order[group.name]
-            for choice in space.dims[d].choices:
+            for choice in space.dims[d].choices:  # a tied dimension's groups add up
                 gone_roots = set(ranked[choice:])
-                removed: dict[tuple[str, str], set[int]] = defaultdict(set)
+                removed = self._removed.setdefault((d, choice), defaultdict(set))
                 for mem in group.members:
                     removed[(mem.module, mem.side)].update(
                         i for i, r in zip(mem.idxs, mem.roots, strict=True) if r in gone_roots)
-                self._removed[(d, choice)] = dict(removed)
 
     def build(self, arch: Arch) -> nn.Module:
         """A deep copy of the dense model, cut down to `arch` (same mode as the dense model),
@@ -75,7 +74,7 @@ class Slicer:
         sub = copy.deepcopy(self.model)
         truncate_depth(sub, blocks_kept(arch.to_dict()))
         removed: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for d, _ in self.space.width_groups():
+        for d in {d for d, _ in self.space.width_groups()}:
             for key, idxs in self._removed[(d, self.space.dims[d].choices[genes[d]])].items():
                 removed[key].update(idxs)
         modules = dict(sub.named_modules())

@@ -1,9 +1,16 @@
 """A search space built from any model: width dimensions per coupled channel group, depth
 dimensions per stage of droppable blocks, density dimensions per conv/linear layer, and
-analytic costs of every Arch."""
+analytic costs of every Arch.
+
+With `layer_uniform`, the groups that are one kind repeated in every layer (names equal but
+for their layer numbers, the same size: every layer's attention heads, every layer's MLP)
+share one width dimension, named by the pattern (`width:model.layers.*.mlp.gate_proj`): one
+choice per kind for all layers, the shape a Hugging Face config can hold (`--format hf`)."""
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,10 +81,13 @@ def _output_shapes(output: Any) -> Any:
 class Space:
     """Ordered dimensions over a reference model: sample, encode/decode, costs, slicing."""
 
-    def __init__(self, dims: Sequence[Dimension], groups: Sequence[ChannelGroup | None],
+    def __init__(self, dims: Sequence[Dimension],
+                 groups: Sequence[ChannelGroup | Sequence[ChannelGroup] | None],
                  stages: Sequence[str | None], graph: ModelGraph, example: torch.Tensor) -> None:
         self.dims = tuple(dims)
-        self._groups = list(groups)
+        # per dimension, the channel groups it cuts (several when layer_uniform ties them)
+        self._groups = [[] if g is None else [g] if isinstance(g, ChannelGroup) else list(g)
+                        for g in groups]
         self._stages = list(stages)
         self._layers = [d.name[len(DENSITY_PREFIX):] if d.kind == "density" else None
                         for d in self.dims]
@@ -95,16 +105,17 @@ class Space:
     def from_model(cls, model: nn.Module, example_input: torch.Tensor,
                    width_ratios: Sequence[float] = DEFAULT_WIDTH_RATIOS, depth: bool = True,
                    ignore: Sequence[str] = (), densities: Sequence[float] = (),
-                   round_to: int = 1) -> Space:
+                   round_to: int = 1, layer_uniform: bool = False) -> Space:
         """Find the coupled channel groups (torch-pruning's DependencyGraph) of `model`, make
-        one width dimension per group, when the model offers `depth_stages()` one depth
-        dimension per stage, and given `densities` one density dimension per conv/linear
-        layer; then probe the model once for the analytic cost model. `round_to`: channel
-        counts in multiples of it (see `width_choices`)."""
+        one width dimension per group (per kind of group with `layer_uniform`, see the module
+        docstring), when the model offers `depth_stages()` one depth dimension per stage, and
+        given `densities` one density dimension per conv/linear layer; then probe the model
+        once for the analytic cost model. `round_to`: channel counts in multiples of it (see
+        `width_choices`)."""
         example = example_input[:1]
         graph = ModelGraph(model, example, list(ignore))
         dims: list[Dimension] = []
-        groups: list[ChannelGroup | None] = []
+        groups: list[ChannelGroup | list[ChannelGroup] | None] = []
         stages: list[str | None] = []
         kept_whole: list[tuple[str, str]] = list(graph.kept_whole)
         narrowest: dict[str, nn.Module] = {}  # each searched group alone cut to its narrowest
@@ -128,6 +139,9 @@ class Space:
             dims.append(dim)
             groups.append(group)
             stages.append(None)
+        if layer_uniform:
+            dims, groups = _tied(dims, groups)
+            stages = [None] * len(dims)
         if depth and hasattr(model, "depth_stages"):
             for name, stage in model.depth_stages():
                 if len(stage) > 1:
@@ -162,8 +176,7 @@ class Space:
         `model` (torch-pruning coupled it wrongly: channel shuffles, splits of concatenations,
         ...); (None, the cut network) when it runs, its output keeps the dense model's shapes
         and values with those channels zeroed (the cost model then probes that network)."""
-        group = self._groups[0]
-        assert group is not None
+        group, = self._groups[0]
         order = {group.name: list(range(group.size))}
         try:
             cut = Slicer(self, model, order).build(self.smallest())
@@ -189,11 +202,20 @@ class Space:
 
     def _probe_costs(self, model: nn.Module, narrowest: dict[str, nn.Module]) -> CostModel:
         """The cost model, probed on `narrowest[group]`: the model with only that group cut to
-        its narrowest width (built once, by `_cut_breaks`)."""
+        its narrowest width (built once, by `_cut_breaks`); a dimension of tied groups on the
+        model with all of them cut."""
         probes = {}
-        for d, group in self.width_groups():
+        for d, tied in enumerate(self._groups):
+            if not tied:
+                continue
             dim = self.dims[d]
-            probes[d] = (dim.full - dim.choices[0], narrowest[group.name])
+            if len(tied) == 1:
+                cut = narrowest[tied[0].name]
+            else:
+                order = {g.name: list(range(g.size)) for _, g in self.width_groups()}
+                cut = Slicer(self, model, order).build(self.decode(
+                    [0 if i == d else len(x.choices) - 1 for i, x in enumerate(self.dims)]))
+            probes[d] = (dim.full - dim.choices[0], cut)
         return CostModel.probe(model, self.example, probes, self._block_of,
                                [d.full for d in self.dims],
                                [d for d, _ in self.depth_stages()],
@@ -209,14 +231,15 @@ class Space:
 
     # --- structure -------------------------------------------------------------------------
     def width_groups(self) -> list[tuple[int, ChannelGroup]]:
-        return [(d, g) for d, g in enumerate(self._groups) if g is not None]
+        """(dimension, channel group) pairs: one per group, several per tied dimension."""
+        return [(d, g) for d, tied in enumerate(self._groups) for g in tied]
 
     def unit(self, d: int) -> str:
         """What dimension `d` counts: channels, conv groups, heads, key/value heads, blocks, or
         weight density."""
         dim = self.dims[d]
         if dim.kind == "width":
-            return self._groups[d].unit
+            return self._groups[d][0].unit
         return "blocks" if dim.kind == "depth" else "weight density"
 
     def depth_stages(self) -> list[tuple[int, str]]:
@@ -400,3 +423,30 @@ class Space:
     @property
     def dense_params(self) -> int:
         return self.params(self.largest())
+
+
+def _tied(dims: list[Dimension], groups: list[ChannelGroup | list[ChannelGroup] | None]
+          ) -> tuple[list[Dimension], list[ChannelGroup | list[ChannelGroup] | None]]:
+    """The width dimensions of groups that are one kind repeated per layer (names equal but
+    for their numbers, same size and choices) merged into one, named by the pattern; the other
+    dimensions as they are, in their order (a tie where its first group was)."""
+    def kind(d: int) -> tuple[str, tuple[int, ...], str] | None:
+        group = groups[d]
+        if not isinstance(group, ChannelGroup):
+            return None
+        return re.sub(r"\.\d+(?=\.|$)", ".*", group.name), dims[d].choices, group.unit
+
+    members: dict[tuple, list[int]] = defaultdict(list)
+    for d in range(len(dims)):
+        if (k := kind(d)) is not None:
+            members[k].append(d)
+    out_dims, out_groups = [], []
+    for d, dim in enumerate(dims):
+        k = kind(d)
+        if k is None or len(members[k]) == 1:
+            out_dims.append(dim)
+            out_groups.append(groups[d])
+        elif members[k][0] == d:
+            out_dims.append(Dimension(WIDTH_PREFIX + k[0], "width", dim.choices, dim.full))
+            out_groups.append([groups[i] for i in members[k]])
+    return out_dims, out_groups
