@@ -186,6 +186,32 @@ def _swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+class _DecomposedRMSNorm(nn.Module):
+    """nn.RMSNorm in elementary operations: torch's TorchScript-based ONNX exporter has no
+    aten::rms_norm at any opset."""
+
+    def __init__(self, norm: nn.RMSNorm) -> None:
+        super().__init__()
+        self.weight, self.eps = norm.weight, norm.eps
+        self.dims = tuple(range(-len(norm.normalized_shape), 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
+        y = x * torch.rsqrt(x.pow(2).mean(self.dims, keepdim=True) + eps)
+        return y if self.weight is None else y * self.weight
+
+
+def _onnx_exportable(model: nn.Module) -> nn.Module:
+    """`model`, or a copy whose nn.RMSNorm layers compute the same in elementary operations."""
+    norms = [name for name, m in model.named_modules() if type(m) is nn.RMSNorm]
+    if not norms:
+        return model
+    model = copy.deepcopy(model)
+    for name in norms:
+        model.set_submodule(name, _DecomposedRMSNorm(model.get_submodule(name)))
+    return model
+
+
 def _export_onnx(model: nn.Module, example: torch.Tensor, expected: torch.Tensor,
                  out: Path) -> dict[str, Any]:
     import onnxruntime as ort  # check_onnx_installed ran first
@@ -194,7 +220,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, expected: torch.Tensor
     with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated, not broken
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (example,), str(path), dynamo=False,
+            torch.onnx.export(_onnx_exportable(model), (example,), str(path), dynamo=False,
                               opset_version=ONNX_OPSET, input_names=["input"],
                               output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
