@@ -171,6 +171,49 @@ def test_uniform_ratio_scales_every_group():
     assert 0.2 < space.macs(half) / space.dense_macs < 0.35  # about a quarter, plus elementwise
 
 
+class _Prediction:
+    """An output object torch-pruning's tracer cannot walk (it walks tuples, lists, dicts)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+class _ObjectOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> _Prediction:
+        return _Prediction(self.fc(self.features(x)))
+
+
+def test_a_model_torch_pruning_cannot_trace_is_traced_another_way_or_searched_in_depth(
+        monkeypatch):
+    """An output object torch-pruning cannot walk: traced with the output's tensors as a
+    tuple. A model it cannot trace at all keeps every coupling whole, with the reason, and
+    its depth is still searched; with nothing left the message says why."""
+    example = torch.zeros(1, 1, 10, 10)
+    with pytest.raises(TypeError):  # the tracer itself fails on the model
+        tp.DependencyGraph().build_dependency(_ObjectOutput().eval(), example_inputs=example)
+    space = Space.from_model(_ObjectOutput().eval(), example)
+    assert sorted(d.name for d in space.dims) == ["width:features.0", "width:features.3"]
+    assert space.kept_whole == []
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a tracer failure")
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fails)
+    model = create_model("resnet20", 1, 10, width_mult=0.5).eval()
+    space = Space.from_model(model, torch.zeros(1, 1, 28, 28))
+    assert {d.kind for d in space.dims} == {"depth"}
+    (where, why), = space.kept_whole
+    assert "could not trace" in why and "a tracer failure" in why
+    with pytest.raises(ModelError, match="could not trace.*a tracer failure"):
+        Space.from_model(_ObjectOutput().eval(), example)
+
+
 def test_a_layer_without_a_slicer_keeps_its_group_whole_and_says_how_to_cut_it():
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
                           nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

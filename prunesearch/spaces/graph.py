@@ -57,18 +57,18 @@ class ModelGraph:
         for h in heads:  # their output channels are heads, not torch-pruning groups
             ignored.update(self._modules[p] for p in h.projections[:3])
         model.eval()
-        try:
-            with warnings.catch_warnings():  # parameter members are handled (_describe)
-                warnings.filterwarnings("ignore", "Unwrapped parameters detected")
-                self.dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_input, customized_pruners=_norm_pruners(model))
-        except Exception as err:  # torch-pruning raises many kinds while tracing
-            raise ModelError(
-                f"torch-pruning could not trace the model ({type(err).__name__}: {err}). The "
-                f"model's forward must run on the example input and use standard layers."
-            ) from None
         # (group's root layer, why) for torch-pruning's groups no slicer may cut
         self.kept_whole: list[tuple[str, str]] = []
+        # per final group: (torch-pruning group index, root channel -> unit or None: identity)
+        # or the attention module whose heads it is
+        self._parts: list[list[tuple[int, dict[int, int] | None]] | Heads] = []
+        self.groups: list[ChannelGroup] = []
+        self.tp_groups: list[tp.Group] = []
+        traced = _trace(model, example_input)
+        if isinstance(traced, str):  # no channel group: depth and densities may remain
+            self.kept_whole.append(("(every channel coupling)", traced))
+            return
+        self.dg = traced
         self.tp_groups = self._all_groups(ignored)
         last_axis = {id(u.parameters) for u in self.dg.unwrapped_parameters
                      if u.pruning_dim in (-1, u.parameters.dim() - 1)}
@@ -78,10 +78,6 @@ class ModelGraph:
             if isinstance(group, str):
                 self.kept_whole.append((self.module_names[g[0].dep.target.module], group))
             described.append(group if isinstance(group, ChannelGroup) else None)
-        # per final group: (torch-pruning group index, root channel -> unit or None: identity)
-        # or the attention module whose heads it is
-        self._parts: list[list[tuple[int, dict[int, int] | None]] | Heads] = []
-        self.groups: list[ChannelGroup] = []
         for group, parts in _join_grouped_convs(model, described):
             self.groups.append(group)
             self._parts.append(parts)
@@ -181,6 +177,46 @@ class ModelGraph:
             # stable: equal scores (or none known) keep channel order
             order[desc.name] = torch.argsort(-total, stable=True).tolist()
         return order
+
+
+class _OutputTensors(nn.Module):
+    """A model whose output is the tensors of the wrapped model's, as a tuple: torch-pruning's
+    tracer walks tuples, lists and dicts only (same modules, so the same names)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(_tensors(self.model(x)))
+
+
+def _tensors(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    elif not isinstance(out, list | tuple):
+        out = list(vars(out).values()) if hasattr(out, "__dict__") else []
+    return [t for item in out for t in _tensors(item)]
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph | str:
+    """torch-pruning's dependency graph of `model`; where its tracer fails, the graph of the
+    model with its output's tensors as a tuple (an output object it cannot walk); the reason
+    when that fails too (the Space then has no width dimension)."""
+    failures = []
+    for traced in (model, _OutputTensors(model)):
+        try:
+            with warnings.catch_warnings():  # parameter members are handled (_describe)
+                warnings.filterwarnings("ignore", "Unwrapped parameters detected")
+                return tp.DependencyGraph().build_dependency(
+                    traced, example_inputs=example, customized_pruners=_norm_pruners(model))
+        except Exception as err:  # torch-pruning raises many kinds while tracing
+            failures.append(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
+    return (f"torch-pruning could not trace the model ({failures[0]}; with its output's "
+            f"tensors as a tuple: {failures[1]}), so no channel is cut; depth and weight "
+            f"densities are searched where the space has them")
 
 
 def _register_library_layers(model: nn.Module) -> None:
