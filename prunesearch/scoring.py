@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,6 @@ from torch import nn
 
 from prunesearch.errors import UserError
 from prunesearch.metrics import Metric, metric_of
-
-if TYPE_CHECKING:
-    from prunesearch.data import DatasetSplits
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MeasureFn = Callable[[torch.Tensor, torch.Tensor], float]
@@ -159,7 +156,18 @@ def evaluate_perplexity(
     return math.exp(total / y.numel())
 
 
-def split_scores(model: nn.Module, data: DatasetSplits) -> dict[str, float]:
+class Splits(Protocol):
+    """What scoring reads of a dataset (prunesearch.data.DatasetSplits, which carries its
+    task and imports this module)."""
+
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    task: Task
+
+
+def split_scores(model: nn.Module, data: Splits) -> dict[str, float]:
     """`val_score` and `test_score` of `model` on the whole validation and test splits."""
     return {"val_score": data.task.score(model, data.val_x, data.val_y),
             "test_score": data.task.score(model, data.test_x, data.test_y)}

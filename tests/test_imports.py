@@ -80,8 +80,8 @@ def test_the_cycle_finder_finds_a_cycle():
 # Bottom to top. A module belongs to the first entry that is its name or a package above it.
 LAYERS = [
     ["errors", "options", "fileio", "metrics", "plugins", "allocator", "pareto", "figures"],
-    ["data", "spaces"],
-    ["models", "scoring"],
+    ["data", "spaces", "scoring"],
+    ["models", "task"],
     ["objective", "evaluators", "latency", "front"],
     ["runs"],
     ["training"],
