@@ -319,13 +319,13 @@ class _DeadChannelNet(nn.Module):
 
 
 def test_taylor_importance_ranks_a_channel_nothing_reads_last():
-    from prunesearch.scoring import loss_gradients
+    from prunesearch.scoring import Task, loss_gradients
 
     model = _DeadChannelNet()
     x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 3
     space = Space.from_model(model, x[:1])
     assert space.channel_order()["fc1"][0] == 0  # magnitude
-    with loss_gradients(model, x, y, batch_size=16):
+    with loss_gradients(model, x, y, Task.default(y), batch_size=16):
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         taylor = space.graph.channel_order(taylor=True)["fc1"]
     assert taylor[-1] == 0

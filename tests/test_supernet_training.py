@@ -298,9 +298,9 @@ def test_near_limit_draws_only_subnetworks_predicted_near_the_limit(data, tmp_pa
     drawn: list[dict] = []
     sandwich = stage._sandwich_step
 
-    def spy(net, xb, yb, samples, temperature):
+    def spy(net, xb, yb, samples, temperature, task):
         drawn.extend(samples[1:])  # samples[0] is the smallest
-        return sandwich(net, xb, yb, samples, temperature)
+        return sandwich(net, xb, yb, samples, temperature, task)
     monkeypatch.setattr(stage, "_sandwich_step", spy)
     trained, meta = train_supernet(model, space, data, _options(), RECIPE, SPACE_CFG, seed=0,
                                    device=CPU, cache_dir=tmp_path, progress=False, near=near)
