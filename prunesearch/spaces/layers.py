@@ -103,36 +103,27 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 
 def _slice_conv(m: nn.Module, out: Keep, inn: Keep) -> None:
+    """A convolution's weight is (out, in / groups, *kernel); a transposed one's (in,
+    out / groups, *kernel): the sides swap."""
     if m.groups > 1:
+        if m.transposed:
+            raise ModelError(f"A grouped transposed convolution cannot be pruned ({m}); list "
+                             f"the module in space.ignore.")
         _slice_grouped_conv(m, out, inn)
         return
+    rows, cols = (inn, out) if m.transposed else (out, inn)
     w = m.weight.data
-    if out is not None:
-        w = w[out]
-        m.out_channels = len(out)
-    if inn is not None:
-        w = w[:, inn]
-        m.in_channels = len(inn)
+    if rows is not None:
+        w = w[rows]
+    if cols is not None:
+        w = w[:, cols]
     m.weight = _param(w)
-    if m.bias is not None and out is not None:
-        m.bias = _param(m.bias.data[out])
-
-
-def _slice_conv_transposed(m: nn.Module, out: Keep, inn: Keep) -> None:
-    """A transposed convolution's weight is (in, out / groups, *kernel): the sides swap."""
-    if m.groups > 1:
-        raise ModelError(f"A grouped transposed convolution cannot be pruned ({m}); list the "
-                         f"module in space.ignore.")
-    w = m.weight.data
-    if inn is not None:
-        w = w[inn]
-        m.in_channels = len(inn)
     if out is not None:
-        w = w[:, out]
         m.out_channels = len(out)
         if m.bias is not None:
             m.bias = _param(m.bias.data[out])
-    m.weight = _param(w)
+    if inn is not None:
+        m.in_channels = len(inn)
 
 
 def weight_channels(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -244,9 +235,8 @@ def _slice_layernorm(m: nn.Module, out: Keep, inn: Keep) -> None:
 # The built-ins: every type torch-pruning's counter handles with one of the rules above
 # A transposed convolution costs what a convolution with its kernel, channels and output
 # positions does; upsampling one op per output element, as an activation.
-register_layer(nn.Conv1d, nn.Conv2d, cost="conv", slicer=_slice_conv)
-register_layer(nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
-               slicer=_slice_conv_transposed)
+register_layer(nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, cost="conv",
+               slicer=_slice_conv)
 register_layer(nn.Conv3d, nn.ConvTranspose3d, cost="conv")
 register_layer(nn.Linear, cost="linear", slicer=_slice_linear)
 register_layer(nn.BatchNorm1d, nn.BatchNorm2d, cost="norm", slicer=_slice_batchnorm)

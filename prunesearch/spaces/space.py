@@ -205,6 +205,7 @@ class Space:
         its narrowest width (built once, by `_cut_breaks`); a dimension of tied groups on the
         model with all of them cut."""
         probes = {}
+        slicer = None  # one for every tied dimension
         for d, tied in enumerate(self._groups):
             if not tied:
                 continue
@@ -212,8 +213,9 @@ class Space:
             if len(tied) == 1:
                 cut = narrowest[tied[0].name]
             else:
-                order = {g.name: list(range(g.size)) for _, g in self.width_groups()}
-                cut = Slicer(self, model, order).build(self.decode(
+                slicer = slicer or Slicer(self, model, {g.name: list(range(g.size))
+                                                        for _, g in self.width_groups()})
+                cut = slicer.build(self.decode(
                     [0 if i == d else len(x.choices) - 1 for i, x in enumerate(self.dims)]))
             probes[d] = (dim.full - dim.choices[0], cut)
         return CostModel.probe(model, self.example, probes, self._block_of,

@@ -145,13 +145,13 @@ def _sandwich_step(net: Supernet, xb: torch.Tensor, yb: torch.Tensor,
     logits = net(xb)
     loss = task.loss(logits, yb)
     loss.backward()
-    soft = soft_targets(logits.detach(), temperature)
+    soft = soft_targets(logits.detach(), temperature) if task.classifies else None
     try:
         for sample in samples:
             net.sample = sample
             out = net(xb)
-            (distillation_kl(out, soft, temperature) if task.classifies
-             else task.loss(out, yb)).backward()
+            (task.loss(out, yb) if soft is None
+             else distillation_kl(out, soft, temperature)).backward()
     finally:
         net.sample = {}
     return loss.detach()
