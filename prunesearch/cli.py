@@ -127,6 +127,10 @@ def worker(
         min=0, help="Seconds to wait for the run to publish its study, and for a sign of "
                     "life from a run whose heartbeat stopped before the worker gives up "
                     "(exit 2).")] = 600.0,
+    batch: Annotated[int, typer.Option(
+        min=1, help="Candidates held, evaluated and recorded at a time: the storage's round "
+                    "trips are paid once per batch (a fast evaluator, a distant "
+                    "database).")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress line.")] = False,
 ) -> None:
     """Join a shared search: evaluate a run's candidates until the run is done. Start any
@@ -137,7 +141,7 @@ def worker(
     from prunesearch.app.worker import run_worker
 
     evaluated = run_worker(storage, study, device=device, trust_code=trust_code, wait_s=wait,
-                           progress=not quiet)
+                           batch=batch, progress=not quiet)
     out_console.print(f"study {study} is done; this worker evaluated {evaluated} candidates")
 
 

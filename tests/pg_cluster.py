@@ -45,7 +45,7 @@ def throwaway_postgres() -> Iterator[str]:
                         "-U", "postgres", "--no-sync"], check=True, capture_output=True)
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
                         str(root / "log"), "-o", f"-p {port} -k {root} -c "
-                        "listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                        "listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400", "start"],
                        check=True, capture_output=True)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,10 @@ import sqlalchemy as sa
 import torch
 from pg_cluster import throwaway_postgres
 
-from prunesearch.scaleout.tables import SharedStudy, StudyMissing
+from prunesearch.scaleout.tables import Finish, SharedStudy, StudyMissing, Work, arch_key
+from prunesearch.scaleout.trial_rows import FinishedTrial
+from prunesearch.scaleout.worker import CandidateWorker
+from prunesearch.spaces import Arch
 
 TINY = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -75,8 +79,10 @@ def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_p
     assert len(rows) == 24 and len({r["arch"] for r in rows}) == 24
 
     study = _study(postgres, "shared-tpe")
-    results = [t for t in study.trials if "result" in t.user_attrs]
-    assert len(results) == 24  # one trial holds each arch's result; any other is a duplicate
+    results = study.trials
+    assert len(results) == 24  # one trial for each candidate, and nothing else
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in results)
+    assert sorted(t.number for t in results) == list(range(24))
     by_worker: dict[str, int] = {}
     for t in results:
         by_worker[t.user_attrs["worker"]] = by_worker.get(t.user_attrs["worker"], 0) + 1
@@ -99,22 +105,21 @@ def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_p
 
 
 def _kill_a_worker_mid_candidate(url: str, study: str, victim: subprocess.Popen,
-                                 deadline_s: float = 240) -> int:
-    """SIGKILL `victim` while it holds a trial; that trial's number."""
+                                 deadline_s: float = 240) -> str:
+    """SIGKILL `victim` while it holds a candidate; that candidate's arch."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
-            running = _study(url, study).get_trials(
-                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        except StudyMissing:  # the run has not made it yet
-            running = []
-        held = [t for t in running if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        if held:
+            held = _shared(url, study).held()
+        except (StudyMissing, sa.exc.ProgrammingError):  # the run has not made it yet
+            held = {}
+        mine = [key for key, owner in held.items() if f":{victim.pid}:" in (owner or "")]
+        if mine:
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            return held[0].number
+            return mine[0]
         time.sleep(0.05)
-    raise AssertionError("the worker never held a trial")
+    raise AssertionError("the worker never held a candidate")
 
 
 @pytest.mark.slow
@@ -142,13 +147,11 @@ def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
     rows = _rows(tmp_path / name)
     assert len(rows) == 60 and len({r["arch"] for r in rows}) == 60
     trials = _study(postgres, name).trials
-    dead = trials[killed]
-    assert dead.state == optuna.trial.TrialState.FAIL
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
-    assert len(retried) == 1 and retried[0].params == dead.params
-    held = {r["arch"] for r in rows}
-    assert sum(t.user_attrs["result"]["arch"] in held for t in trials
-               if "result" in t.user_attrs) == 60  # exactly one result per arch
+    assert len(trials) == 60 and all(t.state == optuna.trial.TrialState.COMPLETE
+                                     for t in trials)  # the study is the run, after a kill
+    assert {t.user_attrs["arch"] for t in trials} == {r["arch"] for r in rows}
+    (retried,) = [t for t in trials if arch_key(Arch.from_json(t.user_attrs["arch"])) == killed]
+    assert not retried.user_attrs["worker"].endswith(f":{workers[0].pid}")
 
 
 def _client_connections(url: str) -> int:
@@ -253,47 +256,115 @@ def test_a_worker_whose_run_is_gone_stops_with_exit_2(postgres, tmp_path, cli_en
     assert time.monotonic() - killed_at >= 10  # not before the heartbeat went stale
 
 
-def test_a_retry_of_a_trial_killed_after_its_result_landed_completes_with_it(postgres):
-    """The moment between a worker writing its result and telling its trial: killed there,
-    the trial fails stale and its retry must not evaluate again, yet the study must hold one
-    COMPLETE trial for the candidate the run records (it held none: 59 trials for 60)."""
-    from test_search import MODEL, CostProxyEvaluator
+class Killed(Exception):
+    """Stands for a process killed there: its open transaction never commits."""
+
+
+@functools.cache
+def _space():  # type: ignore[no-untyped-def]
+    from test_search import MODEL
 
     from prunesearch.objective import CostAxis
-    from prunesearch.scaleout.tables import RESULT, _retry
-    from prunesearch.scaleout.worker import CandidateWorker
     from prunesearch.spaces import Space
 
     space = Space.from_model(MODEL, torch.zeros(1, 1, 8, 8))
-    axis = CostAxis.counted("macs", space)
-    shared = SharedStudy(postgres, "landed-then-killed")
-    shared.create(resume=False, config_toml="", weights={}, order={}, mode="queue", budget=4,
+    return space, CostAxis.counted("macs", space)
+
+
+def _queued_study(url: str, name: str, n: int):  # type: ignore[no-untyped-def]
+    space, axis = _space()
+    shared = SharedStudy(url, name)
+    shared.create(resume=False, config_toml="", weights={}, order={}, mode="queue", budget=n,
                   axis=axis)
-    study = shared.load()
-    arch = space.sample(np.random.default_rng(0))
-    study.enqueue_trial({d.name: int(g) for d, g in zip(space.dims, space.encode(arch),
-                                                          strict=True)})
+    rng = np.random.default_rng(0)
+    archs = list({space.sample(rng): None for _ in range(4 * n)})[:n]
+    shared.enqueue([Work(arch_key(a), [int(g) for g in space.encode(a)]) for a in archs])
+    return space, axis, archs
 
-    class Killed(Exception):
-        pass
 
-    def killed(*_: object) -> None:
-        raise Killed
+def _killed_at(shared: SharedStudy, statement: int) -> None:
+    """From now on, `shared`'s process dies at its `statement`-th statement of a finish (the
+    count of statements: after its commit)."""
+    finish, seen = shared.finish, [0]
 
-    first = CandidateWorker(shared, study, space, CostProxyEvaluator(space), axis, "queue")
-    first._tell = killed  # dies after its result landed, before its trial is told
-    with pytest.raises(Killed):
-        first.step()
-    (dead,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-    assert RESULT in dead.user_attrs
-    shared.storage.set_trial_state_values(dead._trial_id, optuna.trial.TrialState.FAIL)
-    _retry(study, study.get_trials()[dead.number])  # what the stale-trial callback does
+    def count(*_: object) -> None:
+        seen[0] += 1
+        if seen[0] > statement:
+            raise Killed
 
-    evaluator = CostProxyEvaluator(space)
-    second = CandidateWorker(shared, shared.load(), space, evaluator, axis, "queue")
-    assert second.step() and evaluator.calls == 0  # never evaluated twice
-    (landed,) = shared.results(set())
-    (complete,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert complete.user_attrs["duplicate_of"] == dead.number
-    assert complete.values == pytest.approx([1 - landed.val_score, axis.ratio(landed)])
-    assert complete.user_attrs["arch"] == arch.to_json()
+    def dying(done):  # type: ignore[no-untyped-def]
+        sa.event.listen(shared.engine, "before_cursor_execute", count)
+        try:
+            finish(done)
+        finally:
+            sa.event.remove(shared.engine, "before_cursor_execute", count)
+        raise Killed  # after the commit
+
+    shared.finish = dying  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_kill_at_any_moment_of_a_finish_leaves_one_complete_trial_per_candidate(
+        postgres, batch):
+    """A holder killed at each statement of recording its results, or right after: another
+    process takes its candidates over (its heartbeat is stale) and the study ends with one
+    COMPLETE trial per candidate, never two, never none; an arch is evaluated again only when
+    the kill came before its result committed."""
+    from test_search import CostProxyEvaluator
+
+
+    statements = 6 + (batch > 1)  # what a finish costs (see SharedStudy._finish)
+    for moment in range(statements + 1):
+        name = f"kill-finish-{batch}-{moment}"
+        space, axis, archs = _queued_study(postgres, name, 2 * batch)
+        victim = SharedStudy(postgres, name)
+        _killed_at(victim, moment)
+        with pytest.raises(Killed):
+            CandidateWorker(victim, space, CostProxyEvaluator(space), axis, "queue",
+                            batch=batch).step()
+        heir = SharedStudy(postgres, name)
+        heir.grace_s = 0.0  # the victim's heartbeat is stale at once
+        evaluator = CostProxyEvaluator(space)
+        worker = CandidateWorker(heir, space, evaluator, axis, "queue", batch=batch)
+        while worker.step():
+            pass
+        committed = moment == statements
+        assert evaluator.calls == (batch if committed else 2 * batch)
+        trials = heir.load().trials
+        assert len(trials) == 2 * batch, moment
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        assert sorted(t.user_attrs["arch"] for t in trials) == sorted(a.to_json() for a in archs)
+        assert sorted(t.number for t in trials) == list(range(2 * batch))
+        assert [r.arch for _, r in heir.feed(0)] == [Arch.from_json(t.user_attrs["arch"])
+                                                      for t in trials]
+        assert heir.held() == {}
+        for shared in (victim, heir):
+            shared.close()
+
+
+def test_a_holder_whose_candidate_was_taken_over_records_nothing(postgres):
+    """A holder judged dead (its heartbeat late) comes back after another process finished
+    its candidate: its own finish writes no second trial."""
+    from test_search import CostProxyEvaluator
+
+    space, axis, archs = _queued_study(postgres, "late-holder", 1)
+    late, heir = SharedStudy(postgres, "late-holder"), SharedStudy(postgres, "late-holder")
+    (work,) = late.take(1)
+    heir.grace_s = 0.0
+    assert CandidateWorker(heir, space, CostProxyEvaluator(space), axis, "queue").step()
+    result = CostProxyEvaluator(space).evaluate(archs)[0]
+    trial = FinishedTrial({}, [0.5, 0.5], {}, datetime.now())
+    assert late.finish([Finish(work.key, result, trial)]) == []
+    assert len(heir.load().trials) == 1 and heir.held() == {}
+    late.close(), heir.close()
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe", "emo"])
+def test_a_candidate_costs_at_most_10_storage_statements(postgres, tmp_path, strategy):
+    """Counted in the run's process (it evaluates every candidate itself here): claim,
+    finish and the feed's read, not per-candidate polls, heartbeats or attribute writes."""
+    from storage_counts import statements_per_candidate
+
+    counted = statements_per_candidate(TINY, [f"search.strategy={strategy}",
+                                              "finetune.enabled=false"], postgres, tmp_path)
+    assert counted["statements_per_candidate"] <= 10, counted

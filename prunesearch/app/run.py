@@ -189,7 +189,7 @@ def run_job(cfg: RunConfig, out: Path, resume: bool = False, device: str = "auto
         with bar.progress, shared.shared.run_beating() if shared else nullcontext():
             strategy.search(ctx)
         if shared is not None:
-            shared.shared.set_attr("done", True)  # the workers stop
+            shared.shared.announce_done()  # the workers stop
         prep.timings["search_s"] = time.perf_counter() - t
         trains = isinstance(strategy, TrainingStrategy)
         outcome = write_results(cfg, run, prep, journal.candidates, strategy.name, t0,

@@ -33,11 +33,12 @@ from prunesearch.config import RunConfig
 from prunesearch.errors import UserError
 from prunesearch.fileio import file_sha256
 from prunesearch.models import build_model
-from prunesearch.scaleout.driver import POLL_S
 from prunesearch.scaleout.tables import (
+    HEARTBEAT_S,
     MODES,
     PUBLISHED,
     RUN_BEAT,
+    RUN_BEAT_S,
     SharedStudy,
     StudyMissing,
 )
@@ -148,9 +149,10 @@ class RunWatch:
 
 
 def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool = False,
-               wait_s: float = 600.0, progress: bool = True) -> int:
-    """Evaluate the study's candidates until its run is done; how many this worker evaluated.
-    `progress`: a live line on stderr (this worker's count, the study's claimed budget)."""
+               wait_s: float = 600.0, batch: int = 1, progress: bool = True) -> int:
+    """Evaluate the study's candidates, `batch` at a time, until its run is done; how many
+    this worker evaluated. `progress`: a live line on stderr (this worker's count, the
+    study's claimed budget)."""
     dev = resolve_device(device)
     shared, attrs = _published(url, study_name, wait_s)
     cfg = _config(shared, attrs["config"], trust_code)
@@ -163,20 +165,32 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
     if mode == "sample":  # each worker its own sampler; seeds differ or they would agree
         strategy = create_strategy(cfg.search.strategy, cfg.search.options_of(cfg.search.strategy))
         sampler = strategy.make_sampler(random.SystemRandom().randrange(2**31))  # type: ignore[attr-defined]
-    worker = CandidateWorker(shared, shared.load(sampler), prep.space, prep.evaluator,
-                             prep.cost_axis(cfg.search.objective), mode,
-                             prep.gate)
+    worker = CandidateWorker(shared, prep.space, prep.evaluator,
+                             prep.cost_axis(cfg.search.objective), mode, sampler, prep.gate,
+                             batch)
+    shared.waker.listen()
     bar = Progress(TextColumn("{task.description}"), TimeElapsedColumn(),
                    console=Console(stderr=True), disable=not progress)
     task = bar.add_task(f"worker on study '{study_name}' ({mode} mode, {dev})")
+    watch = RunWatch(study_name, wait_s)
+    looked = -RUN_BEAT_S  # the run's attributes are read on their own interval, and when idle
     with bar:
-        watch = RunWatch(study_name, wait_s)
-        while not (attrs := shared.attrs()).get("done"):
-            watch.check(attrs.get(RUN_BEAT))
-            if not worker.step():
-                time.sleep(POLL_S)
+        while True:
+            if time.monotonic() - looked >= RUN_BEAT_S:
+                attrs, looked = shared.attrs(), time.monotonic()
+                if attrs.get("done"):
+                    break
+                watch.check(attrs.get(RUN_BEAT))
+            if worker.step():
+                shared.waker.worked()
+            else:
+                shared.waker.wait(HEARTBEAT_S)
+                looked = -RUN_BEAT_S
+            worker.landed.clear()  # the run records them; the sampler has learned them
             if progress:
-                used, budget = shared.slots()
+                claimed = "" if worker.slots is None else "; study {}/{} claimed".format(
+                    *worker.slots)
                 bar.update(task, description=f"worker on study '{study_name}': evaluated "
-                                             f"{worker.evaluated}; study {used}/{budget} claimed")
+                                             f"{worker.evaluated}{claimed}")
+    shared.close()
     return worker.evaluated

@@ -1,22 +1,26 @@
-"""A run's candidates in an Optuna RDB study (PostgreSQL, or SQLite on one machine) that any
+"""A run's candidates in a shared RDB storage (PostgreSQL, or SQLite on one machine) that any
 number of processes evaluate: the run itself (`prunesearch run --storage URL`, the driver) and
 `prunesearch worker --storage URL --study NAME` on any machine.
 
-The study is both the queue and the record. A trial's parameters are the arch's genes; once
-evaluated, its user attribute "result" holds the whole Result (data only, written in one
-commit), beside the attributes the dashboard shows. Two small tables next to optuna's own make
-the work exactly-once:
+Two tables beside optuna's own hold the work, and optuna's study holds the record:
 
-- `prunesearch_claims` (study, arch key) -> trial id: the first trial to claim an arch evaluates
-  it; a later trial with the same arch is answered with the owner's values (or failed, while the
-  owner still runs) and never evaluates it again.
-- `prunesearch_budget` (study) -> used, budget: a new claim takes one slot in the same
-  transaction, so the workers together never evaluate more than the budget.
+- `prunesearch_candidates` (study, arch key): the queue and the claims. A row is queued (no
+  owner), held (an owner whose heartbeat, `beat` on the server's clock, is fresh), or finished
+  (`seq`: its place in the order results landed, and its optuna trial). The first process to
+  insert an arch's row evaluates it; nobody evaluates a finished arch again.
+- `prunesearch_counts` (study): budget slots used (a queued or claimed arch takes one in the
+  same transaction, so the processes together never evaluate more than the budget) and
+  candidates finished (the sequence the results feed is read by: `seq > last`, one query that
+  returns only what is new).
 
-Kill safety is optuna's heartbeat: a worker records heartbeats while it holds a trial; any
-process that looks for work first fails stale trials, and `_retry` enqueues each again. The
-retry takes over the dead trial's claim (and its slot) unless that trial had already written its
-result, in which case the result stands and the retry is a duplicate.
+A candidate costs a few statements: its claim (insert, then the slot: one transaction), its
+finish (the count, the optuna trial written whole by scaleout/trial_rows.py, the row's seq:
+one transaction), and its share of one read of the feed. A holder's heartbeat refreshes all it
+holds on its own interval; a row whose heartbeat is older than the grace period is taken over
+by whichever process looks for work next, and the finish of a process that lost its row
+writes nothing. The trial and the row's seq commit together, so every finished candidate is
+exactly one trial of the study, COMPLETE when its evaluation succeeded, whatever moment a
+process is killed. Idle processes wait on notifications (scaleout/waking.py).
 """
 
 from __future__ import annotations
@@ -24,47 +28,55 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
+import secrets
 import socket
 import threading
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.dialects import postgresql, sqlite
 
 from prunesearch.errors import UserError
 from prunesearch.evaluators import Result
 from prunesearch.objective import CostAxis
+from prunesearch.scaleout.trial_rows import USER_ATTRS, FinishedTrial, insert_trials
+from prunesearch.scaleout.waking import Waker, channel_of, notify_clause
 from prunesearch.spaces import Arch
 from prunesearch.strategies.trials import DIRECTIONS, name_metrics
 
-HEARTBEAT_S = 2  # a holder's heartbeat period
-GRACE_S = 10  # a trial whose heartbeat is older than this is taken for dead and retried
+HEARTBEAT_S = 3.0  # a holder's heartbeat period
+GRACE_S = 15.0  # a row whose heartbeat is older than this is taken for dead and taken over
 RUN_BEAT_S = 5  # the run's own heartbeat period while its search runs
 RUN_BEAT = "run_beat"  # the attribute it counts up
-RESULT = "result"  # the user attribute that holds a candidate's Result
+RESULT = "result"  # the trial's user attribute that holds a candidate's Result
 ATTR = "prunesearch."  # prefix of the study attributes the run writes for its workers
-MODES = ("sample", "queue")  # workers ask the sampler themselves, or take enqueued trials only
+MODES = ("sample", "queue")  # workers ask the sampler themselves, or take queued archs only
 PUBLISHED = ("config", "weights", "order", "mode")  # the attributes a worker waits for
 
 _tables = sa.MetaData()
-CLAIMS = sa.Table("prunesearch_claims", _tables,
-                  sa.Column("study", sa.String(512), primary_key=True),
-                  sa.Column("arch", sa.String(64), primary_key=True),
-                  sa.Column("trial_id", sa.Integer, nullable=False))
-BUDGET = sa.Table("prunesearch_budget", _tables,
+CANDIDATES = sa.Table("prunesearch_candidates", _tables,
+                      sa.Column("study", sa.String(512), primary_key=True),
+                      sa.Column("arch", sa.String(64), primary_key=True),
+                      sa.Column("genes", sa.Text, nullable=False),  # JSON list of ints
+                      sa.Column("owner", sa.String(300)),  # None while queued
+                      sa.Column("beat", sa.Float),  # the owner's last heartbeat, server clock
+                      sa.Column("seq", sa.Integer),  # set when finished
+                      sa.Column("trial_id", sa.Integer),
+                      sa.Index("prunesearch_candidates_seq", "study", "seq"))
+COUNTS = sa.Table("prunesearch_counts", _tables,
                   sa.Column("study", sa.String(512), primary_key=True),
                   sa.Column("used", sa.Integer, nullable=False),
-                  sa.Column("budget", sa.Integer, nullable=False))
+                  sa.Column("budget", sa.Integer, nullable=False),
+                  sa.Column("granted", sa.Integer, nullable=False),  # the last claim's slots
+                  sa.Column("finished", sa.Integer, nullable=False))
 
 
 def arch_key(arch: Arch) -> str:
@@ -97,22 +109,31 @@ def worker_id() -> str:
 
 
 @dataclass(frozen=True)
-class Claim:
-    kind: str  # "new": evaluate it; "held": `owner` holds it; "spent": no budget left
-    owner: int | None = None
+class Work:
+    """A candidate a process holds: its row's key and genes."""
 
+    key: str
+    genes: list[int]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A held candidate's outcome: its result and the trial that records it."""
+
+    key: str
+    result: Result
+    trial: FinishedTrial
 
 class StudyMissing(UserError):
     """No such study (or SQLite file) yet: a worker started before its run waits for it."""
 
 
-class _BudgetSpent(Exception):
-    pass
-
-
 class SharedStudy:
-    """One run's study in an RDB storage, its claims and budget, and the attributes the run
-    leaves for its workers (config, weights, mode, done)."""
+    """One run's study in an RDB storage, its candidates and counts, and the attributes the
+    run leaves for its workers (config, weights, mode, done). `grace_s`: how stale a holder's
+    heartbeat must be before its candidate is taken over."""
+
+    grace_s = GRACE_S
 
     def __init__(self, url: str, name: str, *, create: bool = True) -> None:
         """`create`: a missing SQLite file is made (the run); otherwise it is an error (a
@@ -145,6 +166,8 @@ class SharedStudy:
                             f"postgresql://user@host:5432/db or sqlite:///path/to/file.db."
                             ) from None
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.owner = f"{worker_id()}:{secrets.token_hex(4)}"  # unique per process and study
+        self.waker = Waker(self.engine, channel_of(name))
         try:
             # only the run creates tables and stamps their version (alembic_version, made
             # last): two processes doing either at once collide
@@ -152,11 +175,7 @@ class SharedStudy:
                 raise StudyMissing(f"The storage '{_redacted(url)}' holds no optuna study yet; "
                                    f"start the run first (`prunesearch run CONFIG --storage "
                                    f"URL`), or check the URL.")
-            with warnings.catch_warnings():  # heartbeats are experimental: we rely on them
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.storage = RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=_retry, skip_table_creation=not create)
+            self.storage = RDBStorage(url, skip_table_creation=not create)
         except StudyMissing:
             self.engine.dispose()  # a waiting worker asks again: leave no connection open
             raise
@@ -178,8 +197,11 @@ class SharedStudy:
         budget first, the attributes a worker waits for (PUBLISHED) last."""
         published = {"config": config_toml, "weights": weights, "order": order, "mode": mode}
         assert tuple(published) == PUBLISHED
-        exists = self.name in {s.study_name for s in
-                               optuna.get_all_study_summaries(self.storage)}
+        try:
+            self.storage.get_study_id_from_name(self.name)
+            exists = True
+        except KeyError:
+            exists = False
         if exists and not resume:
             raise UserError(f"The storage already holds a study named '{self.name}' (an earlier "
                             f"run of this name); resume it with --resume, or give the run "
@@ -189,12 +211,18 @@ class SharedStudy:
         name_metrics(study, axis)
         _tables.create_all(self.engine)
         with self.engine.begin() as conn:
-            row = {"study": self.name, "used": 0, "budget": budget}
-            conn.execute(self._insert(BUDGET).values(**row).on_conflict_do_nothing())
-            conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
-                         .values(budget=budget))
+            row = {"study": self.name, "used": 0, "budget": budget, "granted": 0, "finished": 0}
+            conn.execute(self._insert(COUNTS).values(**row).on_conflict_do_nothing())
+            conn.execute(self._counts().values(budget=budget))
         for key, value in (("done", False), *published.items()):
             study.set_user_attr(ATTR + key, value)
+
+    def announce_done(self) -> None:
+        """The run is over: workers stop (those waiting are woken)."""
+        self.set_attr("done", True)
+        if self.waker.postgres:
+            with self.engine.begin() as conn:
+                conn.execute(sa.select(notify_clause(self.waker.channel)))
 
     @functools.cached_property
     def _study_id(self) -> int:
@@ -223,79 +251,167 @@ class SharedStudy:
     def set_attr(self, key: str, value: Any) -> None:
         self.storage.set_study_user_attr(self._study_id, ATTR + key, value)
 
-    # --- budget and claims -----------------------------------------------------------------
+    # --- counts, queue and claims ----------------------------------------------------------
+    def _counts(self) -> sa.Update:
+        return sa.update(COUNTS).where(COUNTS.c.study == self.name)
+
+    def _now(self) -> sa.ColumnElement[Any]:
+        """The server's clock in seconds: every process's heartbeat is judged on one clock."""
+        if self.waker.postgres:
+            return sa.func.extract("epoch", sa.func.clock_timestamp())
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def _least(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
+        return (sa.func.least if self.waker.postgres else sa.func.min)(a, b)
+
+    def _rows(self, work: Sequence[Work], owner: str | None) -> list[dict[str, Any]]:
+        return [{"study": self.name, "arch": w.key, "genes": json.dumps(w.genes),
+                 "owner": owner, "beat": None if owner is None else self._now()} for w in work]
+
     def slots(self) -> tuple[int, int]:
         """(used, budget)."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(BUDGET.c.used, BUDGET.c.budget)
-                               .where(BUDGET.c.study == self.name)).one()
+            row = conn.execute(sa.select(COUNTS.c.used, COUNTS.c.budget)
+                               .where(COUNTS.c.study == self.name)).one()
         return int(row.used), int(row.budget)
 
     def close_budget(self) -> None:
         """No new claims from now on (the run's time is up)."""
         with self.engine.begin() as conn:
-            conn.execute(sa.update(BUDGET).where(BUDGET.c.study == self.name)
-                         .values(budget=BUDGET.c.used))
+            conn.execute(self._counts().values(budget=COUNTS.c.used))
 
-    def claim(self, key: str, trial_id: int) -> Claim:
-        try:
-            with self.engine.begin() as conn:
-                inserted = conn.execute(self._insert(CLAIMS).values(
-                    study=self.name, arch=key, trial_id=trial_id).on_conflict_do_nothing()
-                    .returning(CLAIMS.c.trial_id)).first()
-                if inserted is not None:  # (psycopg's rowcount is no guide after ON CONFLICT)
-                    took = conn.execute(sa.update(BUDGET).where(
-                        BUDGET.c.study == self.name, BUDGET.c.used < BUDGET.c.budget)
-                        .values(used=BUDGET.c.used + 1))
-                    if took.rowcount != 1:
-                        raise _BudgetSpent  # rolls the claim back
-                    return Claim("new")
-                owner = conn.execute(sa.select(CLAIMS.c.trial_id).where(
-                    CLAIMS.c.study == self.name, CLAIMS.c.arch == key)).scalar_one()
-                return Claim("held", int(owner))
-        except _BudgetSpent:
-            return Claim("spent")
-
-    def take_over(self, key: str, dead: int, trial_id: int) -> bool:
+    def enqueue(self, work: Sequence[Work]) -> list[str]:
+        """Queue candidates for any process to take, each new one taking a budget slot (the
+        caller keeps within the budget); the keys that were new."""
+        if not work:
+            return []
         with self.engine.begin() as conn:
-            moved = conn.execute(sa.update(CLAIMS).where(
-                CLAIMS.c.study == self.name, CLAIMS.c.arch == key, CLAIMS.c.trial_id == dead)
-                .values(trial_id=trial_id))
-        return moved.rowcount == 1
+            new = list(conn.execute(self._insert(CANDIDATES).values(self._rows(work, None))
+                                    .on_conflict_do_nothing().returning(CANDIDATES.c.arch))
+                       .scalars())
+            if new:
+                count = self._counts().values(used=COUNTS.c.used + len(new))
+                if self.waker.postgres:  # idle workers wake to take them
+                    count = count.returning(notify_clause(self.waker.channel))
+                conn.execute(count)
+        return new
 
-    def claimed(self) -> dict[str, int]:
-        """Every claimed arch key and the trial that holds it."""
+    def claim(self, work: Sequence[Work]) -> tuple[list[str], tuple[int, int]]:
+        """Hold new candidates for this process, each taking a budget slot: the keys it got
+        (an arch that some process queued, holds or finished is left out, as is every one
+        past the budget) and (used, budget) after."""
+        with self.engine.begin() as conn:
+            new = list(conn.execute(self._insert(CANDIDATES).values(self._rows(work, self.owner))
+                                    .on_conflict_do_nothing().returning(CANDIDATES.c.arch))
+                       .scalars()) if work else []
+            # SET reads the row as it was: granted is what was left, at most what is asked
+            granted, used, budget = conn.execute(self._counts().values(
+                granted=self._least(len(new), COUNTS.c.budget - COUNTS.c.used),
+                used=self._least(COUNTS.c.used + len(new), COUNTS.c.budget))
+                .returning(COUNTS.c.granted, COUNTS.c.used, COUNTS.c.budget)).one()
+            if granted < len(new):  # past the budget: those are not held after all
+                conn.execute(sa.delete(CANDIDATES).where(CANDIDATES.c.study == self.name,
+                                                         CANDIDATES.c.arch.in_(new[granted:])))
+                new = new[:granted]
+        return new, (int(used), int(budget))
+
+    def take(self, k: int) -> list[Work]:
+        """Up to `k` candidates for this process: queued ones, and ones whose holder's
+        heartbeat is older than the grace period (it died: this process takes over)."""
+        c = CANDIDATES.c
+        free = sa.and_(c.study == self.name, c.seq.is_(None),
+                       sa.or_(c.owner.is_(None), c.beat < self._now() - self.grace_s))
+        pick = sa.select(c.arch).where(free).limit(k)
+        if self.waker.postgres:  # processes taking at once take different rows
+            pick = pick.with_for_update(skip_locked=True)
+        # materialized: a subquery in the WHERE may run again and pick more than k rows
+        picked = pick.cte("picked").prefix_with("MATERIALIZED")
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.update(CANDIDATES)
+                                .where(c.study == self.name, c.arch == picked.c.arch)
+                                .values(owner=self.owner, beat=self._now())
+                                .returning(c.arch, c.genes)).all()
+        return [Work(key, _genes(genes, key)) for key, genes in rows]
+
+    def beating(self) -> contextlib.AbstractContextManager[None]:
+        """Heartbeats for every candidate this process holds while the block runs (a claim or
+        take is a heartbeat already: the first one comes a period later)."""
+        c = CANDIDATES.c
+
+        def beat() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(CANDIDATES).where(
+                    c.study == self.name, c.owner == self.owner, c.seq.is_(None))
+                    .values(beat=self._now()))
+
+        return _periodically(HEARTBEAT_S, beat, at_start=False)
+
+    def finish(self, done: Sequence[Finish]) -> list[Finish]:
+        """Record finished candidates, each as one trial of the study with its seq, in one
+        transaction; those this process no longer holds (taken over after its heartbeat went
+        stale: their new holder records them) are left out. What was recorded."""
+        held = list(done)
+        while held:
+            try:
+                with self.engine.begin() as conn:
+                    self._finish(conn, held)
+                return held
+            except _Lost:
+                with self.engine.connect() as conn:
+                    still = set(conn.execute(sa.select(CANDIDATES.c.arch).where(
+                        self._mine(), CANDIDATES.c.arch.in_([f.key for f in held]))).scalars())
+                held = [f for f in held if f.key in still]
+        return held
+
+    def _mine(self) -> sa.ColumnElement[bool]:
+        c = CANDIDATES.c
+        return sa.and_(c.study == self.name, c.owner == self.owner, c.seq.is_(None))
+
+    def _finish(self, conn: sa.Connection, done: list[Finish]) -> None:
+        c = CANDIDATES.c
+        if len(done) > 1:  # one statement checks them all (executemany's rowcount varies)
+            checked = conn.execute(sa.update(CANDIDATES).where(
+                self._mine(), c.arch.in_([f.key for f in done])).values(beat=self._now()))
+            if checked.rowcount != len(done):
+                raise _Lost
+        # the counts row stays locked until commit: seqs are handed out in commit order
+        count = self._counts().values(finished=COUNTS.c.finished + len(done)).returning(
+            COUNTS.c.finished)
+        if self.waker.postgres:  # whoever waits for results wakes
+            count = count.returning(notify_clause(self.waker.channel))  # adds a column
+        first = int(conn.execute(count).first()[0]) - len(done) + 1  # type: ignore[index]
+        ids = insert_trials(conn, self._study_id, first - 1, [f.trial for f in done])
+        moved = conn.execute(
+            sa.update(CANDIDATES).where(self._mine(), c.arch == sa.bindparam("k"))
+            .values(seq=sa.bindparam("s"), trial_id=sa.bindparam("t")),
+            [{"k": f.key, "s": first + i, "t": tid}
+             for i, (f, tid) in enumerate(zip(done, ids, strict=True))])
+        if len(done) == 1 and moved.rowcount != 1:
+            raise _Lost  # rolls the trial back
+
+    def feed(self, after: int) -> list[tuple[int, Result]]:
+        """The results finished after the `after`-th, in the order they landed: one query
+        that returns only what is new."""
+        c, attrs = CANDIDATES.c, USER_ATTRS.c
+        query = (sa.select(c.seq, attrs.value_json)
+                 .join_from(CANDIDATES, USER_ATTRS, sa.and_(attrs.trial_id == c.trial_id,
+                                                             attrs.key == RESULT))
+                 .where(c.study == self.name, c.seq > after).order_by(c.seq))
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(CLAIMS.c.arch, CLAIMS.c.trial_id)
-                                .where(CLAIMS.c.study == self.name))
-            return {r.arch: int(r.trial_id) for r in rows}
+            rows = conn.execute(query).all()
+        return [(int(seq), result_from_attr(_json(text), f"result #{seq}"))
+                for seq, text in rows]
 
-    def results(self, skip: set[str]) -> list[Result]:
-        """The results of the claimed archs not in `skip`, in claim-holder order; an arch whose
-        holder has not written its result yet is left out."""
-        out = []
-        for key, trial_id in sorted(self.claimed().items(), key=lambda kv: kv[1]):
-            if key in skip:
-                continue
-            data = self.storage.get_trial(trial_id).user_attrs.get(RESULT)
-            if data is not None:
-                out.append(result_from_attr(data, f"trial {trial_id}"))
-        return out
+    def held(self) -> dict[str, str | None]:
+        """Every candidate not finished, by key: its holder (None while queued)."""
+        c = CANDIDATES.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(c.arch, c.owner).where(
+                c.study == self.name, c.seq.is_(None))).all())  # type: ignore[arg-type]
 
-    # --- taking work -----------------------------------------------------------------------
-    def pop_waiting(self, study: optuna.Study) -> int | None:
-        """Take an enqueued trial (RUNNING from now on), its heartbeat recorded first so a kill
-        at any moment after the pop leaves a trial that goes stale and is retried."""
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            self.storage.record_heartbeat(trial._trial_id)
-            with suppress(UpdateFinishedTrialError):  # another process finished it meanwhile
-                if self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                    return trial._trial_id
-        return None
-
-    def beating(self, trial_id: int) -> contextlib.AbstractContextManager[None]:
-        """Heartbeats for `trial_id` while the block runs."""
-        return _periodically(HEARTBEAT_S, lambda: self.storage.record_heartbeat(trial_id))
+    def close(self) -> None:
+        self.waker.close()
+        self.engine.dispose()
 
     def run_beating(self) -> contextlib.AbstractContextManager[None]:
         """The run's heartbeat while its search runs: the RUN_BEAT attribute counts up every
@@ -305,16 +421,39 @@ class SharedStudy:
         return _periodically(RUN_BEAT_S, lambda: self.set_attr(RUN_BEAT, next(count)))
 
 
+class _Lost(Exception):
+    """A candidate this process finished is no longer its own."""
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # result_from_attr says what is wrong
+
+
+def _genes(text: str, key: str) -> list[int]:
+    genes = _json(text)
+    if not (isinstance(genes, list) and all(isinstance(g, int) for g in genes)):
+        raise UserError(f"The shared study's candidate {key[:12]} holds no genes; the storage "
+                        f"was edited or written by another program. Start the run under a new "
+                        f"name.")
+    return genes
+
+
 @contextmanager
-def _periodically(period: float, action: Callable[[], None]) -> Iterator[None]:
-    """`action` now and every `period` seconds, on a daemon thread, while the block runs."""
+def _periodically(period: float, action: Callable[[], None],
+                  at_start: bool = True) -> Iterator[None]:
+    """`action` (now, unless not `at_start`, and) every `period` seconds, on a daemon thread,
+    while the block runs."""
     stop = threading.Event()
 
     def repeat() -> None:
         while not stop.wait(period):
             action()
 
-    action()
+    if at_start:
+        action()
     thread = threading.Thread(target=repeat, daemon=True)
     thread.start()
     try:
@@ -322,15 +461,6 @@ def _periodically(period: float, action: Callable[[], None]) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-def _retry(study: optuna.Study, dead: FrozenTrial) -> None:
-    """Enqueue a stale trial again: optuna's RetryHeartbeatStaleTrialCallback without carrying
-    the dead trial's user attributes (its worker, or a result it wrote just before dying,
-    which stays the arch's answer through the claim)."""
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=dead.params, distributions=dead.distributions,
-        system_attrs={**dead.system_attrs, "failed_trial": dead.number}))
 
 
 def _redacted(url: str) -> str:

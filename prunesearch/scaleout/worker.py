@@ -1,121 +1,179 @@
-"""The worker's loop: take a trial of a shared study, claim its arch, evaluate it, write its
-result, tell the study; what `prunesearch worker` runs, and the driver's own share of the
-work."""
+"""The worker's loop: take queued candidates (or sample new ones and claim them), evaluate them,
+record each as a trial of the shared study; what `prunesearch worker` runs, and the driver's
+own share of the work.
+
+In sample mode (random, tpe) each process asks its own sampler on an in-memory study that
+learns every result the study's feed brings (its own and the other processes'), so asking
+costs the storage nothing. `batch` candidates are held, evaluated and recorded at a time: the
+storage's round trips are paid once per batch (a fast evaluator on a distant server)."""
 
 from __future__ import annotations
 
-import warnings
-from contextlib import suppress
+import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import fail_stale_trials
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.distributions import IntDistribution
+from optuna.trial import Trial, TrialState
 
-from prunesearch.evaluators import Evaluator
+from prunesearch.evaluators import Evaluator, Result
 from prunesearch.latency.gate import LatencyGate
 from prunesearch.objective import CostAxis
 from prunesearch.scaleout.tables import (
+    HEARTBEAT_S,
     RESULT,
+    Finish,
     SharedStudy,
+    Work,
     arch_key,
-    result_from_attr,
     result_to_attr,
     worker_id,
 )
-from prunesearch.spaces import Space
-from prunesearch.strategies.trials import trial_attrs, trial_values
+from prunesearch.scaleout.trial_rows import FinishedTrial
+from prunesearch.spaces import Arch, Space
+from prunesearch.strategies.base import MAX_STALE_ROUNDS
+from prunesearch.strategies.trials import DIRECTIONS, trial_attrs, trial_values
+
+
+@dataclass
+class _Held:
+    work: Work
+    arch: Arch
+    asked: Trial | None  # the in-memory trial it was sampled as
 
 
 class CandidateWorker:
-    """Evaluates a shared study's trials one at a time: the loop of `prunesearch worker`, and
-    the driver's own share of the work."""
+    """Evaluates a shared study's candidates, `batch` at a time: the loop of `prunesearch
+    worker`, and the driver's own share of the work."""
 
-    def __init__(self, shared: SharedStudy, study: optuna.Study, space: Space,
-                 evaluator: Evaluator, axis: CostAxis, mode: str,
-                 latency_gate: LatencyGate | None = None) -> None:
-        self.shared, self.study, self.space = shared, study, space
-        self.evaluator, self.axis, self.mode = evaluator, axis, mode
-        self.latency_gate = latency_gate
+    def __init__(self, shared: SharedStudy, space: Space, evaluator: Evaluator, axis: CostAxis,
+                 mode: str, sampler: optuna.samplers.BaseSampler | None = None,
+                 latency_gate: LatencyGate | None = None, batch: int = 1) -> None:
+        self.shared, self.space, self.evaluator, self.axis = shared, space, evaluator, axis
+        self.mode, self.latency_gate, self.batch = mode, latency_gate, batch
+        self.memory = (optuna.create_study(directions=DIRECTIONS, sampler=sampler)
+                       if mode == "sample" else None)
+        self.distributions = {d.name: IntDistribution(0, len(d.choices) - 1) for d in space.dims}
         self.evaluated = 0
+        self.slots: tuple[int, int] | None = None  # (used, budget) as the last claim left it
+        self.landed: list[Result] = []  # results read from the feed, not yet drained
+        self._seq = 0  # the feed's position
+        self._told: set[str] = set()  # archs the in-memory study knows
+        self._next_look = 0.0  # sample mode: when to look for queued or stale candidates again
+        self._fed = False  # the feed was read since the last drain
+        self.stale_rounds = 0  # sampling rounds in a row that found no new arch
 
-    def step(self) -> bool:
-        """Take and finish one trial; False when there was none to take."""
-        fail_stale_trials(self.study)
-        trial_id = self.shared.pop_waiting(self.study)
-        if trial_id is not None:
-            trial = Trial(self.study, trial_id)
-        elif self.mode == "sample" and _has_room(self.shared):
-            with warnings.catch_warnings():  # we beat ourselves (beating), around ask and tell
-                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                trial = self.study.ask()
+    # --- the feed ---------------------------------------------------------------------------
+    def absorb(self) -> None:
+        """Read what landed since the last read; the sampler learns it."""
+        for seq, result in self.shared.feed(self._seq):
+            self._seq = seq
+            self.landed.append(result)
+            self._learn(result)
+        self._fed = True
+
+    def drain(self) -> list[Result]:
+        """Every result that landed since the last drain (the feed read unless a step just
+        read it)."""
+        if not self._fed:
+            self.absorb()
+        landed, self.landed, self._fed = self.landed, [], False
+        return landed
+
+    def _learn(self, result: Result, asked: Trial | None = None) -> None:
+        key = arch_key(result.arch)
+        if self.memory is None or key in self._told:
+            return
+        self._told.add(key)
+        values = trial_values(result, self.axis)
+        state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+        if asked is not None:
+            self.memory.tell(asked, values, state=state)
         else:
+            self.memory.add_trial(optuna.trial.create_trial(
+                params=self._params(result.arch), distributions=self.distributions,
+                values=values, state=state))
+
+    def _params(self, arch: Arch) -> dict[str, int]:
+        genes = self.space.encode(arch)
+        return {d.name: int(g) for d, g in zip(self.space.dims, genes, strict=True)}
+
+    # --- taking and finishing work ----------------------------------------------------------
+    def step(self) -> bool:
+        """Take (or sample and claim) up to `batch` candidates and finish them; False when
+        there was nothing to take."""
+        if self.memory is not None:
+            self.absorb()
+        held = self._take()
+        if not held and self.memory is not None:
+            held = self._sample()
+            if not held and self.has_room():  # it sampled only archs known already
+                self.stale_rounds += 1
+                return not self.exhausted
+        if not held:
             return False
-        # judged stale meanwhile (a stalled heartbeat): its retry settles the arch
-        with self.shared.beating(trial._trial_id), suppress(UpdateFinishedTrialError):
-            self._finish(trial)
+        self.stale_rounds = 0
+        started = datetime.now()
+        with self.shared.beating():
+            results = self.evaluator.evaluate([h.arch for h in held])
+        results = [self.evaluator.with_latency(r) for r in results]
+        done = [Finish(h.work.key, r, self._trial(h.work, r, started))
+                for h, r in zip(held, results, strict=True)]
+        recorded = {f.key for f in self.shared.finish(done)}
+        for h, result in zip(held, results, strict=True):
+            if h.work.key in recorded:
+                self.evaluated += 1
+                self._learn(result, h.asked)
+            elif h.asked is not None:  # taken over: its new holder records it
+                self.memory.tell(h.asked, state=TrialState.FAIL)  # type: ignore[union-attr]
         return True
 
-    def _finish(self, trial: Trial) -> None:
-        genes = [trial.suggest_int(d.name, 0, len(d.choices) - 1) for d in self.space.dims]
-        arch = self.space.decode(genes)
-        key = arch_key(arch)
-        trial.set_user_attr("worker", worker_id())
-        if self.latency_gate is not None and (reason := self.latency_gate.over(arch)):
-            trial.set_user_attr("skipped", reason)  # as in one process: never evaluated
-            return self._tell(trial, TrialState.FAIL, None)
-        while True:
-            claim = self.shared.claim(key, trial._trial_id)
-            if claim.kind == "spent":
-                trial.set_user_attr("skipped", "the run's budget is spent")
-                return self._tell(trial, TrialState.FAIL, None)
-            if claim.kind == "new":
-                break
-            if claim.owner == trial._trial_id:
-                return  # another process popped this trial too (SQLite has no row locks): theirs
-            owner = self.shared.storage.get_trial(claim.owner)
-            if _dead(owner) and self.shared.take_over(key, claim.owner, trial._trial_id):
-                break
-            if not _dead(owner):
-                return self._duplicate(trial, owner)
-            # the claim moved on meanwhile: ask again who holds it
-        result = self.evaluator.with_latency(self.evaluator.evaluate([arch])[0])
-        self.evaluated += 1
-        for name, value in trial_attrs(result).items():
-            trial.set_user_attr(name, value)
-        trial.set_user_attr(RESULT, result_to_attr(result))  # from here on, the result stands
-        if result.ok:
-            self._tell(trial, TrialState.COMPLETE, trial_values(result, self.axis))
-        else:
-            self._tell(trial, TrialState.FAIL, None)
+    def has_room(self) -> bool:
+        """Budget slots were left at the last claim."""
+        return self.slots is not None and self.slots[0] < self.slots[1]
 
-    def _duplicate(self, trial: Trial, owner: FrozenTrial) -> None:
-        """A known arch: the owner's values when it has them (a sampler learns the same as from
-        a cached result in one process), otherwise failed; never evaluated again. An owner
-        killed after its result landed but before it was told (failed stale) has values too:
-        its result's, so the retry completes with them and the study keeps one COMPLETE
-        trial for every candidate the run records."""
-        trial.set_user_attr("duplicate_of", owner.number)
-        if owner.state == TrialState.COMPLETE:
-            return self._tell(trial, TrialState.COMPLETE, owner.values)
-        landed = owner.user_attrs.get(RESULT)
-        if owner.state == TrialState.FAIL and landed is not None:
-            result = result_from_attr(landed, f"trial {owner._trial_id}")
-            if result.ok:
-                for name, value in trial_attrs(result).items():
-                    trial.set_user_attr(name, value)
-                return self._tell(trial, TrialState.COMPLETE, trial_values(result, self.axis))
-        return self._tell(trial, TrialState.FAIL, None)
+    @property
+    def exhausted(self) -> bool:
+        """The sampler proposed only known archs, round after round: the space is spent."""
+        return self.stale_rounds >= MAX_STALE_ROUNDS
 
-    def _tell(self, trial: Trial, state: TrialState, values: list[float] | None) -> None:
-        self.study.tell(trial, values, state=state, skip_if_finished=True)
+    def _take(self) -> list[_Held]:
+        """Queued candidates, or ones a dead process held. In sample mode nothing is queued
+        but the run's first candidates and the dead's, so it looks every HEARTBEAT_S."""
+        if self.memory is not None and time.monotonic() < self._next_look:
+            return []
+        taken = self.shared.take(self.batch)
+        if not taken:
+            self._next_look = time.monotonic() + HEARTBEAT_S
+        return [_Held(w, self.space.decode(w.genes), None) for w in taken]
 
+    def _sample(self) -> list[_Held]:
+        """New candidates from this process's sampler, claimed; an arch over the latency
+        limit is told failed without an evaluation, as in one process."""
+        assert self.memory is not None
+        if self.slots is not None and not self.has_room():  # final: budgets never grow
+            return []
+        asked: dict[str, _Held] = {}
+        for _ in range(self.batch):
+            trial = self.memory.ask(self.distributions)
+            arch = self.space.decode([trial.params[d.name] for d in self.space.dims])
+            key = arch_key(arch)
+            if key in asked or key in self._told:
+                self.memory.tell(trial, state=TrialState.FAIL)  # known: nothing to learn
+            elif self.latency_gate is not None and self.latency_gate.over(arch):
+                self._told.add(key)
+                self.memory.tell(trial, state=TrialState.FAIL)
+            else:
+                genes = [trial.params[d.name] for d in self.space.dims]
+                asked[key] = _Held(Work(key, genes), arch, trial)
+        got, self.slots = self.shared.claim([h.work for h in asked.values()])
+        for key in set(asked) - set(got):  # another process has it, or no budget is left
+            self.memory.tell(asked[key].asked, state=TrialState.FAIL)  # type: ignore[arg-type]
+        return [asked[key] for key in got]
 
-def _dead(trial: FrozenTrial) -> bool:
-    """A claim holder that died before it wrote its result (failed stale)."""
-    return trial.state == TrialState.FAIL and RESULT not in trial.user_attrs
-
-
-def _has_room(shared: SharedStudy) -> bool:
-    used, budget = shared.slots()
-    return used < budget
+    def _trial(self, work: Work, result: Result, started: datetime) -> FinishedTrial:
+        genes = {d.name: (g, len(d.choices)) for d, g in zip(self.space.dims, work.genes,
+                                                              strict=True)}
+        attrs = {**trial_attrs(result), "worker": worker_id(), RESULT: result_to_attr(result)}
+        return FinishedTrial(genes, trial_values(result, self.axis), attrs, started)

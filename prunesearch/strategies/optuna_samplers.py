@@ -5,8 +5,8 @@ folder, crash-safe and safe for several local processes), named after the strate
 trials named and annotated like every other run's (optuna-dashboard shows them). On resume,
 trials asked but never told are evaluated (or found in the evaluator's cache) and told, so no
 candidate is lost or repeated.
-With `--storage`, the study is the run's shared one and every worker process asks its own
-sampler (prunesearch/scaleout/driver.py).
+With `--storage`, every process of the shared study asks its own sampler, which learns every
+result the study records (prunesearch/scaleout/driver.py).
 """
 
 from __future__ import annotations
@@ -57,14 +57,11 @@ class OptunaStrategy(AskTellStrategy):
     def search(self, ctx: SearchContext) -> None:
         if ctx.shared is None:
             return super().search(ctx)
-        self.start(ctx)
-        ctx.shared.run_sampled(ctx, self.study)
+        first = ctx.uniform_start() if self.options.seed_uniform else []
+        ctx.shared.run_sampled(ctx, self.make_sampler(ctx.seed), first)
 
     def start(self, ctx: SearchContext) -> None:
-        if ctx.shared is None:
-            self.study = ctx.open_study(self.name, self.make_sampler(ctx.seed))
-        else:  # the run's shared study, which the application created
-            self.study = ctx.shared.study(self.make_sampler(ctx.seed))
+        self.study = ctx.open_study(self.name, self.make_sampler(ctx.seed))
         name_metrics(self.study, ctx.axis)
         if self.options.seed_uniform and not self.study.trials:
             for arch in ctx.uniform_start():
@@ -72,10 +69,9 @@ class OptunaStrategy(AskTellStrategy):
                 self.study.enqueue_trial({d.name: g for d, g in zip(ctx.space.dims, genes,
                                                                     strict=True)},
                                          skip_if_exists=True)
-        if ctx.shared is None:  # shared: a RUNNING trial is some worker's
-            self._pending = [optuna.trial.Trial(self.study, t._trial_id)
-                             for t in self.study.get_trials(deepcopy=False,
-                                                            states=(TrialState.RUNNING,))]
+        self._pending = [optuna.trial.Trial(self.study, t._trial_id)
+                         for t in self.study.get_trials(deepcopy=False,
+                                                        states=(TrialState.RUNNING,))]
 
     def _arch_of(self, ctx: SearchContext, trial: optuna.trial.Trial) -> Arch:
         genes = [trial.suggest_int(dim.name, 0, len(dim.choices) - 1) for dim in ctx.space.dims]
