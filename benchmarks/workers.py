@@ -1,24 +1,26 @@
-"""Shared-study throughput on this machine, and what one candidate costs in storage round trips.
+"""What a shared study costs in storage, MEASURED through a real network delay, and how many
+candidates a second one PostgreSQL server sustains.
 
-A random search over the default job's space (resnet20 on Fashion-MNIST, the default evaluator
-settings) on dense weights of a quick model (1 epoch on 5000 images: what a candidate costs to
-evaluate does not depend on the weights), no supernet, no fine-tuning:
+On a throwaway PostgreSQL server (tests/pg_cluster.py) unless --storage names one:
 
-- baseline: one `prunesearch run` with torch's default threads, no storage;
-- shared: `prunesearch --threads 1 run --storage URL` and 0, 1 or 3 `prunesearch --threads 1
-  worker` processes beside it (1, 2 and 4 processes with one thread each), on a throwaway
-  PostgreSQL server (tests/pg_cluster.py) unless --storage names one.
+- statements_per_candidate: SQL statements per candidate of `prunesearch run --storage URL`
+  over the default job's space (resnet20 on Fashion-MNIST, dense weights of a quick model: 1
+  epoch on 5000 images), counted in the run's process (it evaluates every candidate itself),
+  the difference of two budgets (8, 24) so set-up is not counted; for random, tpe and emo.
+- delay_rows: workers reach the server through a TCP proxy (benchmarks/_delay_proxy.py) that
+  delays every byte by RTT / 2 each way, RTT = 0 (no proxy), 1, 5, 20 ms.
+  - the CPU candidate: a real `prunesearch run --storage` with one `prunesearch worker` beside
+    it (one torch thread each, a random search of --budget candidates), both through the
+    proxy; efficiency = candidates/s over candidates/s at RTT 0.
+  - the stand-in candidate: `--workers` processes in sample mode (random sampler) over the
+    same space whose evaluator is a timed sleep of 0.05 s and a fixed score (what is measured
+    is the storage path), with `--batch` 1 and 32; efficiency = candidates/s over the ideal
+    workers / 0.05 s.
+- ceiling_rows: 16, 32 and 64 stand-in workers on the local server, no delay, batch 1 and 8.
 
-Throughput is candidates per second of the run's search phase (summary.json timings.search_s),
-given as a ratio to the baseline. Round trips: SQL statements per candidate and their mean
-time, counted with SQLAlchemy's cursor events in in-process shared runs of two budgets (the
-difference divided by the difference of budgets, so set-up is not counted), for random (each
-process samples) and emo (the run enqueues, processes take). From these, the simulated cost of
-N workers on M machines: per candidate a worker spends eval + statements x RTT, so efficiency =
-eval / (eval + statements x RTT), and the server must answer N x statements / (eval +
-statements x RTT) statements per second.
+Candidates/s run from the first process's start of work to the last one's end.
 
-    python benchmarks/workers.py [--budget 48] [--storage URL]
+    python benchmarks/workers.py [--budget 24] [--workers 4] [--storage URL]
 
 Writes benchmarks/results/workers.json and the README section.
 """
@@ -27,29 +29,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
+import optuna
 import sqlalchemy as sa
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from _delay_proxy import DelayProxy  # noqa: E402
 from _machine import command_line, machine, publish, save_results  # noqa: E402
 from pg_cluster import throwaway_postgres  # noqa: E402
+from storage_counts import statements_per_candidate  # noqa: E402
 
-from prunesearch.app.config import load_config  # noqa: E402
-from prunesearch.app.run import run_job  # noqa: E402
+from prunesearch.evaluators import Evaluator  # noqa: E402
+from prunesearch.models import build_model  # noqa: E402
+from prunesearch.objective import CostAxis  # noqa: E402
+from prunesearch.scaleout.tables import SharedStudy  # noqa: E402
+from prunesearch.scaleout.worker import CandidateWorker  # noqa: E402
+from prunesearch.spaces import Arch, Space  # noqa: E402
 
 QUICK = ["model.train.epochs=1", "model.train.max_train_images=5000", "supernet.epochs=0",
          "finetune.enabled=false", "search.strategy=random"]
-RTTS_MS = (0.2, 1.0, 20.0)  # same rack, LAN, across regions
-WORKERS = (4, 16, 64)
+RTTS_MS = (0.0, 1.0, 5.0, 20.0)
+STAND_IN_S = 0.05
+CEILING_WORKERS = (16, 32, 64)
+
+
+class StandIn(Evaluator):
+    """A candidate that takes `seconds` and scores 0.5: the storage path alone is measured."""
+
+    def __init__(self, space: Space, seconds: float) -> None:
+        super().__init__(space)
+        self.seconds = seconds
+
+    def _score(self, arch: Arch) -> float:
+        time.sleep(self.seconds)
+        return 0.5
 
 
 def _cli(threads: int | None, *args: str) -> list[str]:
@@ -61,115 +85,151 @@ def _sets(pairs: list[str]) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-def _timed_run(out: Path, name: str, budget: int, threads: int | None,
-               storage: str | None, n_workers: int) -> dict[str, Any]:
-    """One run (and its workers): candidates per second of its search phase."""
-    sets = _sets([*QUICK, f"name={name}", f"search.budget={budget}"])
-    workers = [subprocess.Popen(_cli(1, "worker", "--storage", storage, "--study", name),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for _ in range(n_workers)] if storage else []
-    run = subprocess.run(_cli(threads, "run", "--out", str(out), "--quiet", *sets,
-                              *(["--storage", storage] if storage else [])),
-                         capture_output=True, text=True)
-    if run.returncode != 0:
-        raise SystemExit(f"run {name} failed:\n{run.stderr[-3000:]}")
-    for w in workers:
-        if w.wait(timeout=120) != 0:
-            raise SystemExit(f"a worker of {name} failed:\n{w.stderr.read()[-3000:]}")
+def _through(url: str, proxy: DelayProxy | None) -> str:
+    if proxy is None:
+        return url
+    return sa.engine.make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False)
+
+
+def _proxy(url: str, rtt_ms: float) -> DelayProxy | nullcontext[None]:
+    if rtt_ms == 0:
+        return nullcontext()
+    parsed = sa.engine.make_url(url)
+    return DelayProxy((parsed.host or "127.0.0.1", parsed.port or 5432), rtt_ms)
+
+
+def _cpu_row(out: Path, storage: str, budget: int, rtt_ms: float) -> dict[str, Any]:
+    """A real run and one real worker, both through the delay: candidates/s of the search."""
+    name = f"cpu-{int(rtt_ms)}-{time.time_ns()}"
+    with _proxy(storage, rtt_ms) as proxy:
+        url = _through(storage, proxy)
+        worker = subprocess.Popen(_cli(1, "worker", "--storage", url, "--study", name,
+                                       "--quiet"), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        run = subprocess.run(_cli(1, "run", "--out", str(out), "--quiet", "--storage", url,
+                                  *_sets([*QUICK, f"name={name}", f"search.budget={budget}"])),
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"run {name} failed:\n{run.stderr[-3000:]}")
+        if worker.wait(timeout=300) != 0:
+            raise SystemExit(f"the worker of {name} failed:\n{worker.stderr.read()[-3000:]}")
     summary = json.loads((out / name / "summary.json").read_text())
-    seconds = summary["timings"]["search_s"]
-    return {"processes": max(1, n_workers + 1), "threads_each": threads or "default",
-            "storage": bool(storage), "candidates": summary["n_evals"],
-            "search_s": round(seconds, 2), "per_s": round(summary["n_evals"] / seconds, 3)}
+    per_s = summary["n_evals"] / summary["timings"]["search_s"]
+    return {"rtt_ms": rtt_ms, "candidate": "cpu", "candidate_s": None, "workers": 2,
+            "batch": 1, "candidates": summary["n_evals"],
+            "candidates_per_s": round(per_s, 3)}
 
 
-class _Counter:
-    """SQL statements (and their seconds) executed by every engine in this process."""
+def _stand_in(url: str, name: str, space: Space, seconds: float, batch: int, seed: int,
+              results: Any) -> None:
+    """One stand-in worker process: sample, claim, sleep, record until the budget is spent."""
+    torch.set_num_threads(1)
+    shared = SharedStudy(url, name, create=False)
+    worker = CandidateWorker(shared, space, StandIn(space, seconds),
+                             CostAxis.counted("macs", space), "sample",
+                             optuna.samplers.RandomSampler(seed=seed), batch=batch)
+    start = time.monotonic()
+    while worker.step():
+        worker.landed.clear()
+    results.put((start, time.monotonic(), worker.evaluated))
+    shared.close()
 
-    def __init__(self) -> None:
-        self.statements, self.seconds = 0, 0.0
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._before)
-        sa.event.listen(sa.engine.Engine, "after_cursor_execute", self._after)
 
-    def _before(self, conn: Any, *_: Any) -> None:
-        conn.info["prunesearch_t"] = time.perf_counter()
-
-    def _after(self, conn: Any, *_: Any) -> None:
-        self.statements += 1
-        self.seconds += time.perf_counter() - conn.info.pop("prunesearch_t")
-
-
-def _round_trips(out: Path, storage: str, strategy: str, budgets: tuple[int, int],
-                 counter: _Counter) -> dict[str, Any]:
-    counts = []
-    for budget in budgets:
-        before = (counter.statements, counter.seconds)
-        overrides = [*QUICK, f"search.strategy={strategy}", f"search.budget={budget}",
-                     f"name=rt-{strategy}-{budget}", "search.batch_size=8"]
-        cfg = load_config(None, [*overrides, f"search.storage={json.dumps(storage)}"])
-        run_job(cfg, out, progress=False)
-        counts.append((counter.statements - before[0], counter.seconds - before[1]))
-    (s1, t1), (s2, t2) = counts
-    per = (s2 - s1) / (budgets[1] - budgets[0])
-    return {"strategy": strategy, "statements_per_candidate": round(per, 1),
-            "mean_statement_ms": round(1000 * (t1 + t2) / (s1 + s2), 3)}
+def _stand_in_row(storage: str, space: Space, rtt_ms: float, workers: int, batch: int,
+                  candidates: int) -> dict[str, Any]:
+    name = f"stand-in-{int(rtt_ms)}-{workers}-{batch}-{time.time_ns()}"
+    shared = SharedStudy(storage, name)
+    shared.create(resume=False, config_toml="", weights={}, order={}, mode="sample",
+                  budget=candidates, axis=CostAxis.counted("macs", space))
+    shared.close()  # no connection of this process lives on in its forked workers
+    fork = multiprocessing.get_context("fork")
+    results = fork.Queue()
+    with _proxy(storage, rtt_ms) as proxy:
+        url = _through(storage, proxy)
+        procs = [fork.Process(target=_stand_in, args=(url, name, space, STAND_IN_S, batch,
+                                                      seed, results))
+                 for seed in range(workers)]
+        for p in procs:
+            p.start()
+        ends = [results.get(timeout=900) for _ in procs]
+        for p in procs:
+            p.join()
+    done = sum(e for _, _, e in ends)
+    assert done == candidates, (done, candidates)
+    shared = SharedStudy(storage, name)
+    assert len(shared.load().get_trials(deepcopy=False)) == candidates  # one trial each
+    shared.close()
+    per_s = done / (max(e for _, e, _ in ends) - min(s for s, _, _ in ends))
+    return {"rtt_ms": rtt_ms, "candidate": "stand-in", "candidate_s": STAND_IN_S,
+            "workers": workers, "batch": batch, "candidates": done,
+            "candidates_per_s": round(per_s, 2),
+            "efficiency": round(per_s / (workers / STAND_IN_S), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example: python benchmarks/workers.py --budget 48")
-    parser.add_argument("--budget", type=int, default=48, help="candidates per timed run")
+                                     epilog="example: python benchmarks/workers.py")
+    parser.add_argument("--budget", type=int, default=24, help="candidates per CPU row")
+    parser.add_argument("--workers", type=int, default=4, help="stand-in workers per delay row")
     parser.add_argument("--storage", help="an existing PostgreSQL URL (default: a throwaway "
                                           "server)")
     args = parser.parse_args()
+    space = Space.from_model(build_model("resnet20", (1, 28, 28), 10, 1.0),
+                             torch.zeros(1, 1, 28, 28))
     with ExitStack() as stack:
         storage = args.storage or stack.enter_context(throwaway_postgres())
         out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         os.environ.setdefault("PRUNESEARCH_CACHE", str(out / "cache"))
         # the dense checkpoint first, so no timed run trains it
         subprocess.run(_cli(None, "train", *_sets(QUICK)), check=True, capture_output=True)
-        tag = str(int(time.time()))
-        rows = [_timed_run(out, f"base-{tag}", args.budget, None, None, 0)]
-        for n in (1, 2, 4):
-            rows.append(_timed_run(out, f"w{n}-{tag}", args.budget, 1, storage, n - 1))
-        for row in rows:
-            row["ratio"] = round(row["per_s"] / rows[0]["per_s"], 3)
-        counter = _Counter()
-        trips = [_round_trips(out, storage, s, (8, 24), counter) for s in ("random", "emo")]
-    eval_s = 1.0 / rows[1]["per_s"]  # one process, one thread: a candidate's evaluation
-    simulated = []
-    for trip in trips:
+        counts = {s: statements_per_candidate(None, [*QUICK, f"search.strategy={s}"],
+                                              storage, out)
+                  for s in ("random", "tpe", "emo")}
+        print("statements per candidate", counts, flush=True)
+        delay_rows = []
         for rtt in RTTS_MS:
-            cost = eval_s + trip["statements_per_candidate"] * rtt / 1000
-            simulated.append({"strategy": trip["strategy"], "rtt_ms": rtt,
-                              "efficiency": round(eval_s / cost, 3),
-                              "server_statements_per_s": {
-                                  str(n): round(n * trip["statements_per_candidate"] / cost)
-                                  for n in WORKERS}})
-    payload = {"command": command_line(), "machine": machine(), "budget": args.budget,
-               "rows": rows, "round_trips": trips, "eval_s": round(eval_s, 4),
-               "simulated": simulated}
+            delay_rows.append(_cpu_row(out, storage, args.budget, rtt))
+            for batch in (1, 32):
+                per_worker = max(4 * batch, 16)
+                delay_rows.append(_stand_in_row(storage, space, rtt, args.workers, batch,
+                                                args.workers * per_worker))
+            print(delay_rows[-3:], flush=True)
+        base = delay_rows[0]["candidates_per_s"]
+        for row in delay_rows:
+            if row["candidate"] == "cpu":
+                row["efficiency"] = round(row["candidates_per_s"] / base, 3)
+        ceiling_rows = []
+        for workers in CEILING_WORKERS:
+            for batch in (1, 8):
+                row = _stand_in_row(storage, space, 0.0, workers, batch, workers * 8 * batch)
+                ceiling_rows.append({k: row[k] for k in ("workers", "batch", "candidates",
+                                                         "candidates_per_s", "efficiency")})
+                print(ceiling_rows[-1], flush=True)
+    payload = {"command": command_line(), "machine": machine(),
+               "statements_per_candidate": {s: c["statements_per_candidate"]
+                                            for s, c in counts.items()},
+               "mean_statement_ms": {s: c["mean_statement_ms"] for s, c in counts.items()},
+               "delay_rows": delay_rows, "ceiling_rows": ceiling_rows}
     save_results("workers", payload)
-    lines = [f"`{payload['command']}` on {payload['machine']['cpu']}, "
-             f"{payload['machine']['cores']} cores, {payload['machine']['date']}: a random "
-             f"search of {args.budget} candidates.", "",
-             "| processes | threads each | storage | search s | candidates/s | ratio to one "
-             "process |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['processes']} | {r['threads_each']} | "
-              f"{'PostgreSQL' if r['storage'] else 'none'} | {r['search_s']} | {r['per_s']} | "
-              f"{r['ratio']} |" for r in rows]
-    lines += ["", f"Storage round trips (a candidate's evaluation: {eval_s:.3f} s at one "
-              f"thread):", "", "| strategy | SQL statements per candidate | mean statement ms "
-              "(local server) |", "|---|---|---|"]
-    lines += [f"| {t['strategy']} | {t['statements_per_candidate']} | "
-              f"{t['mean_statement_ms']} |" for t in trips]
-    lines += ["", "Simulated N workers on other machines: efficiency = eval / (eval + "
-              "statements x RTT); the server's load in statements/s for N = "
-              f"{', '.join(map(str, WORKERS))}:", "",
-              "| strategy | RTT ms | efficiency | server statements/s |", "|---|---|---|---|"]
-    lines += [f"| {s['strategy']} | {s['rtt_ms']} | {s['efficiency']} | "
-              f"{' / '.join(map(str, s['server_statements_per_s'].values()))} |" for s in simulated]
+    m = payload["machine"]
+    lines = [f"`{payload['command']}` on {m['cpu']}, {m['cores']} cores, {m['date']}; a local "
+             f"PostgreSQL server, the delay added by a TCP proxy each way.", "",
+             "Statements per candidate (the run's process, set-up excluded): " + ", ".join(
+                 f"{s} {v}" for s, v in payload["statements_per_candidate"].items()) + ".", "",
+             "| RTT ms | candidate | workers | batch | candidates/s | efficiency |",
+             "|---|---|---|---|---|---|"]
+    kinds = {"cpu": "CPU (real)", "stand-in": "0.05 s stand-in"}
+    lines += [f"| {r['rtt_ms']:g} | {kinds[r['candidate']]} | {r['workers']} | {r['batch']} | "
+              f"{r['candidates_per_s']} | {r['efficiency']} |"
+              for r in delay_rows]
+    lines += ["", "Efficiency: the CPU rows against the CPU row at RTT 0 (a run and one worker, "
+              "one thread each); the stand-in rows against workers / 0.05 s.", "",
+              "Server ceiling (0.05 s stand-in workers, no delay):", "",
+              "| workers | batch | candidates/s | efficiency |", "|---|---|---|---|"]
+    lines += [f"| {r['workers']} | {r['batch']} | {r['candidates_per_s']} | {r['efficiency']} |"
+              for r in ceiling_rows]
     publish("workers", lines)
 
 

@@ -45,8 +45,10 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _workers(url: str, study: str, n: int, env: dict[str, str]) -> list[subprocess.Popen]:
-    return [subprocess.Popen(_cli("worker", "--storage", url, "--study", study, "--wait", "120"),
+def _workers(url: str, study: str, n: int, env: dict[str, str],
+             batch: int = 1) -> list[subprocess.Popen]:
+    return [subprocess.Popen(_cli("worker", "--storage", url, "--study", study, "--wait", "120",
+                                  "--batch", str(batch)),
                              env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
 
@@ -105,8 +107,8 @@ def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_p
 
 
 def _kill_a_worker_mid_candidate(url: str, study: str, victim: subprocess.Popen,
-                                 deadline_s: float = 240) -> str:
-    """SIGKILL `victim` while it holds a candidate; that candidate's arch."""
+                                 deadline_s: float = 240) -> list[str]:
+    """SIGKILL `victim` while it holds candidates; their archs."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
@@ -117,19 +119,19 @@ def _kill_a_worker_mid_candidate(url: str, study: str, victim: subprocess.Popen,
         if mine:
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            return mine[0]
+            return mine
         time.sleep(0.05)
     raise AssertionError("the worker never held a candidate")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["random", "emo"])
+@pytest.mark.parametrize(("strategy", "batch"), [("random", 1), ("emo", 1), ("random", 4)])
 def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
-        strategy, postgres, tmp_path, cli_env):
+        strategy, batch, postgres, tmp_path, cli_env):
     """Fashion-MNIST and a bigger validation set make each candidate take long enough that
-    the kill lands while the worker holds one."""
-    name = f"killed-{strategy}"
-    workers = _workers(postgres, name, 2, cli_env)
+    the kill lands while the worker holds one (or a batch of them)."""
+    name = f"killed-{strategy}-{batch}"
+    workers = _workers(postgres, name, 2, cli_env, batch)
     run = subprocess.Popen(_cli(
         "run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage", postgres,
         "--set", f"name={name}", "--set", f"search.strategy={strategy}", "--set",
@@ -150,8 +152,9 @@ def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
     assert len(trials) == 60 and all(t.state == optuna.trial.TrialState.COMPLETE
                                      for t in trials)  # the study is the run, after a kill
     assert {t.user_attrs["arch"] for t in trials} == {r["arch"] for r in rows}
-    (retried,) = [t for t in trials if arch_key(Arch.from_json(t.user_attrs["arch"])) == killed]
-    assert not retried.user_attrs["worker"].endswith(f":{workers[0].pid}")
+    for key in killed:
+        (retried,) = [t for t in trials if arch_key(Arch.from_json(t.user_attrs["arch"])) == key]
+        assert not retried.user_attrs["worker"].endswith(f":{workers[0].pid}")
 
 
 def _client_connections(url: str) -> int:

@@ -412,6 +412,7 @@ class SharedStudy:
     def close(self) -> None:
         self.waker.close()
         self.engine.dispose()
+        self.storage.engine.dispose()
 
     def run_beating(self) -> contextlib.AbstractContextManager[None]:
         """The run's heartbeat while its search runs: the RUN_BEAT attribute counts up every
