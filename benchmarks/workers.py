@@ -172,7 +172,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="example: python benchmarks/workers.py")
     parser.add_argument("--budget", type=int, default=24, help="candidates per CPU row")
-    parser.add_argument("--workers", type=int, default=4, help="stand-in workers per delay row")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="stand-in workers per delay row (one per core here)")
     parser.add_argument("--storage", help="an existing PostgreSQL URL (default: a throwaway "
                                           "server)")
     args = parser.parse_args()

@@ -322,9 +322,11 @@ def test_a_kill_at_any_moment_of_a_finish_leaves_one_complete_trial_per_candidat
         space, axis, archs = _queued_study(postgres, name, 2 * batch)
         victim = SharedStudy(postgres, name)
         _killed_at(victim, moment)
+        dying = CandidateWorker(victim, space, CostProxyEvaluator(space), axis, "queue",
+                                batch=batch)
         with pytest.raises(Killed):
-            CandidateWorker(victim, space, CostProxyEvaluator(space), axis, "queue",
-                            batch=batch).step()
+            dying.step()
+            dying.flush()  # the recording runs beside the next batch: its end is here
         heir = SharedStudy(postgres, name)
         heir.grace_s = 0.0  # the victim's heartbeat is stale at once
         evaluator = CostProxyEvaluator(space)
@@ -354,7 +356,8 @@ def test_a_holder_whose_candidate_was_taken_over_records_nothing(postgres):
     late, heir = SharedStudy(postgres, "late-holder"), SharedStudy(postgres, "late-holder")
     (work,) = late.take(1)
     heir.grace_s = 0.0
-    assert CandidateWorker(heir, space, CostProxyEvaluator(space), axis, "queue").step()
+    heirs = CandidateWorker(heir, space, CostProxyEvaluator(space), axis, "queue")
+    assert heirs.step() and heirs.flush()
     result = CostProxyEvaluator(space).evaluate(archs)[0]
     trial = FinishedTrial({}, [0.5, 0.5], {}, datetime.now())
     assert late.finish([Finish(work.key, result, trial)]) == []

@@ -179,6 +179,7 @@ def run_worker(url: str, study_name: str, device: str = "auto", trust_code: bool
             if time.monotonic() - looked >= RUN_BEAT_S:
                 attrs, looked = shared.attrs(), time.monotonic()
                 if attrs.get("done"):
+                    worker.flush()
                     break
                 watch.check(attrs.get(RUN_BEAT))
             if worker.step():

@@ -167,7 +167,9 @@ class SharedStudy:
                             ) from None
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self.owner = f"{worker_id()}:{secrets.token_hex(4)}"  # unique per process and study
-        self.waker = Waker(self.engine, channel_of(name))
+        self.waker = Waker(self.engine, channel_of(name), self.owner)
+        # one statement needs no transaction: no BEGIN and COMMIT round trips around it
+        self._single = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             # only the run creates tables and stamps their version (alembic_version, made
             # last): two processes doing either at once collide
@@ -222,7 +224,7 @@ class SharedStudy:
         self.set_attr("done", True)
         if self.waker.postgres:
             with self.engine.begin() as conn:
-                conn.execute(sa.select(notify_clause(self.waker.channel)))
+                conn.execute(sa.select(notify_clause(self.waker.channel, "")))
 
     @functools.cached_property
     def _study_id(self) -> int:
@@ -270,14 +272,14 @@ class SharedStudy:
 
     def slots(self) -> tuple[int, int]:
         """(used, budget)."""
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             row = conn.execute(sa.select(COUNTS.c.used, COUNTS.c.budget)
                                .where(COUNTS.c.study == self.name)).one()
         return int(row.used), int(row.budget)
 
     def close_budget(self) -> None:
         """No new claims from now on (the run's time is up)."""
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             conn.execute(self._counts().values(budget=COUNTS.c.used))
 
     def enqueue(self, work: Sequence[Work]) -> list[str]:
@@ -292,7 +294,7 @@ class SharedStudy:
             if new:
                 count = self._counts().values(used=COUNTS.c.used + len(new))
                 if self.waker.postgres:  # idle workers wake to take them
-                    count = count.returning(notify_clause(self.waker.channel))
+                    count = count.returning(notify_clause(self.waker.channel, ""))
                 conn.execute(count)
         return new
 
@@ -326,7 +328,7 @@ class SharedStudy:
             pick = pick.with_for_update(skip_locked=True)
         # materialized: a subquery in the WHERE may run again and pick more than k rows
         picked = pick.cte("picked").prefix_with("MATERIALIZED")
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             rows = conn.execute(sa.update(CANDIDATES)
                                 .where(c.study == self.name, c.arch == picked.c.arch)
                                 .values(owner=self.owner, beat=self._now())
@@ -339,7 +341,7 @@ class SharedStudy:
         c = CANDIDATES.c
 
         def beat() -> None:
-            with self.engine.begin() as conn:
+            with self._single.connect() as conn:
                 conn.execute(sa.update(CANDIDATES).where(
                     c.study == self.name, c.owner == self.owner, c.seq.is_(None))
                     .values(beat=self._now()))
@@ -378,7 +380,7 @@ class SharedStudy:
         count = self._counts().values(finished=COUNTS.c.finished + len(done)).returning(
             COUNTS.c.finished)
         if self.waker.postgres:  # whoever waits for results wakes
-            count = count.returning(notify_clause(self.waker.channel))  # adds a column
+            count = count.returning(notify_clause(self.waker.channel, self.owner))  # a column
         first = int(conn.execute(count).first()[0]) - len(done) + 1  # type: ignore[index]
         ids = insert_trials(conn, self._study_id, first - 1, [f.trial for f in done])
         moved = conn.execute(
@@ -397,7 +399,7 @@ class SharedStudy:
                  .join_from(CANDIDATES, USER_ATTRS, sa.and_(attrs.trial_id == c.trial_id,
                                                              attrs.key == RESULT))
                  .where(c.study == self.name, c.seq > after).order_by(c.seq))
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             rows = conn.execute(query).all()
         return [(int(seq), result_from_attr(_json(text), f"result #{seq}"))
                 for seq, text in rows]

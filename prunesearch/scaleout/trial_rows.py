@@ -60,6 +60,6 @@ def insert_trials(conn: sa.Connection, study_id: int, first_number: int,
     attrs = [{"trial_id": tid, "key": key, "value_json": json.dumps(value)}
              for tid, t in zip(ids, trials, strict=True) for key, value in t.attrs.items()]
     for table, table_rows in ((PARAMS, params), (VALUES, values), (USER_ATTRS, attrs)):
-        if table_rows:
-            conn.execute(sa.insert(table), table_rows)
+        if table_rows:  # one INSERT of many rows: one round trip (executemany pipelines)
+            conn.execute(sa.insert(table).values(table_rows))
     return ids

@@ -19,18 +19,21 @@ def channel_of(study: str) -> str:
     return "prunesearch_" + hashlib.sha256(study.encode()).hexdigest()[:24]
 
 
-def notify_clause(channel: str) -> sa.ColumnElement[Any]:
+def notify_clause(channel: str, payload: str) -> sa.ColumnElement[Any]:
     """pg_notify as an expression, so a statement the writer runs anyway notifies too (in
     its RETURNING clause): the notification goes out when its transaction commits."""
-    return sa.func.pg_notify(channel, "")
+    return sa.func.pg_notify(channel, payload)
 
 
 class Waker:
-    def __init__(self, engine: sa.Engine, channel: str) -> None:
-        self.engine, self.channel = engine, channel
+    """`me`: the payload this process's own notifications carry (news to others only)."""
+
+    def __init__(self, engine: sa.Engine, channel: str, me: str) -> None:
+        self.engine, self.channel, self.me = engine, channel, me
         self.postgres = engine.dialect.name == "postgresql"
         self._listener: Any = None  # psycopg's connection, held for LISTEN
         self._backoff = BACKOFF_S[0]
+        self._news = True  # until listening, anything may have happened
 
     def listen(self) -> None:
         """Start listening (before the first look for work, so no news is missed between
@@ -49,8 +52,19 @@ class Waker:
             self._backoff = min(2 * self._backoff, BACKOFF_S[1])
             return
         self.listen()
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-            pass
+        for note in self._listener.notifies(timeout=timeout, stop_after=1):
+            self._news |= note.payload != self.me
+
+    def news(self) -> bool:
+        """Whether another process notified since the last call (always, without
+        notifications): a reader skips its query when nothing can have changed. Reads what
+        the server has sent already; no round trip."""
+        if self._listener is None:
+            return True
+        for note in self._listener.notifies(timeout=0):
+            self._news |= note.payload != self.me
+        news, self._news = self._news, False
+        return news
 
     def worked(self) -> None:
         """Work was found: the next SQLite wait starts short again."""

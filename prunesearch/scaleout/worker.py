@@ -10,6 +10,7 @@ storage's round trips are paid once per batch (a fast evaluator on a distant ser
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,19 +64,24 @@ class CandidateWorker:
         self._next_look = 0.0  # sample mode: when to look for queued or stale candidates again
         self._fed = False  # the feed was read since the last drain
         self.stale_rounds = 0  # sampling rounds in a row that found no new arch
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="prunesearch-record")
+        self._recording: tuple[Future[list[Finish]], list[_Held], list[Result]] | None = None
 
     # --- the feed ---------------------------------------------------------------------------
     def absorb(self) -> None:
-        """Read what landed since the last read; the sampler learns it."""
+        """Read what other processes recorded since the last read (nothing to read when none
+        notified); the sampler learns it."""
+        self._fed = True
+        if not self.shared.waker.news():
+            return
         for seq, result in self.shared.feed(self._seq):
             self._seq = seq
             self.landed.append(result)
             self._learn(result)
-        self._fed = True
 
     def drain(self) -> list[Result]:
-        """Every result that landed since the last drain (the feed read unless a step just
-        read it)."""
+        """Every result recorded since the last drain, this process's and the feed's (read
+        unless a step just read it); one may come twice."""
         if not self._fed:
             self.absorb()
         landed, self.landed, self._fed = self.landed, [], False
@@ -101,8 +107,10 @@ class CandidateWorker:
 
     # --- taking and finishing work ----------------------------------------------------------
     def step(self) -> bool:
-        """Take (or sample and claim) up to `batch` candidates and finish them; False when
-        there was nothing to take."""
+        """Take (or sample and claim) up to `batch` candidates, evaluate them and hand their
+        recording to a background thread, which writes while the next batch is taken and
+        evaluated (the storage's round trips and the rows' building overlap the evaluation);
+        False when there was nothing to take and nothing left to record."""
         if self.memory is not None:
             self.absorb()
         held = self._take()
@@ -110,20 +118,32 @@ class CandidateWorker:
             held = self._sample()
             if not held and self.has_room():  # it sampled only archs known already
                 self.stale_rounds += 1
-                return not self.exhausted
+                return self.flush() or not self.exhausted
         if not held:
-            return False
+            return self.flush()
         self.stale_rounds = 0
         started = datetime.now()
-        with self.shared.beating():
+        with self.shared.beating():  # also for the batch still being recorded
             results = self.evaluator.evaluate([h.arch for h in held])
+            self.flush()
         results = [self.evaluator.with_latency(r) for r in results]
         done = [Finish(h.work.key, r, self._trial(h.work, r, started))
                 for h, r in zip(held, results, strict=True)]
-        recorded = {f.key for f in self.shared.finish(done)}
+        self._recording = (self._writer.submit(self.shared.finish, done), held, results)
+        return True
+
+    def flush(self) -> bool:
+        """Wait for the batch being recorded, if any (its errors are raised here), and learn
+        from it; whether there was one."""
+        if self._recording is None:
+            return False
+        future, held, results = self._recording
+        self._recording = None
+        recorded = {f.key for f in future.result()}
         for h, result in zip(held, results, strict=True):
             if h.work.key in recorded:
                 self.evaluated += 1
+                self.landed.append(result)
                 self._learn(result, h.asked)
             elif h.asked is not None:  # taken over: its new holder records it
                 self.memory.tell(h.asked, state=TrialState.FAIL)  # type: ignore[union-attr]
@@ -157,7 +177,9 @@ class CandidateWorker:
         asked: dict[str, _Held] = {}
         for _ in range(self.batch):
             trial = self.memory.ask(self.distributions)
-            arch = self.space.decode([trial.params[d.name] for d in self.space.dims])
+            params = trial.params  # (a copy each time it is read)
+            genes = [params[d.name] for d in self.space.dims]
+            arch = self.space.decode(genes)
             key = arch_key(arch)
             if key in asked or key in self._told:
                 self.memory.tell(trial, state=TrialState.FAIL)  # known: nothing to learn
@@ -165,7 +187,6 @@ class CandidateWorker:
                 self._told.add(key)
                 self.memory.tell(trial, state=TrialState.FAIL)
             else:
-                genes = [trial.params[d.name] for d in self.space.dims]
                 asked[key] = _Held(Work(key, genes), arch, trial)
         got, self.slots = self.shared.claim([h.work for h in asked.values()])
         for key in set(asked) - set(got):  # another process has it, or no budget is left
