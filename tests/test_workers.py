@@ -67,24 +67,28 @@ def _study(url: str, name: str) -> optuna.Study:
 
 def test_workers_evaluate_each_arch_once_on_the_runs_own_weights(postgres, tmp_path, cli_env):
     """With a supernet stage: workers score on its weights, in the channel order the run
-    ranked on the dense weights (their own ranking of the trained-on weights would differ)."""
+    ranked on the dense weights (their own ranking of the trained-on weights would differ).
+    The budget keeps the run searching for some 20 s, so the worker, which prepares its
+    evaluator only once the run has published, gets candidates too."""
+    budget = 200
     workers = _workers(postgres, "shared-tpe", 1, cli_env)
     run = subprocess.run(_cli("run", str(TINY), "--out", str(tmp_path), "--quiet", "--storage",
                               postgres, "--set", "name=shared-tpe", "--set",
-                              "search.strategy=tpe", "--set", "search.budget=24", "--set",
-                              "finetune.enabled=false", "--set", "supernet.epochs=1"),
+                              "search.strategy=tpe", "--set", f"search.budget={budget}", "--set",
+                              "evaluator.calib_batches=16", "--set", "finetune.enabled=false",
+                              "--set", "supernet.epochs=1"),
                          env=cli_env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     out, err = workers[0].communicate(timeout=60)
     assert workers[0].returncode == 0, err
     rows = _rows(tmp_path / "shared-tpe")
-    assert len(rows) == 24 and len({r["arch"] for r in rows}) == 24
+    assert len(rows) == budget and len({r["arch"] for r in rows}) == budget
 
     study = _study(postgres, "shared-tpe")
     results = study.trials
-    assert len(results) == 24  # one trial for each candidate, and nothing else
+    assert len(results) == budget  # one trial for each candidate, and nothing else
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in results)
-    assert sorted(t.number for t in results) == list(range(24))
+    assert sorted(t.number for t in results) == list(range(budget))
     by_worker: dict[str, int] = {}
     for t in results:
         by_worker[t.user_attrs["worker"]] = by_worker.get(t.user_attrs["worker"], 0) + 1
