@@ -356,15 +356,14 @@ def test_a_holder_whose_candidate_was_taken_over_records_nothing(postgres):
     its candidate: its own finish writes no second trial."""
     from test_search import CostProxyEvaluator
 
-    space, axis, archs = _queued_study(postgres, "late-holder", 1)
+    space, axis, _ = _queued_study(postgres, "late-holder", 1)
     late, heir = SharedStudy(postgres, "late-holder"), SharedStudy(postgres, "late-holder")
     (work,) = late.take(1)
     heir.grace_s = 0.0
     heirs = CandidateWorker(heir, space, CostProxyEvaluator(space), axis, "queue")
     assert heirs.step() and heirs.flush()
-    result = CostProxyEvaluator(space).evaluate(archs)[0]
     trial = FinishedTrial({}, [0.5, 0.5], {}, datetime.now())
-    assert late.finish([Finish(work.key, result, trial)]) == []
+    assert late.finish([Finish(work.key, trial)]) == []
     assert len(heir.load().trials) == 1 and heir.held() == {}
     late.close(), heir.close()
 

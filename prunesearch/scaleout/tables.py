@@ -118,10 +118,9 @@ class Work:
 
 @dataclass(frozen=True)
 class Finish:
-    """A held candidate's outcome: its result and the trial that records it."""
+    """A held candidate's outcome: the trial that records it."""
 
     key: str
-    result: Result
     trial: FinishedTrial
 
 class StudyMissing(UserError):
@@ -266,9 +265,13 @@ class SharedStudy:
     def _least(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
         return (sa.func.least if self.waker.postgres else sa.func.min)(a, b)
 
-    def _rows(self, work: Sequence[Work], owner: str | None) -> list[dict[str, Any]]:
-        return [{"study": self.name, "arch": w.key, "genes": json.dumps(w.genes),
+    def _insert_new(self, conn: sa.Connection, work: Sequence[Work],
+                    owner: str | None) -> list[str]:
+        """Insert rows for `work` (queued, or held by `owner`); the keys no row had yet."""
+        rows = [{"study": self.name, "arch": w.key, "genes": json.dumps(w.genes),
                  "owner": owner, "beat": None if owner is None else self._now()} for w in work]
+        return list(conn.execute(self._insert(CANDIDATES).values(rows).on_conflict_do_nothing()
+                                 .returning(CANDIDATES.c.arch)).scalars())
 
     def slots(self) -> tuple[int, int]:
         """(used, budget)."""
@@ -288,9 +291,7 @@ class SharedStudy:
         if not work:
             return []
         with self.engine.begin() as conn:
-            new = list(conn.execute(self._insert(CANDIDATES).values(self._rows(work, None))
-                                    .on_conflict_do_nothing().returning(CANDIDATES.c.arch))
-                       .scalars())
+            new = self._insert_new(conn, work, None)
             if new:
                 count = self._counts().values(used=COUNTS.c.used + len(new))
                 if self.waker.postgres:  # idle workers wake to take them
@@ -303,9 +304,7 @@ class SharedStudy:
         (an arch that some process queued, holds or finished is left out, as is every one
         past the budget) and (used, budget) after."""
         with self.engine.begin() as conn:
-            new = list(conn.execute(self._insert(CANDIDATES).values(self._rows(work, self.owner))
-                                    .on_conflict_do_nothing().returning(CANDIDATES.c.arch))
-                       .scalars()) if work else []
+            new = self._insert_new(conn, work, self.owner) if work else []
             # SET reads the row as it was: granted is what was left, at most what is asked
             granted, used, budget = conn.execute(self._counts().values(
                 granted=self._least(len(new), COUNTS.c.budget - COUNTS.c.used),

@@ -127,7 +127,7 @@ class CandidateWorker:
             results = self.evaluator.evaluate([h.arch for h in held])
             self.flush()
         results = [self.evaluator.with_latency(r) for r in results]
-        done = [Finish(h.work.key, r, self._trial(h.work, r, started))
+        done = [Finish(h.work.key, self._trial(h.work, r, started))
                 for h, r in zip(held, results, strict=True)]
         self._recording = (self._writer.submit(self.shared.finish, done), held, results)
         return True
