@@ -161,6 +161,23 @@ def test_a_killed_workers_candidate_is_retried_and_no_arch_runs_twice(
         assert not retried.user_attrs["worker"].endswith(f":{workers[0].pid}")
 
 
+@pytest.mark.parametrize("strategy", ["emo", "dp"])
+def test_a_shared_run_alone_evaluates_exactly_its_budget(strategy, tmp_path):
+    """Queued strategies: the run's own last candidate of a round is in its evaluator's cache
+    while still being recorded; counting it as in the run let the next round queue one
+    candidate past the budget (15 trials for a budget of 14)."""
+    from prunesearch.app.config import load_config
+    from prunesearch.app.run import run_job
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = load_config(TINY, [f"search.strategy={strategy}", "search.budget=14",
+                             f"search.storage={url}", "finetune.enabled=false"])
+    run = run_job(cfg, tmp_path / "runs", progress=False).run_dir
+    trials = SharedStudy(url, "tiny", create=False).load().trials
+    assert len(trials) == 14 == len(_rows(run))
+    assert {t.user_attrs["arch"] for t in trials} == {r["arch"] for r in _rows(run)}
+
+
 def _client_connections(url: str) -> int:
     engine = sa.create_engine(url)
     try:

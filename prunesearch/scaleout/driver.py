@@ -93,6 +93,9 @@ class SharedSearch:
                 todo[arch] = None
             asked.append(arch)
         self._queue(ctx, list(todo))  # a resumed run's rows are there already: kept as they are
-        while any(ctx.known(arch) is None for arch in todo):
+        # until each is in the run, not just in the evaluator's cache: this process's own
+        # last batch is cached while it is still being recorded, and counting only what is
+        # in the run keeps the next call's room within the budget
+        while any(arch_key(arch) not in self.seen for arch in todo):
             self._work_or_wait(ctx)
         return [ctx.known(arch) for arch in asked]  # type: ignore[misc]
