@@ -22,7 +22,14 @@ import sqlalchemy as sa
 import torch
 from pg_cluster import throwaway_postgres
 
-from prunesearch.scaleout.tables import Finish, SharedStudy, StudyMissing, Work, arch_key
+from prunesearch.scaleout.tables import (
+    CANDIDATES,
+    Finish,
+    SharedStudy,
+    StudyMissing,
+    Work,
+    arch_key,
+)
 from prunesearch.scaleout.trial_rows import FinishedTrial
 from prunesearch.scaleout.worker import CandidateWorker
 from prunesearch.spaces import Arch
@@ -383,6 +390,43 @@ def test_a_holder_whose_candidate_was_taken_over_records_nothing(postgres):
     assert late.finish([Finish(work.key, trial)]) == []
     assert len(heir.load().trials) == 1 and heir.held() == {}
     late.close(), heir.close()
+
+
+def test_a_sampling_worker_claims_its_next_batch_while_it_evaluates(postgres):
+    """The storage's round trips of the next claim overlap the evaluation (a distant server
+    costs no waiting): while a batch is scored, the batch after it is claimed already, never
+    past the budget, and the study ends with one trial per candidate."""
+    from test_search import CostProxyEvaluator
+
+    space, axis = _space()
+    shared = SharedStudy(postgres, "prefetch")
+    shared.create(resume=False, config_toml="", weights={}, order={}, mode="sample", budget=9,
+                  axis=axis)
+    claimed: list[int] = []
+    mine = (sa.select(sa.func.count()).select_from(CANDIDATES)
+            .where(CANDIDATES.c.study == "prefetch", CANDIDATES.c.owner == shared.owner))
+
+    class Watching(CostProxyEvaluator):
+        def evaluate(self, archs):  # type: ignore[no-untyped-def]
+            deadline, count = time.monotonic() + 10, 0
+            while time.monotonic() < deadline:  # the claim runs on the background thread
+                with shared.engine.connect() as conn:
+                    count = conn.execute(mine).scalar_one()
+                if count == min(len(claimed) * 3 + 6, 9):
+                    break
+                time.sleep(0.02)
+            claimed.append(count)
+            return super().evaluate(archs)
+
+    worker = CandidateWorker(shared, space, Watching(space), axis, "sample",
+                             optuna.samplers.RandomSampler(seed=0), batch=3)
+    while worker.step():
+        pass
+    assert claimed == [6, 9, 9]  # one batch ahead (without: 3, 6, 9), none past the budget
+    trials = shared.load().trials
+    assert len(trials) == 9 == worker.evaluated and shared.held() == {}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    shared.close()
 
 
 @pytest.mark.parametrize("strategy", ["random", "tpe", "emo"])

@@ -5,7 +5,10 @@ own share of the work.
 In sample mode (random, tpe) each process asks its own sampler on an in-memory study that
 learns every result the study's feed brings (its own and the other processes'), so asking
 costs the storage nothing. `batch` candidates are held, evaluated and recorded at a time: the
-storage's round trips are paid once per batch (a fast evaluator on a distant server)."""
+storage's round trips are paid once per batch (a fast evaluator on a distant server), and a
+background thread pays them while the process evaluates: it records the last batch and, in
+sample mode, claims the next one (asked of the sampler before the evaluation starts, as a
+parallel study asks while trials run), so a distant server costs no waiting."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ from prunesearch.scaleout.trial_rows import FinishedTrial
 from prunesearch.spaces import Arch, Space
 from prunesearch.strategies.base import MAX_STALE_ROUNDS
 from prunesearch.strategies.trials import DIRECTIONS, trial_attrs, trial_values
+
+_Claimed = tuple[list[str], tuple[int, int]]  # SharedStudy.claim's answer
 
 
 @dataclass
@@ -66,6 +71,7 @@ class CandidateWorker:
         self.stale_rounds = 0  # sampling rounds in a row that found no new arch
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="prunesearch-record")
         self._recording: tuple[Future[list[Finish]], list[_Held], list[Result]] | None = None
+        self._claiming: tuple[dict[str, _Held], Future[_Claimed]] | None = None  # next batch
 
     # --- the feed ---------------------------------------------------------------------------
     def absorb(self) -> None:
@@ -108,7 +114,7 @@ class CandidateWorker:
     # --- taking and finishing work ----------------------------------------------------------
     def step(self) -> bool:
         """Take (or sample and claim) up to `batch` candidates, evaluate them and hand their
-        recording to a background thread, which writes while the next batch is taken and
+        recording to a background thread, which writes while the next batch is claimed and
         evaluated (the storage's round trips and the rows' building overlap the evaluation);
         False when there was nothing to take and nothing left to record."""
         if self.memory is not None:
@@ -122,11 +128,14 @@ class CandidateWorker:
         if not held:
             return self.flush()
         self.stale_rounds = 0
+        self._claim_next()
         started = datetime.now()
         with self.shared.beating():  # also for the batch still being recorded
             results = self.evaluator.evaluate([h.arch for h in held])
             self.flush()
         results = [self.evaluator.with_latency(r) for r in results]
+        for h, result in zip(held, results, strict=True):  # the sampler learns at once
+            self._learn(result, h.asked)
         done = [Finish(h.work.key, self._trial(h.work, r, started))
                 for h, r in zip(held, results, strict=True)]
         self._recording = (self._writer.submit(self.shared.finish, done), held, results)
@@ -139,14 +148,11 @@ class CandidateWorker:
             return False
         future, held, results = self._recording
         self._recording = None
-        recorded = {f.key for f in future.result()}
-        for h, result in zip(held, results, strict=True):
+        recorded = {f.key for f in future.result()}  # the rest were taken over: their
+        for h, result in zip(held, results, strict=True):  # new holders record them
             if h.work.key in recorded:
                 self.evaluated += 1
                 self.landed.append(result)
-                self._learn(result, h.asked)
-            elif h.asked is not None:  # taken over: its new holder records it
-                self.memory.tell(h.asked, state=TrialState.FAIL)  # type: ignore[union-attr]
         return True
 
     def has_room(self) -> bool:
@@ -169,11 +175,29 @@ class CandidateWorker:
         return [_Held(w, self.space.decode(w.genes), None) for w in taken]
 
     def _sample(self) -> list[_Held]:
-        """New candidates from this process's sampler, claimed; an arch over the latency
-        limit is told failed without an evaluation, as in one process."""
-        assert self.memory is not None
+        """New candidates from this process's sampler, claimed: those claimed while the last
+        batch was evaluated, or asked and claimed now."""
+        if self._claiming is not None:
+            asked, claimed = self._claiming
+            self._claiming = None
+            return self._settle(asked, claimed.result())
         if self.slots is not None and not self.has_room():  # final: budgets never grow
             return []
+        asked = self._ask()
+        return self._settle(asked, self.shared.claim([h.work for h in asked.values()]))
+
+    def _claim_next(self) -> None:
+        """Sample mode: ask for the next batch now and claim it in the background."""
+        if self.memory is None or self._claiming is not None or not self.has_room():
+            return
+        asked = self._ask()
+        self._claiming = (asked, self._writer.submit(self.shared.claim,
+                                                     [h.work for h in asked.values()]))
+
+    def _ask(self) -> dict[str, _Held]:
+        """Up to `batch` new archs from this process's sampler, by key; an arch over the
+        latency limit is told failed without an evaluation, as in one process."""
+        assert self.memory is not None
         asked: dict[str, _Held] = {}
         for _ in range(self.batch):
             trial = self.memory.ask(self.distributions)
@@ -188,7 +212,12 @@ class CandidateWorker:
                 self.memory.tell(trial, state=TrialState.FAIL)
             else:
                 asked[key] = _Held(Work(key, genes), arch, trial)
-        got, self.slots = self.shared.claim([h.work for h in asked.values()])
+        return asked
+
+    def _settle(self, asked: dict[str, _Held], claimed: _Claimed) -> list[_Held]:
+        """What a claim of `asked` got; the sampler is told the rest failed."""
+        got, self.slots = claimed
+        assert self.memory is not None
         for key in set(asked) - set(got):  # another process has it, or no budget is left
             self.memory.tell(asked[key].asked, state=TrialState.FAIL)  # type: ignore[arg-type]
         return [asked[key] for key in got]
